@@ -1,0 +1,3 @@
+from greenbridge.cli import main
+
+raise SystemExit(main())

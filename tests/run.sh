@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets up everything the test suite needs on a fresh Debian machine, then runs the linter and all tests.
+# Extra arguments go to pytest (e.g. tests/run.sh -k scope).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../deploy/setup.sh"
+gb_setup test
+cd "$GB_ROOT"
+"$GB_VENV/bin/ruff" check .
+"$GB_VENV/bin/python" -m pytest "$@"
