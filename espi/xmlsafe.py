@@ -114,8 +114,11 @@ def _syntax_error(exc: etree.XMLSyntaxError, name: str) -> XmlSyntaxError | XmlS
     return XmlSyntaxError(f"not well-formed XML: {message}", name, line)
 
 
-def _read_prolog(stream: IO[bytes], name: str) -> bytes:
-    """Reads up to the root element's start tag and refuses a DOCTYPE. Returns the bytes read (to replay)."""
+def _read_prolog(stream: IO[bytes], name: str) -> tuple[bytes, str]:
+    """Reads up to the root element's start tag and refuses a DOCTYPE.
+
+    Returns the bytes read (to replay) and the root element's tag (Clark notation).
+    """
     pull = etree.XMLPullParser(events=("start",), **PARSER_OPTIONS)
     consumed = bytearray()
     try:
@@ -135,7 +138,7 @@ def _read_prolog(stream: IO[bytes], name: str) -> bytes:
                         name,
                         1,
                     )
-                return bytes(consumed)
+                return bytes(consumed), element.tag
             if len(consumed) > _PROLOG_LIMIT:
                 raise XmlSecurityError("refused: no root element within the first megabyte", name, None)
     except etree.XMLSyntaxError as exc:
@@ -154,22 +157,45 @@ def secure_iterparse(
 
     ``on_read`` is called with the number of bytes read, for progress reporting.
     """
-    label = source_name(source, name)
-    with open_binary(source) as stream:
-        prefix = _read_prolog(stream, label)
-        replay = _ReplayStream(prefix, stream, on_read)
-        iterator = etree.iterparse(replay, events=events, tag=tag, **PARSER_OPTIONS)
+    with secure_document(source, name=name, on_read=on_read) as document:
+        yield from document.iterparse(events=events, tag=tag)
+
+
+class SecureDocument:
+    """An opened document whose prolog has been checked; ``root_tag`` is known before the body is parsed."""
+
+    def __init__(self, stream: IO[bytes], label: str, on_read: Callable[[int], None] | None):
+        self.name = label
+        prefix, self.root_tag = _read_prolog(stream, label)
+        self._replay = _ReplayStream(prefix, stream, on_read)
+        self._used = False
+
+    def iterparse(self, events: tuple[str, ...] = ("end",), tag: str | tuple[str, ...] | None = None
+                  ) -> Iterator[tuple[str, etree._Element]]:
+        if self._used:
+            raise RuntimeError("a SecureDocument can be parsed once")
+        self._used = True
+        iterator = etree.iterparse(self._replay, events=events, tag=tag, **PARSER_OPTIONS)
         try:
             yield from iterator
         except etree.XMLSyntaxError as exc:
-            raise _syntax_error(exc, label) from None
+            raise _syntax_error(exc, self.name) from None
+
+
+@contextmanager
+def secure_document(source: Source, name: str | None = None, on_read: Callable[[int], None] | None = None
+                    ) -> Iterator[SecureDocument]:
+    """Opens ``source``, checks its prolog (refusing a DOCTYPE) and yields a ``SecureDocument``."""
+    label = source_name(source, name)
+    with open_binary(source) as stream:
+        yield SecureDocument(stream, label, on_read)
 
 
 def secure_parse(source: Source, name: str | None = None) -> etree._ElementTree:
     """Parses a whole (small) document into a tree with the same hardening as ``secure_iterparse``."""
     label = source_name(source, name)
     with open_binary(source) as stream:
-        prefix = _read_prolog(stream, label)
+        prefix, _root_tag = _read_prolog(stream, label)
         parser = etree.XMLParser(**PARSER_OPTIONS)
         try:
             return etree.parse(_ReplayStream(prefix, stream), parser)
