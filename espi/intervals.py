@@ -175,6 +175,9 @@ def _read_fast(element: etree._Element, queries: _Queries, interval: DateTimeInt
             columns[attr] = [] if required else None
         else:
             return None
+    for texts in columns.values():
+        if texts is not None and len(texts) != n:
+            return None  # split text nodes (a comment inside a number): read reading by reading
     try:
         block = IntervalBlock(
             interval=interval,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
@@ -101,16 +102,12 @@ def open_binary(source: Source) -> Iterator[IO[bytes]]:
 def _syntax_error(exc: etree.XMLSyntaxError, name: str) -> XmlSyntaxError | XmlSecurityError:
     line = exc.lineno or None
     message = exc.msg or str(exc)
-    # lxml appends "(<source>, line N)"; we print the location ourselves.
-    cut = message.rfind(" (")
-    if cut > 0 and message.endswith(")") and "line" in message[cut:]:
-        message = message[:cut]
+    # lxml appends the location ("…, line N, column M" or "(<source>, line N)"); we print it ourselves.
+    message = re.sub(r"(,\s*line \d+(,\s*column \d+)?|\s*\([^()]*line \d+\))\s*$", "", message)
     lowered = message.lower()
     if "excessive depth" in lowered or "huge" in lowered or "amplification" in lowered:
         return XmlSecurityError(f"refused: {message} (nesting or size beyond what any Green Button file needs)",
                                 name, line)
-    if "entity" in lowered and "not defined" in lowered:
-        return XmlSecurityError(f"refused: {message} (entities are not allowed)", name, line)
     return XmlSyntaxError(f"not well-formed XML: {message}", name, line)
 
 

@@ -1,0 +1,323 @@
+"""UsageSummary → CDS bill sections, bill statements and billing usage values (CDS WG3-01 §10.5–§10.6;
+docs/mapping.md "Bill sections", "Bill statements", D7–D9, D11).
+
+One bill section per UsagePoint and billing period; an ElectricPowerUsageSummary and a UsageSummary of the same
+period merge (newest ``statusTimeStamp`` wins). Money is in 10⁻⁵ of the currency and never scaled by a
+multiplier. Bill statements need an amount due and a due date that no ESPI resource holds, so they are made only
+when the operator asserts how (``StatementPolicy``: the utility's bills are the sum of its summaries, due N days
+after the period ends); otherwise none are offered (D7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from cds.from_espi.usage_points import stamps
+from cds.from_espi.value_formats import SeriesFormat, cds_quality, cost_value
+from espi.currency import currency_alpha
+from espi.usage import LineItem, SummaryMeasurement, UsageSummary
+
+#: ESPI ItemKind → CDS LineItem type (credits keep the type of the fee they offset)
+ITEM_KIND_TYPES = {1: "supply", 2: "distribution", 3: "usage_charge", 4: "fixed_charge", 5: "tax",
+                   6: "supply", 7: "distribution", 8: "fixed_charge"}
+CREDIT_ITEM_KINDS = frozenset({6, 7, 8})
+PAYMENT_ITEM_KIND, INFORMATION_ITEM_KIND = 9, 10
+ESTIMATED_QUALITIES = frozenset({8, 9, 12})
+
+#: SummaryMeasurement uom → (CDS usage type, CDS unit, extra exponent) for usage details
+SUMMARY_UNITS = {
+    72: ("electric_usage", "kWh", -3),
+    169: ("natural_gas_usage", "therm", 0),
+    132: ("natural_gas_usage", "Btu", 0),
+    167: ("natural_gas_usage", "Sm3", 0),
+    120: ("natural_gas_usage", "scf", 0),
+    128: ("water_usage", "gal", 0),
+    134: ("water_usage", "L", 0),
+}
+#: gas or water volumes whose type depends on the commodity (m³, ft³)
+VOLUME_UNITS = {42: {"natural_gas": "Sm3", "water": "m3"}, 119: {"natural_gas": "scf", "water": "ft3"}}
+COMMODITY_CODES = {1: "electric", 2: "electric", 26: "electric", 7: "natural_gas", 9: "water", 14: "water"}
+
+
+@dataclass(frozen=True, slots=True)
+class StatementPolicy:
+    """Utility mode (D7): the operator asserts that a bill is the sum of its periods' ``billLastPeriod``."""
+
+    due_days: int
+
+
+@dataclass(slots=True)
+class BillingPeriod:
+    """A merged summary for one UsagePoint and period."""
+
+    start: int
+    duration: int
+    summary: UsageSummary
+
+
+def merge_summaries(summaries: list[UsageSummary], warn: Callable[[str], None]) -> tuple[
+        list[BillingPeriod], list[UsageSummary]]:
+    """Groups summaries by billing period (the newest statusTimeStamp wins). Returns (periods, current-only)."""
+    by_period: dict[tuple[int, int], UsageSummary] = {}
+    without_period: list[UsageSummary] = []
+    for summary in summaries:
+        period = summary.billing_period
+        if period is None or period.start is None or period.duration is None or period.duration <= 0:
+            without_period.append(summary)
+            continue
+        key = (period.start, period.duration)
+        known = by_period.get(key)
+        if known is None or (summary.status_time_stamp or 0) >= (known.status_time_stamp or 0):
+            if known is not None:
+                warn("two summaries for one billing period; the newer one is used")
+            by_period[key] = summary
+    periods = [BillingPeriod(start, duration, s) for (start, duration), s in sorted(by_period.items())]
+    return periods, without_period
+
+
+def summary_value(sm: SummaryMeasurement | None, commodity: str | None) -> tuple[str, Decimal, str] | None:
+    """(CDS usage type, value, unit) of a SummaryMeasurement, or None when its unit has no CDS usage type."""
+    if sm is None or sm.value is None:
+        return None
+    p = sm.power_of_ten_multiplier or 0
+    if sm.uom in SUMMARY_UNITS:
+        value_type, units, k = SUMMARY_UNITS[sm.uom]
+        return value_type, Decimal(sm.value).scaleb(p + k), units
+    if sm.uom in VOLUME_UNITS and commodity in VOLUME_UNITS[sm.uom]:
+        return f"{commodity}_usage", Decimal(sm.value).scaleb(p), VOLUME_UNITS[sm.uom][commodity]
+    return None
+
+
+def summary_commodity(summary: UsageSummary, usage_point_commodity: str | None) -> str | None:
+    return COMMODITY_CODES.get(summary.commodity or -1) or usage_point_commodity
+
+
+def _measurement_json(sm: SummaryMeasurement | None) -> dict[str, Any] | None:
+    if sm is None or sm.value is None:
+        return None
+    result: dict[str, Any] = {"value": Decimal(sm.value).scaleb(sm.power_of_ten_multiplier or 0), "uom": sm.uom}
+    if sm.time_stamp is not None:
+        result["time_stamp"] = sm.time_stamp
+    return result
+
+
+def bill_section(period: BillingPeriod, section_id: str, stamp: str, *, account_id: str,
+                 account_number: str | None, commodity: str | None, currency_default: str | None,
+                 series_currency: str | None, entity: dict[str, Any] | None, contract_id: str,
+                 servicepoint_id: str, meterdevice_id: str, dates: Callable[[int, int], tuple[date, date]],
+                 id_of: Callable[..., str]) -> dict[str, Any]:
+    """A CDS Bill Section from one billing period's summary (mapping-notes §8)."""
+    summary = period.summary
+    start_date, end_date = dates(period.start, period.duration)
+    commodity = summary_commodity(summary, commodity)
+    currency = currency_alpha(summary.currency) if summary.currency else None
+    currency = currency or series_currency or currency_default
+    section: dict[str, Any] = {
+        "cds_billsection_id": section_id,
+        **stamps(stamp),
+        "cds_billstatement_id": None,
+        "cds_account_id": account_id,
+        "account_number": account_number if account_number is not None else "",
+    }
+    if account_number is None:
+        section["greenbridge_account_number_unknown"] = True  # D8: REQUIRED string with no source
+    section_types = ["service_contract"]
+    if commodity:
+        section_types.append(commodity)
+    section["section_types"] = section_types
+    section["start_date"] = start_date.isoformat()
+    section["end_date"] = end_date.isoformat()
+    if currency is None:
+        section["currency"] = "XXX"  # ISO 4217 "no currency": the REQUIRED field with nothing to say
+        section["greenbridge_currency_unknown"] = True
+    else:
+        section["currency"] = currency
+    section["distribution_entity"] = entity
+    section["supply_entity"] = entity
+    section["related_servicecontracts"] = [contract_id]
+    section["related_servicepoints"] = [servicepoint_id]
+    section["related_meterdevices"] = [meterdevice_id]
+    section["related_billsections"] = []
+
+    usage_details = []
+    usage = summary_value(summary.overall_consumption_last_period, commodity)
+    if usage is not None:
+        value_type, value, units = usage
+        types = [value_type]
+        if summary.quality_of_reading in ESTIMATED_QUALITIES:
+            types.append("estimated")
+        usage_details.append({"id": id_of("usagedetail", section_id, "total"), "name": "Total usage",
+                              "types": types, "value": value, "units": units,
+                              "start_date": start_date.isoformat(), "end_date": end_date.isoformat()})
+    elif summary.overall_consumption_last_period is not None:
+        section["greenbridge_overall_consumption"] = _measurement_json(summary.overall_consumption_last_period)
+    section["usage_details"] = usage_details
+
+    cost_details = []
+    if summary.bill_last_period is not None:
+        cost_details.append({"id": id_of("costdetail", section_id, "total"), "name": "Bill for period",
+                             "types": ["overall_total"], "cost": cost_value(summary.bill_last_period)})
+    additional_id = id_of("costdetail", section_id, "additional")
+    if summary.cost_additional_last_period is not None:
+        cost_details.append({"id": additional_id, "name": "Additional charges", "types": ["subtotal"],
+                             "cost": cost_value(summary.cost_additional_last_period)})
+    section["cost_details"] = cost_details
+
+    line_items, payments, information = [], [], []
+    for ordinal, item in enumerate(summary.cost_additional_detail_last_period):
+        if item.item_kind == PAYMENT_ITEM_KIND:
+            payments.append(_line_item_extension(item))
+            continue
+        if item.item_kind == INFORMATION_ITEM_KIND:
+            information.append(_line_item_extension(item))
+            continue
+        line_items.append(_line_item(item, id_of("lineitem", section_id, ordinal), start_date, end_date, dates,
+                                     commodity, additional_id if summary.cost_additional_last_period is not None
+                                     else None))
+    if line_items:
+        section["line_items"] = line_items
+    if payments:
+        section["greenbridge_payments"] = payments
+    if information:
+        section["greenbridge_information"] = information
+    current = _current_period(summary)
+    if current:
+        section["greenbridge_current_period"] = current
+    if summary.read_cycle:
+        section["greenbridge_read_cycle"] = summary.read_cycle
+    if summary.tariff_profile:
+        section["greenbridge_tariff_profile"] = summary.tariff_profile
+    if summary.tariff_rider_refs and summary.tariff_rider_refs.tariff_rider_ref:
+        section["greenbridge_tariff_riders"] = [
+            {"rider_type": r.rider_type, "enrollment_status": r.enrollment_status, "effective_date": r.effective_date}
+            for r in summary.tariff_rider_refs.tariff_rider_ref]
+    return section
+
+
+def _line_item(item: LineItem, item_id: str, start_date: date, end_date: date,
+               dates: Callable[[int, int], tuple[date, date]], commodity: str | None,
+               additional_id: str | None) -> dict[str, Any]:
+    if item.item_period is not None and item.item_period.start is not None and item.item_period.duration:
+        start_date, end_date = dates(item.item_period.start, item.item_period.duration)
+    amount = cost_value(item.amount) if item.amount is not None else Decimal(0)
+    result: dict[str, Any] = {
+        "id": item_id,
+        "name": item.note or "Line item",
+        "types": [ITEM_KIND_TYPES.get(item.item_kind or -1, "other")],
+        "start_date": start_date.isoformat(),
+        "end_date": end_date.isoformat(),
+    }
+    if item.item_kind in CREDIT_ITEM_KINDS and amount > 0:
+        amount = -amount  # D9: CDS writes credits as negative amounts
+        result["greenbridge_sign_normalized"] = True
+    result["cost"] = amount
+    measured = summary_value(item.measurement, commodity)
+    if measured is not None:
+        result["value"] = measured[1]
+        result["units"] = measured[2]
+    else:
+        result["value"] = None
+    result["rate"] = cost_value(item.unit_cost) if item.unit_cost is not None else None
+    result["related_usage_details"] = []
+    result["related_cost_details"] = [additional_id] if additional_id else []
+    if item.rounding is not None:
+        result["greenbridge_rounding"] = cost_value(item.rounding)
+    if item.date_time is not None:
+        result["greenbridge_date"] = item.date_time
+    if item.item_kind is None:
+        result["greenbridge_item_kind_missing"] = True
+    return result
+
+
+def _line_item_extension(item: LineItem) -> dict[str, Any]:
+    return {"name": item.note, "amount": cost_value(item.amount) if item.amount is not None else None,
+            "item_kind": item.item_kind, "date_time": item.date_time}
+
+
+def _current_period(summary: UsageSummary) -> dict[str, Any]:
+    """The summary's fields about the period *after* billingPeriod (XSD: not part of the billed section)."""
+    current: dict[str, Any] = {}
+    if summary.bill_to_date is not None:
+        current["bill_to_date"] = cost_value(summary.bill_to_date)
+    for name in ("current_billing_period_over_all_consumption", "current_day_last_year_net_consumption",
+                 "current_day_net_consumption", "current_day_overall_consumption", "peak_demand",
+                 "previous_day_last_year_overall_consumption", "previous_day_net_consumption",
+                 "previous_day_overall_consumption", "ratchet_demand"):
+        measurement = _measurement_json(getattr(summary, name))
+        if measurement is not None:
+            current[name] = measurement
+    if summary.ratchet_demand_period is not None and summary.ratchet_demand_period.start is not None:
+        current["ratchet_demand_period"] = {"start": summary.ratchet_demand_period.start,
+                                            "duration": summary.ratchet_demand_period.duration}
+    if summary.status_time_stamp is not None:
+        current["status_time_stamp"] = summary.status_time_stamp
+    if summary.quality_of_reading is not None:
+        current["quality_of_reading"] = summary.quality_of_reading
+    return current
+
+
+def billing_series_format(summary: UsageSummary, commodity: str | None) -> SeriesFormat | None:
+    """The pseudo-series that puts a summary's overall consumption into a period usage segment (D11)."""
+    sm = summary.overall_consumption_last_period
+    value = summary_value(sm, summary_commodity(summary, commodity))
+    if value is None:
+        return None
+    value_type, _value, units = value
+    p = sm.power_of_ten_multiplier or 0
+    scale = p + (SUMMARY_UNITS[sm.uom][2] if sm.uom in SUMMARY_UNITS else 0)
+    key = {"electric_usage": "eu", "natural_gas_usage": "gu", "water_usage": "wu"}[value_type]
+    fields: dict[str, Any] = {"greenbridge_source": "UsageSummary"}
+    quality = cds_quality((summary.quality_of_reading,)) if summary.quality_of_reading is not None else None
+    if quality is not None:
+        fields["quality"] = quality
+    return SeriesFormat(value_type, key, value_type, units=units, scale=scale, fields=fields,
+                        commodity=value_type.removesuffix("_usage"), fixed_granularity="billing",
+                        supports_tou=value_type == "electric_usage")
+
+
+def bill_statements(sections: list[dict[str, Any]], policy: StatementPolicy, stamp: str,
+                    id_of: Callable[..., str], account_numbers: dict[str, str | None]) -> list[dict[str, Any]]:
+    """Utility mode: one statement per account and billing period end date (mapping-notes §9)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for section in sections:
+        groups.setdefault((section["cds_account_id"], section["end_date"]), []).append(section)
+    statements = []
+    for (account_id, end_date), members in sorted(groups.items()):
+        totals = [d["cost"] for s in members for d in s["cost_details"] if "overall_total" in d["types"]]
+        if len(totals) != len(members):
+            continue  # a section without its bill total cannot make an amount due
+        statement_id = id_of("billstatement", account_id, end_date)
+        statement_date = date.fromisoformat(end_date)
+        new_charges = []
+        for section, total in zip(members, totals, strict=True):
+            commodity = next((t for t in section["section_types"] if t in ("electric", "natural_gas", "water")),
+                             None)
+            new_charges.append({"id": id_of("newcharge", statement_id, section["cds_billsection_id"]),
+                                "name": "Service charges", "types": [f"{commodity}_total" if commodity else "adhoc"],
+                                "amount": total, "included_in_amount_due": True,
+                                "related_billsections": [section["cds_billsection_id"]]})
+            section["cds_billstatement_id"] = statement_id
+        account_number = account_numbers.get(account_id)
+        statement: dict[str, Any] = {
+            "cds_billstatement_id": statement_id,
+            **stamps(stamp),
+            "cds_account_id": account_id,
+            "account_number": account_number if account_number is not None else "",
+            "statement_date": statement_date.isoformat(),
+            "currency": members[0]["currency"],
+            "new_charges_amount": sum(totals, Decimal(0)),
+            "new_charges": new_charges,
+            "amount_due": sum(totals, Decimal(0)),
+            "amount_due_date": (statement_date + timedelta(days=policy.due_days)).isoformat(),
+            "shutoff_prevention_minimum_due": None,
+            "shutoff_prevention_date": None,
+            "greenbridge_utility_mode": True,
+        }
+        if account_number is None:
+            statement["greenbridge_account_number_unknown"] = True
+        statements.append(statement)
+    return statements

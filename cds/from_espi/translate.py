@@ -1,0 +1,565 @@
+"""Translating one Green Button document into CDS WG3-01 objects (docs/mapping.md is the full table).
+
+``translate(source, options)`` reads the document once, streaming: IntervalBlocks go to a scratch SQLite file,
+everything else (UsagePoints, ReadingTypes, summaries, customer data: small) stays in memory and forms the link
+graph. Then it builds the small objects (service points, meter devices, accounts, service contracts, bill sections
+and statements) eagerly and the usage segments lazily, UsagePoint by UsagePoint, so that memory stays flat
+however many readings the file holds. Use the result as a context manager: closing it deletes the scratch file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cds.from_espi import billing
+from cds.from_espi.billing import StatementPolicy
+from cds.from_espi.customer import CustomerObjects, translate_customer
+from cds.from_espi.segments import (
+    SectionWindow,
+    Segmenter,
+    Series,
+    StagedBlock,
+    UsagePointContext,
+    local_date,
+    rfc3339,
+)
+from cds.from_espi.staging import BlockStaging
+from cds.from_espi.usage_points import (
+    service_point,
+    synthetic_account,
+    synthetic_meter_device,
+    synthetic_service_contract,
+    usage_point_commodity,
+)
+from cds.from_espi.value_formats import SeriesFormat, classify
+from cds.ids import IdFactory
+from espi.atom import BARE_DOCUMENTS, BlockRead, Entry, FeedReader
+from espi.errors import EspiError, NoUsageDataError
+from espi.feed import BlockEntryHeader, FeedGraph, MeterReadingNode, UsagePointNode
+from espi.intervals import IntervalBlock
+from espi.local_time import LocalTimeError, LocalTimeParameters, zone_for
+from espi.usage import DateTimeInterval
+from espi.xmlsafe import Source
+
+#: A development default so that ids are stable run to run; deployments set their own secret.
+DEFAULT_ID_SECRET = "greenbridge-development-id-secret"
+USAGE_KINDS = frozenset({"UsagePoint", "MeterReading", "UsageSummary", "ElectricPowerUsageSummary",
+                         "ElectricPowerQualitySummary"})
+CUSTOMER_KINDS = frozenset({"Customer", "RetailCustomer", "CustomerAccount", "CustomerAgreement",
+                            "ServiceLocation", "ServiceSupplier", "Meter", "EndDevice", "Statement"})
+LISTINGS = ("usage_segments", "service_points", "meter_devices", "bill_sections", "bill_statements", "accounts",
+            "service_contracts")
+
+
+class TranslationError(EspiError):
+    """The options are unusable (e.g. an unknown time zone)."""
+
+
+@dataclass(slots=True)
+class TranslateOptions:
+    """How to translate. Defaults suit a one-off translation; the gateway sets them per custodian."""
+
+    #: HMAC key of the ids (never rotate it in a deployment: it names every object)
+    id_secret: bytes | str = DEFAULT_ID_SECRET
+    #: the custodian's configured key (part of every id)
+    custodian: str = "default"
+    #: IANA zone for local days and dates; None: the feed's LocalTimeParameters when sane, else UTC
+    timezone: str | None = None
+    #: scope of href-based natural keys (a subscription or customer id); None: unscoped
+    subscription: str | None = None
+    #: "auto" (urn:uuid ids when every entry has a unique one, else hrefs), "uuid" or "href" (D13)
+    key_strategy: str = "auto"
+    #: ISO 4217 alpha code for costs whose ReadingType names no currency
+    default_currency: str | None = None
+    #: the custodian as a CDS Entity (id, types, entity_number, entity_name, entity_abbreviation)
+    entity: dict[str, Any] | None = None
+    #: the gateway clock for cds_created/cds_modified/cds_synced (None: now)
+    now: datetime | None = None
+    #: where a register (bulkQuantity) reading is placed: "end" or "start" of its ESPI period (D6)
+    register_read_at: str = "end"
+    #: utility mode for bill statements (D7); None: no statements
+    statements: StatementPolicy | None = None
+    #: custodian table of ESPI tou codes → CDS tou values (super_peak, peak, partial_peak, off_peak…)
+    tou_names: dict[int, str] = field(default_factory=dict)
+    #: region for phone numbers without a country code (ISO 3166 alpha-2)
+    phone_region: str | None = "US"
+    #: where the scratch file goes (None: the system temp directory)
+    scratch_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.key_strategy not in ("auto", "uuid", "href"):
+            raise TranslationError(f"key strategy must be auto, uuid or href, not {self.key_strategy!r}")
+        if self.register_read_at not in ("start", "end"):
+            raise TranslationError(f"register_read_at must be start or end, not {self.register_read_at!r}")
+        if self.timezone is not None:
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise TranslationError(f"unknown time zone {self.timezone!r} (expected an IANA name such as "
+                                       "America/New_York)") from None
+
+
+@dataclass(slots=True)
+class _UsagePointPlan:
+    """The CDS ids and series of one UsagePoint, decided before its segments are built."""
+
+    node: UsagePointNode
+    key: str
+    zone: tzinfo
+    account_id: str
+    contract_ids: list[str]
+    servicepoint_id: str
+    meterdevice_id: str
+    series: dict[int, Series]
+    sections: list[SectionWindow]
+
+
+class Translation:
+    """The CDS objects of one document. Small listings are lists; ``usage_segments()`` streams."""
+
+    def __init__(self) -> None:
+        self.service_points: list[dict[str, Any]] = []
+        self.meter_devices: list[dict[str, Any]] = []
+        self.accounts: list[dict[str, Any]] = []
+        self.service_contracts: list[dict[str, Any]] = []
+        self.bill_sections: list[dict[str, Any]] = []
+        self.bill_statements: list[dict[str, Any]] = []
+        self.source = ""
+        self.root = ""
+        self.key_strategy = ""
+        self.reading_count = 0
+        self.untranslated_readings = 0
+        self.notes: list[str] = []
+        self.diagnostics = None
+        self._staging: BlockStaging | None = None
+        self._plans: list[_UsagePointPlan] = []
+        self._ids: IdFactory | None = None
+        self._stamp = ""
+        self._extra_segments: dict[int, list[dict[str, Any]]] = {}
+        self._has_blocks: set[int] = set()
+        self._tou_names: dict[int, str] = {}
+        self.segment_stats: Counter[str] = Counter()
+
+    def __enter__(self) -> Translation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._staging is not None:
+            self._staging.close()
+            self._staging = None
+
+    def listing(self, name: str) -> list[dict[str, Any]] | Iterator[dict[str, Any]]:
+        if name == "usage_segments":
+            return self.usage_segments()
+        if name not in LISTINGS:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def usage_segments(self) -> Iterator[dict[str, Any]]:
+        """The usage segments, UsagePoint by UsagePoint in time order (re-iterable while the translation is open)."""
+        if self._staging is None:
+            if not self._plans:
+                return
+            raise RuntimeError("the translation is closed")
+        plans = {i: plan for i, plan in enumerate(self._plans)}
+        current: Segmenter | None = None
+        current_index = None
+        for usage_point, series, lower_bound, updated, seq, index, block in self._staging.blocks_by_usage_point():
+            if usage_point != current_index:
+                if current is not None:
+                    yield from self._finish(current, current_index)
+                current_index = usage_point
+                current = self._segmenter(plans[usage_point])
+            yield from current.flush_before(lower_bound)
+            current.add(StagedBlock(series, lower_bound, (updated, seq, index), block))
+        if current is not None:
+            yield from self._finish(current, current_index)
+        for index in sorted(set(plans) - self._segmented_usage_points()):
+            yield from self._extra_segments.get(index, ())
+
+    def _segmented_usage_points(self) -> set[int]:
+        return self._has_blocks
+
+    def _segmenter(self, plan: _UsagePointPlan) -> Segmenter:
+        context = UsagePointContext(
+            key=plan.key, zone=plan.zone, series=plan.series, account_ids=[plan.account_id],
+            servicecontract_ids=plan.contract_ids, servicepoint_ids=[plan.servicepoint_id],
+            meterdevice_ids=[plan.meterdevice_id], meterdevice_id=plan.meterdevice_id,
+            bill_sections=plan.sections, tou_names=self._tou_names)
+        return Segmenter(context, self._ids, self._stamp, warn=self.notes.append)
+
+    def _finish(self, segmenter: Segmenter, index: int) -> Iterator[dict[str, Any]]:
+        yield from segmenter.flush_before(None)
+        self.segment_stats["readings"] += segmenter.readings
+        self.segment_stats["dropped"] += segmenter.dropped
+        self.segment_stats["collisions"] += segmenter.collisions
+        yield from self._extra_segments.get(index, ())
+
+
+def translate(source: Source, options: TranslateOptions | None = None, name: str | None = None,
+              on_read: Callable[[int], None] | None = None) -> Translation:
+    """Reads and translates one Green Button document (see the module docstring)."""
+    options = options or TranslateOptions()
+    reader = FeedReader(source, name=name, on_read=on_read)
+    staging = BlockStaging(options.scratch_dir)
+    result = Translation()
+    try:
+        entries: list[Entry] = []
+        for item in reader:
+            if isinstance(item, BlockRead):
+                staging.add_block(item.entry_seq, item.index, item.block)
+                continue
+            if item.block_count:
+                staging.add_block_entry(BlockEntryHeader.of(item))
+            if item.resources:
+                entries.append(item)
+        staging.finish_reading()
+        result.source = reader.diagnostics.source
+        result.root = reader.root or ""
+        result.diagnostics = reader.diagnostics
+        result.reading_count = reader.reading_count
+        _check_has_data(reader, entries, staging)
+        graph = FeedGraph(entries, reader.diagnostics)
+        _Builder(result, graph, staging, reader, options).build()
+        _check_translated(result, graph, reader)
+    except BaseException:
+        staging.close()
+        raise
+    result._staging = staging
+    return result
+
+
+def _check_has_data(reader: FeedReader, entries: list[Entry], staging: BlockStaging) -> None:
+    kinds = Counter(r.name for e in entries for r in e.resources)
+    if staging.blocks or any(k in USAGE_KINDS or k in CUSTOMER_KINDS for k in kinds):
+        return
+    if reader.root in BARE_DOCUMENTS:
+        what = f"a bare {reader.root}"
+    elif kinds:
+        what = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        what = f"only {what}"
+    else:
+        what = "no ESPI resources at all"
+    raise NoUsageDataError(f"no usage or customer data to translate: the document holds {what}",
+                           reader.diagnostics.source, None, kind=reader.root or "")
+
+
+def _check_translated(result: Translation, graph: FeedGraph, reader: FeedReader) -> None:
+    """Rejects documents whose usage data cannot mean anything (readings without units, lone MeterReadings)."""
+    real_usage_points = any(up.entry is not None for up in graph.usage_points)
+    summaries = any(up.summaries or up.quality_summaries for up in graph.usage_points)
+    placed = result.reading_count - result.untranslated_readings
+    if real_usage_points or summaries or (result.accounts and not result.accounts[0].get("greenbridge_synthetic")) \
+            or placed > 0:
+        return
+    kinds = Counter(r.name for e in graph.entries for r in e.resources)
+    held = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    if result.reading_count:
+        held = f"{result.reading_count} readings in IntervalBlocks" + (f" and {held}" if held else "")
+        why = "no ReadingType gives them units and no UsagePoint or summary is present"
+    else:
+        why = "no UsagePoint, readings, summaries or customer data are present"
+    result.close()
+    raise NoUsageDataError(f"nothing to translate: the document holds {held or 'no resources'}, but {why}",
+                           reader.diagnostics.source, None, kind=reader.root or "")
+
+
+class _Builder:
+    """Builds the small objects and plans the segments of one translation."""
+
+    def __init__(self, result: Translation, graph: FeedGraph, staging: BlockStaging, reader: FeedReader,
+                 options: TranslateOptions):
+        self.result = result
+        self.graph = graph
+        self.staging = staging
+        self.reader = reader
+        self.options = options
+        self.ids = IdFactory(options.id_secret, options.custodian)
+        now = options.now or datetime.now(UTC)
+        self.stamp = rfc3339(int(now.timestamp()))
+        self.strategy = self._key_strategy()
+        result.key_strategy = self.strategy
+        result._ids = self.ids
+        result._stamp = self.stamp
+        result._tou_names = dict(options.tou_names)
+        self.scope = options.subscription or ""
+
+    # -- natural keys (D13) -----------------------------------------------------------------------------------
+
+    def _key_strategy(self) -> str:
+        if self.options.key_strategy != "auto":
+            return self.options.key_strategy
+        ids = [e.id for e in self.graph.entries if any(r.name in USAGE_KINDS or r.name in CUSTOMER_KINDS
+                                                         or r.name == "ReadingType" for r in e.resources)]
+        if ids and all(i and i.lower().startswith("urn:uuid:") for i in ids) and \
+                len({i.lower() for i in ids}) == len(ids):
+            return "uuid"
+        return "href"
+
+    def key(self, entry: Entry) -> str:
+        if self.strategy == "uuid" and entry.id:
+            return entry.id.lower()
+        href = entry.self_href or f"#entry{entry.seq}"
+        return f"{self.scope}|{href}"
+
+    def id_of(self, object_type: str, *parts: Any) -> str:
+        return self.ids.make(object_type, *parts)
+
+    # -- the build --------------------------------------------------------------------------------------------
+
+    def build(self) -> None:
+        result, graph = self.result, self.graph
+        diagnostics = self.reader.diagnostics
+        customer = translate_customer(graph, self.id_of, self.key, self.stamp, self.options.entity,
+                                      self.options.phone_region)
+        result.accounts.extend(customer.accounts)
+        result.service_contracts.extend(customer.service_contracts)
+        result.meter_devices.extend(customer.meter_devices)
+
+        # which series each IntervalBlock entry belongs to
+        assignments = []
+        series_nodes: dict[int, MeterReadingNode] = {}
+        for header in self.staging.block_entries():
+            node = graph.meter_reading_for(header)
+            if node is None or node.reading_type is None:
+                continue
+            series_nodes[node.index] = node
+            assignments.append((header.seq, node.usage_point.index, node.index))
+        histograms = {}
+        synthetic_account_id = None
+        usage_points = [up for up in graph.usage_points if up.meter_readings or up.summaries or up.entry]
+
+        summary_blocks: list[tuple[int, int, IntervalBlock]] = []  # (usage point, pseudo series, block)
+        pseudo_series: dict[int, tuple[SeriesFormat, str]] = {}
+        plans: list[_UsagePointPlan] = []
+        up_plan_index: dict[int, int] = {}
+        for node in usage_points:
+            key = self.key(node.entry) if node.entry is not None else f"{self.scope}|implicit-usage-point"
+            zone, zone_note = self._zone(node)
+            formats: dict[int, SeriesFormat] = {}
+            for mr in node.meter_readings:
+                if mr.reading_type is None:
+                    continue
+                fmt = classify(mr.reading_type, node.usage_point.service_kind if node.usage_point else None,
+                               self.options.default_currency, self.options.register_read_at)
+                for warning in fmt.warnings:
+                    diagnostics.add(warning, mr.entry.line if mr.entry else None, kind=warning)
+                formats[mr.index] = fmt
+            commodities = {f.commodity for f in formats.values() if f.commodity}
+            commodity = usage_point_commodity(node, commodities)
+            joined = customer.usage_points.get(node.self_href or "") if node.self_href else None
+            servicepoint_id = self.id_of("servicepoint", key)
+            if joined is not None:
+                account_id = joined["account"]
+                contract_ids = list(joined["contracts"])
+                meterdevice_id = joined["meter"]
+            else:
+                account_id = contract_ids = meterdevice_id = None
+            if account_id is None:
+                if synthetic_account_id is None:
+                    synthetic_account_id = self.id_of("account", "subscription", self.scope)
+                    result.accounts.append(synthetic_account(synthetic_account_id, self.stamp, self.options.entity))
+                account_id = synthetic_account_id
+            periods, current_only = billing.merge_summaries([s for _e, s in node.summaries],
+                                                            lambda m: diagnostics.add(m, None, kind=m))
+            if not contract_ids:
+                contract_id = self.id_of("servicecontract", "usage-point", key)
+                rateplan = None
+                if node.usage_point and node.usage_point.service_delivery_point:
+                    rateplan = node.usage_point.service_delivery_point.tariff_profile
+                if rateplan is None:
+                    rateplan = next((p.summary.tariff_profile for p in reversed(periods)
+                                     if p.summary.tariff_profile), None)
+                monthly = bool(periods) and all(27 * 86400 <= p.duration <= 35 * 86400 for p in periods)
+                result.service_contracts.append(synthetic_service_contract(
+                    contract_id, self.stamp, account_id, commodity, node.usage_point, bool(node.meter_readings),
+                    monthly, rateplan))
+                contract_ids = [contract_id]
+            if meterdevice_id is None:
+                meterdevice_id = self.id_of("meterdevice", "usage-point", key)
+                result.meter_devices.append(synthetic_meter_device(
+                    meterdevice_id, self.stamp, servicepoint_id, commodity, {f.value_type for f in formats.values()},
+                    {f.fields.get("direction") for f in formats.values()} - {None}, node.usage_point))
+            local_time = self._local_time_json(node, zone_note)
+            result.service_points.append(service_point(
+                node, servicepoint_id, self.stamp, commodity, contract_ids,
+                joined["address"] if joined else None, local_time))
+            if joined is not None:
+                for meter in customer.meter_devices:
+                    if node.self_href in meter["greenbridge_usage_point_hrefs"]:
+                        meter["current_servicepoints"].append(servicepoint_id)
+                        for contract in customer.service_contracts:
+                            if contract["cds_servicecontract_id"] in contract_ids and commodity and \
+                                    commodity not in contract["service_types"]:
+                                contract["service_types"].append(commodity)
+
+            # bill sections, and the billing usage values as a pseudo-series (D11)
+            sections: list[SectionWindow] = []
+            series_currency = next((f.cost_currency for f in formats.values() if f.cost_currency), None)
+            account_number = customer.account_numbers.get(account_id)
+            for period in periods:
+                section_id = self.id_of("billsection", key, period.start, period.duration)
+                section = billing.bill_section(
+                    period, section_id, self.stamp, account_id=account_id, account_number=account_number,
+                    commodity=commodity, currency_default=self.options.default_currency,
+                    series_currency=series_currency, entity=self.options.entity, contract_id=contract_ids[0],
+                    servicepoint_id=servicepoint_id, meterdevice_id=meterdevice_id,
+                    dates=lambda start, duration, zone=zone: self._dates(start, duration, zone), id_of=self.id_of)
+                result.bill_sections.append(section)
+                sections.append(SectionWindow(section_id, date.fromisoformat(section["start_date"]),
+                                              date.fromisoformat(section["end_date"])))
+                fmt = billing.billing_series_format(period.summary, commodity)
+                if fmt is not None:
+                    pseudo = -(len(pseudo_series) + 1)
+                    pseudo_series[pseudo] = (fmt, f"{key}|billing")
+                    block = IntervalBlock(interval=DateTimeInterval(period.duration, period.start),
+                                          starts=[period.start], durations=[period.duration],
+                                          values=[period.summary.overall_consumption_last_period.value])
+                    summary_blocks.append((node.index, pseudo, block))
+            if current_only:
+                diagnostics.add(f"{len(current_only)} UsageSummary without billingPeriod: current-period data only, "
+                                "kept on no bill section", node.entry.line if node.entry else None,
+                                kind="UsageSummary without billingPeriod")
+            series = {}
+            for mr_index, fmt in formats.items():
+                mr = next(m for m in node.meter_readings if m.index == mr_index)
+                series[mr_index] = Series(mr_index, self.key(mr.entry) if mr.entry else f"{key}|mr{mr.implicit_for}",
+                                          fmt, None, mr.reading_type.interval_length)
+            up_plan_index[node.index] = len(plans)
+            plans.append(_UsagePointPlan(node, key, zone, account_id, contract_ids, servicepoint_id, meterdevice_id,
+                                         series, sections))
+            self.result._extra_segments[len(plans) - 1] = self._power_quality_segments(node, plans[-1])
+
+        # pseudo-series for billing values join the staged blocks, so they land in the same period segments
+        for usage_point, pseudo, block in summary_blocks:
+            fmt, series_key = pseudo_series[pseudo]
+            plan = plans[up_plan_index[usage_point]]
+            plan.series[pseudo] = Series(pseudo, f"{series_key}|{pseudo}", fmt, None, None)
+            self.staging.add_pseudo_block(pseudo, block)
+            assignments.append((pseudo, usage_point, pseudo))
+        self.staging.assign([(seq, up_plan_index[up], series) for seq, up, series in assignments
+                             if up in up_plan_index])
+        histograms = self.staging.duration_histograms()
+        for plan in plans:
+            for index, series in plan.series.items():
+                series.grid = _grid(histograms.get(index), series.interval_length)
+        result._plans = plans
+        result._has_blocks = {up_plan_index[up] for _seq, up, _s in assignments if up in up_plan_index}
+        result.untranslated_readings = self.staging.readings_without_series()
+        if result.untranslated_readings:
+            result.notes.append(f"{result.untranslated_readings} readings have no ReadingType (no units) and were "
+                                "not translated")
+        if self.options.statements is not None:
+            result.bill_statements = billing.bill_statements(result.bill_sections, self.options.statements,
+                                                             self.stamp, self.id_of, customer.account_numbers)
+        self._attach_statement_files(customer)
+        for meter in customer.meter_devices:
+            meter.pop("greenbridge_usage_point_hrefs", None)  # hrefs may hold meter or customer numbers
+        _sort_listing(result)
+
+    def _attach_statement_files(self, customer: CustomerObjects) -> None:
+        for _entry, statement, account_id in customer.statements:
+            files = [{"url": ref.statement_url, "media_type": ref.media_type, "file_name": ref.file_name}
+                     for ref in statement.statement_refs if ref.statement_url]
+            if not files or account_id is None:
+                continue
+            for account in self.result.accounts:
+                if account["cds_account_id"] == account_id:
+                    account.setdefault("greenbridge_statement_files", []).append(
+                        {"issued": rfc3339(statement.issue_date_time) if statement.issue_date_time else None,
+                         "files": files})
+
+    def _zone(self, node: UsagePointNode) -> tuple[tzinfo, str]:
+        ltp = node.local_time
+        parameters = None
+        if ltp is not None and None not in (ltp.dst_start_rule, ltp.dst_end_rule, ltp.dst_offset, ltp.tz_offset):
+            parameters = LocalTimeParameters(ltp.dst_start_rule, ltp.dst_end_rule, ltp.dst_offset, ltp.tz_offset)
+        if parameters is None:
+            if self.options.timezone:
+                return ZoneInfo(self.options.timezone), f"configured zone {self.options.timezone}"
+            return UTC, "no usable LocalTimeParameters and no configured zone: local days are UTC days"
+        try:
+            return zone_for(parameters, self.options.timezone)
+        except LocalTimeError as exc:
+            return UTC, f"LocalTimeParameters unusable ({exc}): local days are UTC days"
+
+    def _local_time_json(self, node: UsagePointNode, zone_note: str) -> dict[str, Any]:
+        ltp = node.local_time
+        result: dict[str, Any] = {"note": zone_note}
+        if ltp is not None:
+            result.update({"tz_offset": ltp.tz_offset, "dst_offset": ltp.dst_offset,
+                           "dst_start_rule": ltp.dst_start_rule, "dst_end_rule": ltp.dst_end_rule})
+        return result
+
+    @staticmethod
+    def _dates(start: int, duration: int, zone: tzinfo) -> tuple[date, date]:
+        """CDS dates of an ESPI interval: local date of the start, local date of the last second (end − 1 s)."""
+        return local_date(start, zone), local_date(start + max(duration, 1) - 1, zone)
+
+    def _power_quality_segments(self, node: UsagePointNode, plan: _UsagePointPlan) -> list[dict[str, Any]]:
+        """ElectricPowerQualitySummary → ``greenbridge_power_quality`` period segments (FB_17)."""
+        segments = []
+        for entry, summary in node.quality_summaries:
+            interval = summary.summary_interval
+            if interval is None or interval.start is None or not interval.duration:
+                self.reader.diagnostics.add("ElectricPowerQualitySummary without summaryInterval ignored",
+                                            entry.line, kind="power quality without interval")
+                continue
+            counters = {name: getattr(summary, name) for name in (
+                "flicker_plt", "flicker_pst", "harmonic_voltage", "long_interruptions", "mains_voltage",
+                "measurement_protocol", "power_frequency", "rapid_voltage_changes", "short_interruptions",
+                "supply_voltage_dips", "supply_voltage_imbalance", "supply_voltage_variations", "temp_overvoltage")}
+            segments.append({
+                "cds_usagesegment_id": self.id_of("usagesegment", plan.key, "power_quality", interval.start,
+                                                  interval.duration),
+                "cds_created": self.stamp, "cds_modified": self.stamp, "cds_synced": self.stamp,
+                "related_aggregations": [], "related_accounts": [plan.account_id],
+                "related_servicecontracts": list(plan.contract_ids), "related_servicepoints": [plan.servicepoint_id],
+                "related_meterdevices": [plan.meterdevice_id], "related_billsections": [],
+                "segment_start": rfc3339(interval.start), "segment_end": rfc3339(interval.start + interval.duration),
+                "interval": interval.duration,
+                "formats": [{"id": "greenbridge_power_quality", "type": "greenbridge_power_quality"}],
+                "values": [[{k: v for k, v in counters.items() if v is not None}]],
+            })
+        return segments
+
+
+def _grid(histogram: Counter | None, interval_length: int | None) -> int | None:
+    """A series' usual reading length: the most common duration (readings without one count as intervalLength)."""
+    if not histogram:
+        return interval_length
+    counts: Counter = Counter()
+    for duration, count in histogram.items():
+        duration = interval_length if duration is None else duration
+        if duration:
+            counts[duration] += count
+    if not counts:
+        return None
+    return max(counts.items(), key=lambda item: (item[1], -item[0]))[0]
+
+
+def _sort_listing(result: Translation) -> None:
+    for name in ("service_points", "meter_devices", "accounts", "service_contracts"):
+        getattr(result, name).sort(key=lambda obj: next(iter(obj.values())))
+    result.bill_sections.sort(key=lambda s: (s["start_date"], s["cds_billsection_id"]))
+
+
+def source_size(source: Source) -> int | None:
+    """Size in bytes of a path source (for progress bars), else None."""
+    if isinstance(source, str | os.PathLike):
+        try:
+            return os.path.getsize(source)
+        except OSError:
+            return None
+    if isinstance(source, bytes | bytearray):
+        return len(source)
+    return None

@@ -1,0 +1,162 @@
+"""``greenbridge translate FILE``: a Green Button file → CDS JSON keyed by the CDS listing names."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import datetime
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "translate",
+        help="translate a Green Button (ESPI) file into CDS JSON",
+        description="Translate a Green Button (ESPI) XML file into CDS WG3-01 objects. The output is one JSON "
+                    "object keyed by the CDS listing names (usage_segments, service_points, meter_devices, "
+                    "bill_sections, bill_statements, accounts, service_contracts), or with --ndjson one line per "
+                    "object. Large files stream: memory does not grow with the number of readings.",
+    )
+    parser.add_argument("file", help="the Green Button XML file ('-' reads standard input)")
+    parser.add_argument("-o", "--output", help="write here instead of standard output (atomically)")
+    parser.add_argument("--ndjson", action="store_true",
+                        help='one object per line: {"listing": "usage_segments", "object": {...}}')
+    parser.add_argument("--timezone", help="IANA zone for local days and dates (default: the file's "
+                        "LocalTimeParameters when they decode sanely, else UTC)")
+    parser.add_argument("--custodian", default="default", help="custodian key, part of every id (default: default)")
+    parser.add_argument("--id-secret", default=os.environ.get("GREENBRIDGE_ID_SECRET"),
+                        help="HMAC key for ids (default: $GREENBRIDGE_ID_SECRET, else a development key)")
+    parser.add_argument("--subscription", help="scope for href-based natural keys (a subscription or customer id)")
+    parser.add_argument("--key-strategy", choices=("auto", "uuid", "href"), default="auto",
+                        help="natural keys from urn:uuid entry ids or from self hrefs (default: auto)")
+    parser.add_argument("--default-currency", help="ISO 4217 code for costs whose ReadingType names none")
+    parser.add_argument("--bill-due-days", type=int, metavar="N",
+                        help="utility mode: make bill statements from usage summaries, due N days after the period")
+    parser.add_argument("--now", help="RFC 3339 time for cds_created/cds_modified/cds_synced (default: now)")
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument("--progress", action="store_true", default=None, help="always show a progress bar")
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show one")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no summary on standard error")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cds import jsonenc
+    from cds.from_espi import LISTINGS, StatementPolicy, TranslateOptions, TranslationError, translate
+    from cds.from_espi.translate import DEFAULT_ID_SECRET, source_size
+    from espi.errors import EspiError
+
+    if args.file != "-" and not os.path.isfile(args.file):
+        print(f"greenbridge translate: {args.file}: no such file", file=sys.stderr)
+        return 2
+    now = None
+    if args.now:
+        try:
+            now = datetime.fromisoformat(args.now)
+        except ValueError:
+            print(f"greenbridge translate: --now {args.now!r} is not an RFC 3339 date-time", file=sys.stderr)
+            return 2
+    if args.bill_due_days is not None and args.bill_due_days < 0:
+        print("greenbridge translate: --bill-due-days must not be negative", file=sys.stderr)
+        return 2
+    try:
+        options = TranslateOptions(
+            id_secret=args.id_secret or DEFAULT_ID_SECRET, custodian=args.custodian, timezone=args.timezone,
+            subscription=args.subscription, key_strategy=args.key_strategy,
+            default_currency=args.default_currency.upper() if args.default_currency else None, now=now,
+            statements=StatementPolicy(args.bill_due_days) if args.bill_due_days is not None else None)
+    except TranslationError as exc:
+        print(f"greenbridge translate: {exc}", file=sys.stderr)
+        return 2
+
+    source = sys.stdin.buffer if args.file == "-" else args.file
+    name = "<stdin>" if args.file == "-" else args.file
+    bar = _progress_bar(args, source_size(source))
+    counts: dict[str, int] = {}
+    try:
+        with translate(source, options, name=name, on_read=bar.update if bar else None) as result:
+            if bar:
+                bar.close()
+                bar = None
+            with _output(args.output) as out:
+                if args.ndjson:
+                    for listing in LISTINGS:
+                        prefix = b'{"listing":"' + listing.encode() + b'","object":'
+                        for obj in result.listing(listing):
+                            out.write(prefix + jsonenc.encode(obj) + b"}\n")
+                            counts[listing] = counts.get(listing, 0) + 1
+                else:
+                    buffer = bytearray()
+                    for position, listing in enumerate(LISTINGS):
+                        out.write(("{" if position == 0 else ",") .encode() + b'"' + listing.encode() + b'":[')
+                        count = 0
+                        for obj in result.listing(listing):
+                            if count:
+                                buffer += b","
+                            jsonenc.encode_into(obj, buffer, len(buffer))
+                            count += 1
+                            if len(buffer) > 1 << 20:
+                                out.write(buffer)
+                                buffer.clear()
+                        out.write(buffer)
+                        buffer.clear()
+                        out.write(b"]")
+                        counts[listing] = count
+                    out.write(b"}\n")
+            if not args.quiet:
+                _summary(name, result, counts)
+    except EspiError as exc:
+        if bar:
+            bar.close()
+        print(f"greenbridge translate: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _progress_bar(args: argparse.Namespace, total: int | None):
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="reading", file=sys.stderr,
+                leave=False)
+
+
+class _output:
+    """Standard output, or a file written under a temporary name and renamed when complete."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self.partial = f"{path}.part" if path else None
+        self.handle = None
+
+    def __enter__(self):
+        if self.path is None:
+            return sys.stdout.buffer
+        self.handle = open(self.partial, "wb")
+        return self.handle
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.handle is None:
+            sys.stdout.buffer.flush()
+            return
+        self.handle.close()
+        if exc_type is None:
+            os.replace(self.partial, self.path)
+        else:
+            os.unlink(self.partial)
+
+
+def _summary(name: str, result, counts: dict[str, int]) -> None:
+    parts = ", ".join(f"{counts.get(k, 0)} {k.replace('_', ' ')}" for k in counts)
+    print(f"{name}: {parts}", file=sys.stderr)
+    stats = result.segment_stats
+    print(f"{name}: {result.reading_count} readings read, {stats.get('readings', 0)} placed in segments"
+          f" (natural keys: {result.key_strategy})", file=sys.stderr)
+    for note in result.notes:
+        print(f"{name}: note: {note}", file=sys.stderr)
+    if result.diagnostics is not None and result.diagnostics.total:
+        print(f"{name}: {result.diagnostics.total} issues repaired or ignored:", file=sys.stderr)
+        for line in result.diagnostics.summary()[:12]:
+            print(f"    {line}", file=sys.stderr)
