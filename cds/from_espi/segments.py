@@ -346,7 +346,15 @@ class Segmenter:
             if present and len(stated) == len(present) and len(mapped) == 1 and None not in mapped:
                 value_format["quality"] = mapped.pop()
             elif stated:
+                # Mixed: the ReadingType's default goes on the format as an extension, and only readings with
+                # their own ReadingQuality carry one (ESPI states quality on the exceptions).
+                default = cds_quality((fmt.default_quality,)) if fmt.default_quality is not None else None
+                if default is not None:
+                    value_format["greenbridge_default_quality"] = default
                 for s in stated:
+                    row = attrs.get(s)
+                    if fmt.default_quality is not None and not (row and row[0]):
+                        continue
                     extension: dict[str, Any] = {"greenbridge_espi_quality": list(qualities[s])}
                     quality = cds_quality(qualities[s])
                     if quality is not None:

@@ -129,8 +129,8 @@ class SeriesFormat:
                 value = value * self.factor
             if self.offset is not None:
                 value = value + self.offset
-            if self.negate:
-                value = -value
+            if self.negate and value:
+                value = -value  # never -0: a zero export is just zero
         if value.as_tuple().exponent > 0:  # type: ignore[operator]
             value = value.quantize(Decimal(1))
         return value
