@@ -145,7 +145,8 @@ def _generate(spec: FeedSpec, totals: GeneratedTotals) -> Iterator[str]:
     yield _entry(ltp_href, f"{base}/LocalTimeParameters", "LocalTimeParameters",
                  f"<espi:LocalTimeParameters><espi:dstEndRule>{end_rule}</espi:dstEndRule>"
                  f"<espi:dstOffset>{dst_offset}</espi:dstOffset><espi:dstStartRule>{start_rule}</espi:dstStartRule>"
-                 f"<espi:tzOffset>{tz_offset}</espi:tzOffset></espi:LocalTimeParameters>", title="DST For North America")
+                 f"<espi:tzOffset>{tz_offset}</espi:tzOffset></espi:LocalTimeParameters>",
+                 title="DST For North America")
     # shared ReadingTypes
     used = sorted({name for u in range(spec.usage_points) for name in _series_of(spec, u)[1]})
     reading_type_href = {}

@@ -236,10 +236,10 @@ class Segmenter:
         count = (last - first) // interval + 1
         granularity = _granularity(bucket)
         # formats: one per series with data, plus a cost format per series with costs, sorted by id
-        columns: list[tuple[str, dict[str, Any], Callable[[int], Any]]] = []
+        columns: list[tuple[str, dict[str, Any], Callable[[list[int]], list[Any]]]] = []
         used_ids: dict[str, int] = {}
         ordered = sorted(bucket.series.items(), key=lambda item: context.series[item[0]].key)
-        pending_costs: list[tuple[str, dict[str, Any], Callable[[int], Any], str]] = []
+        pending_costs: list[tuple[str, dict[str, Any], Callable[[list[int]], list[Any]], str]] = []
         for index, slots in ordered:
             series = context.series[index]
             fmt = series.format
@@ -260,16 +260,19 @@ class Segmenter:
                 key = "c" if fmt.cost_currency else "v"
                 cache: dict[int, dict] = {}
 
-                def cost_at(start: int, costs: dict[int, int] = costs, key: str = key,
-                            cache: dict[int, dict] = cache) -> Any:
-                    raw = costs.get(start)
-                    if raw is None:
-                        return None
-                    obj = cache.get(raw)
-                    if obj is None:
-                        obj = {key: cost_value(raw)}
-                        cache[raw] = obj
-                    return obj
+                def cost_at(starts: list[int], costs: dict[int, int] = costs, key: str = key,
+                            cache: dict[int, dict] = cache) -> list[Any]:
+                    column = []
+                    for raw in map(costs.get, starts):
+                        if raw is None:
+                            column.append(None)
+                            continue
+                        obj = cache.get(raw)
+                        if obj is None:
+                            obj = {key: cost_value(raw)}
+                            cache[raw] = obj
+                        column.append(obj)
+                    return column
 
                 pending_costs.append((cost_format["id"], cost_format, cost_at, value_format["id"]))
         for cost_id, cost_format, cost_at, _value_id in pending_costs:
@@ -280,8 +283,8 @@ class Segmenter:
         position = {column_id: i for i, (column_id, _f, _v) in enumerate(columns)}
         for _cost_id, cost_format, _cost_at, value_id in pending_costs:
             cost_format["indexes"] = [position[value_id]]
-        getters = [getter for _id, _format, getter in columns]
-        values = [[getter(first + i * interval) for getter in getters] for i in range(count)]
+        starts = list(range(first, first + count * interval, interval))
+        values = [list(row) for row in zip(*(column(starts) for _id, _format, column in columns), strict=True)]
         segment_end = last + interval
         if bucket.key[0] == "grid":
             _kind, cls, _interval, phase, day = bucket.key
@@ -313,7 +316,7 @@ class Segmenter:
         }
 
     def _value_column(self, series: Series, slots: _SeriesSlots, granularity: str, used_ids: dict[str, int]
-                      ) -> tuple[dict[str, Any], Callable[[int], Any]]:
+                      ) -> tuple[dict[str, Any], Callable[[list[int]], list[Any]]]:
         fmt = series.format
         value_format: dict[str, Any] = {"type": fmt.value_type}
         if fmt.units is not None:
@@ -402,17 +405,20 @@ class Segmenter:
         values = slots.values
         value_object = fmt.value_object
         if per_value:
-            def value_at(start: int) -> Any:
-                raw = values.get(start)
-                if raw is None:
-                    return None
-                extra = per_value.get(start)
-                obj = value_object(raw)
-                return {**obj, **extra} if extra else obj
+            def value_at(starts: list[int]) -> list[Any]:
+                column = []
+                for start in starts:
+                    raw = values.get(start)
+                    if raw is None:
+                        column.append(None)
+                        continue
+                    extra = per_value.get(start)
+                    obj = value_object(raw)
+                    column.append({**obj, **extra} if extra else obj)
+                return column
         else:
-            def value_at(start: int) -> Any:
-                raw = values.get(start)
-                return None if raw is None else value_object(raw)
+            def value_at(starts: list[int]) -> list[Any]:
+                return [None if raw is None else value_object(raw) for raw in map(values.get, starts)]
         # id first in the object, as in the CDS examples
         ordered = {"id": value_format.pop("id")}
         ordered.update(value_format)
