@@ -740,8 +740,8 @@ _Signature = tuple[int, tuple[tuple[int, int], ...]]
 def _zoneinfo_signature(name: str) -> _Signature | None:
     """(offset at 2007-01-01T00:00Z, ((epoch second, new offset), …)) of an IANA zone over 2007-2030.
 
-    Found by sampling each UTC midnight and bisecting every change to the second, so a change undone within a
-    day would be missed; no zone in :data:`CANDIDATE_ZONES` does that. None when the zone is not installed.
+    Found by sampling every week and bisecting every change to the second, so a change undone within a week
+    would be missed; no zone in :data:`CANDIDATE_ZONES` does that. None when the zone is not installed.
     """
     try:
         zone = ZoneInfo(name)
@@ -758,10 +758,12 @@ def _zoneinfo_signature(name: str) -> _Signature | None:
     changes: list[tuple[int, int]] = []
     previous = offset(first)
     initial = previous
-    for day_start in range(first + _DAY, last + 1, _DAY):
-        current = offset(day_start)
+    step = 7 * _DAY  # weekly samples: no candidate zone changes its offset and back within a week
+    for sample in range(first + step, last + step, step):
+        sample = min(sample, last)
+        current = offset(sample)
         if current != previous:
-            low, high = day_start - _DAY, day_start  # offset(low) == previous, offset(high) == current
+            low, high = sample - step, sample  # offset(low) == previous, offset(high) == current
             while high - low > 1:
                 middle = (low + high) // 2
                 if offset(middle) == previous:

@@ -17,7 +17,9 @@ from decimal import Decimal
 from typing import Any
 
 from cds.from_espi.usage_points import stamps
-from cds.from_espi.value_formats import SeriesFormat, cds_quality, cost_value
+from cds.from_espi.value_formats import SeriesFormat, cds_quality, cost_value, known, multiplier
+from cds.jsonenc import plain_decimal
+from espi.codes import is_time_sentinel
 from espi.currency import currency_alpha
 from espi.usage import LineItem, SummaryMeasurement, UsageSummary
 
@@ -59,12 +61,24 @@ class BillingPeriod:
     summary: UsageSummary
 
 
+SUMMARY_MEASUREMENTS = ("overall_consumption_last_period", "current_billing_period_over_all_consumption",
+                        "current_day_last_year_net_consumption", "current_day_net_consumption",
+                        "current_day_overall_consumption", "peak_demand", "previous_day_last_year_overall_consumption",
+                        "previous_day_net_consumption", "previous_day_overall_consumption", "ratchet_demand")
+
+
 def merge_summaries(summaries: list[UsageSummary], warn: Callable[[str], None]) -> tuple[
         list[BillingPeriod], list[UsageSummary]]:
     """Groups summaries by billing period (the newest statusTimeStamp wins). Returns (periods, current-only)."""
     by_period: dict[tuple[int, int], UsageSummary] = {}
     without_period: list[UsageSummary] = []
     for summary in summaries:
+        for name in SUMMARY_MEASUREMENTS:
+            sm = getattr(summary, name)
+            if sm is not None and sm.power_of_ten_multiplier is not None and \
+                    multiplier(sm.power_of_ten_multiplier) != sm.power_of_ten_multiplier:
+                warn(f"UsageSummary {name}: powerOfTenMultiplier {sm.power_of_ten_multiplier} is not a real "
+                     "multiplier; treated as 0")
         period = summary.billing_period
         if period is None or period.start is None or period.duration is None or period.duration <= 0:
             without_period.append(summary)
@@ -80,16 +94,27 @@ def merge_summaries(summaries: list[UsageSummary], warn: Callable[[str], None]) 
 
 
 def summary_value(sm: SummaryMeasurement | None, commodity: str | None) -> tuple[str, Decimal, str] | None:
-    """(CDS usage type, value, unit) of a SummaryMeasurement, or None when its unit has no CDS usage type."""
-    if sm is None or sm.value is None:
+    """(CDS usage type, value, unit) of a SummaryMeasurement, or None when its unit has no CDS usage type or its
+    value is the "not set" sentinel."""
+    if sm is None or known(sm.value) is None:
         return None
-    p = sm.power_of_ten_multiplier or 0
+    p = multiplier(sm.power_of_ten_multiplier)
     if sm.uom in SUMMARY_UNITS:
         value_type, units, k = SUMMARY_UNITS[sm.uom]
-        return value_type, Decimal(sm.value).scaleb(p + k), units
+        return value_type, plain_decimal(Decimal(sm.value).scaleb(p + k)), units
     if sm.uom in VOLUME_UNITS and commodity in VOLUME_UNITS[sm.uom]:
-        return f"{commodity}_usage", Decimal(sm.value).scaleb(p), VOLUME_UNITS[sm.uom][commodity]
+        return f"{commodity}_usage", plain_decimal(Decimal(sm.value).scaleb(p)), VOLUME_UNITS[sm.uom][commodity]
     return None
+
+
+def _money(raw: int | None) -> Decimal | None:
+    """An ESPI amount (10⁻⁵ of the currency), or None when absent or the "not set" sentinel."""
+    raw = known(raw)
+    return None if raw is None else cost_value(raw)
+
+
+def _time(raw: int | None) -> int | None:
+    return None if raw is None or is_time_sentinel(raw) else raw
 
 
 def summary_commodity(summary: UsageSummary, usage_point_commodity: str | None) -> str | None:
@@ -97,10 +122,11 @@ def summary_commodity(summary: UsageSummary, usage_point_commodity: str | None) 
 
 
 def _measurement_json(sm: SummaryMeasurement | None) -> dict[str, Any] | None:
-    if sm is None or sm.value is None:
+    if sm is None or known(sm.value) is None:
         return None
-    result: dict[str, Any] = {"value": Decimal(sm.value).scaleb(sm.power_of_ten_multiplier or 0), "uom": sm.uom}
-    if sm.time_stamp is not None:
+    result: dict[str, Any] = {
+        "value": plain_decimal(Decimal(sm.value).scaleb(multiplier(sm.power_of_ten_multiplier))), "uom": sm.uom}
+    if _time(sm.time_stamp) is not None:
         result["time_stamp"] = sm.time_stamp
     return result
 
@@ -150,24 +176,29 @@ def bill_section(period: BillingPeriod, section_id: str, stamp: str, *, account_
         types = [value_type]
         if summary.quality_of_reading in ESTIMATED_QUALITIES:
             types.append("estimated")
-        usage_details.append({"id": id_of("usagedetail", section_id, "total"), "name": "Total usage",
-                              "types": types, "value": value, "units": units,
-                              "start_date": start_date.isoformat(), "end_date": end_date.isoformat()})
+        detail = {"id": id_of("usagedetail", section_id, "total"), "name": "Total usage", "types": types,
+                  "value": value, "units": units, "start_date": start_date.isoformat(),
+                  "end_date": end_date.isoformat()}
+        if value_type == "natural_gas_usage" and summary.overall_consumption_last_period.uom in VOLUME_UNITS:
+            detail["greenbridge_volume_basis"] = "assumed_standard"  # as for gas series (D5)
+        usage_details.append(detail)
     elif summary.overall_consumption_last_period is not None:
         section["greenbridge_overall_consumption"] = _measurement_json(summary.overall_consumption_last_period)
     section["usage_details"] = usage_details
 
     cost_details = []
-    if summary.bill_last_period is not None:
+    bill = _money(summary.bill_last_period)
+    if bill is not None:
         cost_details.append({"id": id_of("costdetail", section_id, "total"), "name": "Bill for period",
-                             "types": ["overall_total"], "cost": cost_value(summary.bill_last_period)})
+                             "types": ["overall_total"], "cost": bill})
     additional_id = id_of("costdetail", section_id, "additional")
-    if summary.cost_additional_last_period is not None:
+    additional = _money(summary.cost_additional_last_period)
+    if additional is not None:
         cost_details.append({"id": additional_id, "name": "Additional charges", "types": ["subtotal"],
-                             "cost": cost_value(summary.cost_additional_last_period)})
+                             "cost": additional})
     section["cost_details"] = cost_details
 
-    line_items, payments, information = [], [], []
+    line_items, payments, information, incomplete = [], [], [], []
     for ordinal, item in enumerate(summary.cost_additional_detail_last_period):
         if item.item_kind == PAYMENT_ITEM_KIND:
             payments.append(_line_item_extension(item))
@@ -175,15 +206,19 @@ def bill_section(period: BillingPeriod, section_id: str, stamp: str, *, account_
         if item.item_kind == INFORMATION_ITEM_KIND:
             information.append(_line_item_extension(item))
             continue
+        if _money(item.amount) is None:
+            incomplete.append(_line_item_extension(item))  # a CDS line item REQUIRES a cost: none is invented
+            continue
         line_items.append(_line_item(item, id_of("lineitem", section_id, ordinal), start_date, end_date, dates,
-                                     commodity, additional_id if summary.cost_additional_last_period is not None
-                                     else None))
+                                     commodity, additional_id if additional is not None else None))
     if line_items:
         section["line_items"] = line_items
     if payments:
         section["greenbridge_payments"] = payments
     if information:
         section["greenbridge_information"] = information
+    if incomplete:
+        section["greenbridge_line_items_without_amount"] = incomplete
     current = _current_period(summary)
     if current:
         section["greenbridge_current_period"] = current
@@ -203,7 +238,7 @@ def _line_item(item: LineItem, item_id: str, start_date: date, end_date: date,
                additional_id: str | None) -> dict[str, Any]:
     if item.item_period is not None and item.item_period.start is not None and item.item_period.duration:
         start_date, end_date = dates(item.item_period.start, item.item_period.duration)
-    amount = cost_value(item.amount) if item.amount is not None else Decimal(0)
+    amount = cost_value(item.amount)
     result: dict[str, Any] = {
         "id": item_id,
         "name": item.note or "Line item",
@@ -221,12 +256,12 @@ def _line_item(item: LineItem, item_id: str, start_date: date, end_date: date,
         result["units"] = measured[2]
     else:
         result["value"] = None
-    result["rate"] = cost_value(item.unit_cost) if item.unit_cost is not None else None
+    result["rate"] = _money(item.unit_cost)
     result["related_usage_details"] = []
     result["related_cost_details"] = [additional_id] if additional_id else []
-    if item.rounding is not None:
-        result["greenbridge_rounding"] = cost_value(item.rounding)
-    if item.date_time is not None:
+    if _money(item.rounding) is not None:
+        result["greenbridge_rounding"] = _money(item.rounding)
+    if _time(item.date_time) is not None:
         result["greenbridge_date"] = item.date_time
     if item.item_kind is None:
         result["greenbridge_item_kind_missing"] = True
@@ -234,15 +269,15 @@ def _line_item(item: LineItem, item_id: str, start_date: date, end_date: date,
 
 
 def _line_item_extension(item: LineItem) -> dict[str, Any]:
-    return {"name": item.note, "amount": cost_value(item.amount) if item.amount is not None else None,
-            "item_kind": item.item_kind, "date_time": item.date_time}
+    return {"name": item.note, "amount": _money(item.amount), "item_kind": item.item_kind,
+            "date_time": _time(item.date_time)}
 
 
 def _current_period(summary: UsageSummary) -> dict[str, Any]:
     """The summary's fields about the period *after* billingPeriod (XSD: not part of the billed section)."""
     current: dict[str, Any] = {}
-    if summary.bill_to_date is not None:
-        current["bill_to_date"] = cost_value(summary.bill_to_date)
+    if _money(summary.bill_to_date) is not None:
+        current["bill_to_date"] = _money(summary.bill_to_date)
     for name in ("current_billing_period_over_all_consumption", "current_day_last_year_net_consumption",
                  "current_day_net_consumption", "current_day_overall_consumption", "peak_demand",
                  "previous_day_last_year_overall_consumption", "previous_day_net_consumption",
@@ -253,7 +288,7 @@ def _current_period(summary: UsageSummary) -> dict[str, Any]:
     if summary.ratchet_demand_period is not None and summary.ratchet_demand_period.start is not None:
         current["ratchet_demand_period"] = {"start": summary.ratchet_demand_period.start,
                                             "duration": summary.ratchet_demand_period.duration}
-    if summary.status_time_stamp is not None:
+    if _time(summary.status_time_stamp) is not None:
         current["status_time_stamp"] = summary.status_time_stamp
     if summary.quality_of_reading is not None:
         current["quality_of_reading"] = summary.quality_of_reading
@@ -267,30 +302,29 @@ def billing_series_format(summary: UsageSummary, commodity: str | None) -> Serie
     if value is None:
         return None
     value_type, _value, units = value
-    p = sm.power_of_ten_multiplier or 0
-    scale = p + (SUMMARY_UNITS[sm.uom][2] if sm.uom in SUMMARY_UNITS else 0)
+    scale = multiplier(sm.power_of_ten_multiplier) + (SUMMARY_UNITS[sm.uom][2] if sm.uom in SUMMARY_UNITS else 0)
     key = {"electric_usage": "eu", "natural_gas_usage": "gu", "water_usage": "wu"}[value_type]
     fields: dict[str, Any] = {"greenbridge_source": "UsageSummary"}
     quality = cds_quality((summary.quality_of_reading,)) if summary.quality_of_reading is not None else None
     if quality is not None:
         fields["quality"] = quality
     return SeriesFormat(value_type, key, value_type, units=units, scale=scale, fields=fields,
-                        commodity=value_type.removesuffix("_usage"), fixed_granularity="billing",
-                        supports_tou=value_type == "electric_usage")
+                        commodity=value_type.removesuffix("_usage"), fixed_granularity="billing")
 
 
 def bill_statements(sections: list[dict[str, Any]], policy: StatementPolicy, stamp: str,
                     id_of: Callable[..., str], account_numbers: dict[str, str | None]) -> list[dict[str, Any]]:
     """Utility mode: one statement per account and billing period end date (mapping-notes §9)."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for section in sections:
-        groups.setdefault((section["cds_account_id"], section["end_date"]), []).append(section)
+        # one statement is in one currency: sections in another currency make their own statement
+        groups.setdefault((section["cds_account_id"], section["end_date"], section["currency"]), []).append(section)
     statements = []
-    for (account_id, end_date), members in sorted(groups.items()):
+    for (account_id, end_date, currency), members in sorted(groups.items()):
         totals = [d["cost"] for s in members for d in s["cost_details"] if "overall_total" in d["types"]]
         if len(totals) != len(members):
             continue  # a section without its bill total cannot make an amount due
-        statement_id = id_of("billstatement", account_id, end_date)
+        statement_id = id_of("billstatement", account_id, end_date, currency)
         statement_date = date.fromisoformat(end_date)
         new_charges = []
         for section, total in zip(members, totals, strict=True):
@@ -308,7 +342,7 @@ def bill_statements(sections: list[dict[str, Any]], policy: StatementPolicy, sta
             "cds_account_id": account_id,
             "account_number": account_number if account_number is not None else "",
             "statement_date": statement_date.isoformat(),
-            "currency": members[0]["currency"],
+            "currency": currency,
             "new_charges_amount": sum(totals, Decimal(0)),
             "new_charges": new_charges,
             "amount_due": sum(totals, Decimal(0)),

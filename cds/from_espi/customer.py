@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import phonenumbers
-
 from cds.from_espi.usage_points import stamps
 from espi import customer as cust
 from espi.atom import Entry
@@ -74,6 +72,8 @@ def e164(number: cust.TelephoneNumber | None, region: str | None) -> str | None:
     """A telephone number in E.164 (CDS phone type), or None when it is not a valid number."""
     if number is None:
         return None
+    import phonenumbers  # large metadata: loaded only when a feed has phone numbers
+
     if number.itu_phone:
         raw = number.itu_phone
     else:
@@ -194,7 +194,7 @@ def _entity(supplier: cust.ServiceSupplier, entity_id: str) -> dict[str, Any]:
     name = supplier.organisation.organisation_name if supplier.organisation else None
     return {
         "id": entity_id,
-        "types": SUPPLIER_TYPES.get(supplier.kind or "", ["distributor"]),
+        "types": list(SUPPLIER_TYPES.get(supplier.kind or "", ())),  # an unknown kind is not guessed
         "entity_number": supplier.issuer_identification_number or entity_id,
         "entity_name": name or supplier.name or "",
         "entity_abbreviation": None,
@@ -287,9 +287,10 @@ def _contract(agreement: cust.CustomerAgreement, contract_id: str, account_id: s
     programs = []
     for ordinal, program in enumerate(agreement.demand_response_programs):
         state = {"enrolled": "active", "unenrolled": "inactive", "enrolledPending": "eligible"}.get(
-            program.enrollment_status or "", "eligible")
+            program.enrollment_status or "")
         programs.append({"id": f"{contract_id}-dr{ordinal}", "program_number": f"DR{ordinal + 1}",
-                         "types": ["demand_response", state], "name": program.program_name or "Demand response",
+                         "types": ["demand_response", state] if state else ["demand_response"],
+                         "name": program.program_name or "Demand response",
                          "description": program.program_name or "Demand response program",
                          "documentation": program.program_description
                          or "https://github.com/greenbridge/greenbridge/blob/main/docs/mapping.md"})

@@ -386,7 +386,8 @@ class Segmenter:
                     known, cds_value = cds_tier(code)
                 else:
                     known, cds_value = False, None
-                if known and (name != "tou" or fmt.supports_tou):
+                supported = fmt.supports_tou if name == "tou" else fmt.supports_tier if name == "tier" else False
+                if known and supported:
                     value_format[name] = cds_value
                 else:
                     value_format[f"greenbridge_{name}_code"] = code
@@ -401,7 +402,8 @@ class Segmenter:
         ordinal = used_ids.get(base, 0) + 1
         used_ids[base] = ordinal
         value_format["id"] = base if ordinal == 1 else f"{base}_{ordinal}"
-        value_format["greenbridge_reading_type"] = fmt.reading_type
+        if fmt.reading_type:
+            value_format["greenbridge_reading_type"] = fmt.reading_type
         values = slots.values
         value_object = fmt.value_object
         if per_value:

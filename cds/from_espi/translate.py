@@ -311,6 +311,14 @@ class _Builder:
         href = entry.self_href or f"#entry{entry.seq}"
         return f"{self.scope}|{href}"
 
+    def _account_scope(self, usage_points: list[UsagePointNode]) -> str:
+        """What one synthetic account stands for: the subscription, or (when none is given) exactly the set of
+        UsagePoints shared, so that two customers' files never share an account."""
+        if self.options.subscription:
+            return self.options.subscription
+        keys = sorted(self.key(up.entry) for up in usage_points if up.entry is not None)
+        return "usage-points|" + "|".join(keys) if keys else "feed|" + (self.reader.header.id or "")
+
     def id_of(self, object_type: str, *parts: Any) -> str:
         return self.ids.make(object_type, *parts)
 
@@ -366,7 +374,7 @@ class _Builder:
                 account_id = contract_ids = meterdevice_id = None
             if account_id is None:
                 if synthetic_account_id is None:
-                    synthetic_account_id = self.id_of("account", "subscription", self.scope)
+                    synthetic_account_id = self.id_of("account", "subscription", self._account_scope(usage_points))
                     result.accounts.append(synthetic_account(synthetic_account_id, self.stamp, self.options.entity))
                 account_id = synthetic_account_id
             periods, current_only = billing.merge_summaries([s for _e, s in node.summaries],

@@ -12,6 +12,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from cds.from_espi.value_formats import known, multiplier
+from cds.jsonenc import plain_decimal
 from espi.feed import UsagePointNode
 from espi.usage import SummaryMeasurement, UsagePoint
 
@@ -31,16 +33,17 @@ def usage_point_commodity(node: UsagePointNode, series_commodities: set[str]) ->
     kind = node.usage_point.service_kind if node.usage_point else None
     if kind in SERVICE_KIND_COMMODITY:
         return SERVICE_KIND_COMMODITY[kind]
-    if len(series_commodities) == 1:
-        return next(iter(series_commodities))
+    commodities = series_commodities & {"electric", "natural_gas", "water"}
+    if len(commodities) == 1:
+        return next(iter(commodities))
     return None
 
 
 def _measurement(sm: SummaryMeasurement | None) -> dict[str, Any] | None:
-    if sm is None or sm.value is None:
+    if sm is None or known(sm.value) is None:
         return None
-    p = sm.power_of_ten_multiplier or 0
-    result: dict[str, Any] = {"value": Decimal(sm.value).scaleb(p), "uom": sm.uom}
+    p = multiplier(sm.power_of_ten_multiplier)
+    result: dict[str, Any] = {"value": plain_decimal(Decimal(sm.value).scaleb(p)), "uom": sm.uom}
     if sm.time_stamp is not None:
         result["time_stamp"] = sm.time_stamp
     return result

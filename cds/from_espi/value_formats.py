@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import Any
 
+from espi.codes import is_value_sentinel, multiplier_ok
 from espi.currency import currency_alpha
 from espi.usage import ReadingType
 
@@ -113,8 +114,9 @@ class SeriesFormat:
     default_quality: int | None = None
     #: True when the value is a register reading placed at the end of the ESPI period (D6)
     register_at_end: bool = False
-    #: formats without tou in CDS (gas, water) carry tou only as an extension
-    supports_tou: bool = True
+    #: whether the CDS value type defines ``tou`` / ``tier`` (otherwise they are kept as extensions)
+    supports_tou: bool = False
+    supports_tier: bool = False
     #: the id suffix regardless of the segment's interval (``billing`` for UsageSummary values)
     fixed_granularity: str | None = None
     warnings: list[str] = field(default_factory=list)
@@ -131,8 +133,8 @@ class SeriesFormat:
                 value = value + self.offset
             if self.negate and value:
                 value = -value  # never -0: a zero export is just zero
-        if value.as_tuple().exponent > 0:  # type: ignore[operator]
-            value = value.quantize(Decimal(1))
+            if value.as_tuple().exponent > 0:  # type: ignore[operator]
+                value = value.quantize(Decimal(1))
         return value
 
     def value_object(self, raw: int) -> dict[str, Any]:
@@ -182,7 +184,7 @@ def _commodity(rt: ReadingType, service_kind: int | None) -> str | None:
     if rt.commodity in WATER_COMMODITIES:
         return "water"
     if rt.commodity not in (None, 0):
-        return None  # steam, propane…: a commodity CDS has no usage type for
+        return "other"  # steam, propane…: a commodity CDS has no usage type for
     if service_kind in SERVICE_KIND_COMMODITY:
         return SERVICE_KIND_COMMODITY[service_kind]
     if rt.uom in (UOM_WH, UOM_W, UOM_VARH, UOM_VAR):
@@ -236,19 +238,24 @@ def classify(rt: ReadingType, service_kind: int | None, default_currency: str | 
     # Register readings (bulkQuantity and cumulative kinds): CDS meter_readings, never usage totals.
     if acc in (ACC_BULK_QUANTITY, ACC_CONTINUOUS_CUMULATIVE, ACC_CUMULATIVE, ACC_SUMMATION):
         units, scale = _register_units(uom, p)
-        fields: dict[str, Any] = {"register": None, "units": units} if units else {"register": None}
-        if flow is not None and flow != FLOW_FORWARD:
+        if units is not None:  # CDS meter_readings REQUIRE units
+            fields: dict[str, Any] = {"register": None}
+            if flow is not None and flow != FLOW_FORWARD:
+                fields["greenbridge_flow_direction"] = flow
+            return SeriesFormat("meter_readings", "r", "meter_readings", units=units, scale=scale,
+                                segment_class="readings", fields=fields, register_at_end=register_read_at == "end",
+                                **base)
+        fields = {"greenbridge_register": True, "greenbridge_uom": uom}
+        if flow is not None:
             fields["greenbridge_flow_direction"] = flow
-        if units is None:
-            fields["greenbridge_uom"] = uom
-        return SeriesFormat("meter_readings", "r", "meter_readings", units=units, scale=scale,
-                            segment_class="readings", fields=fields, register_at_end=register_read_at == "end",
-                            **base)
+        return SeriesFormat("greenbridge_espi_reading", "v", "greenbridge_espi_register", scale=p, fields=fields,
+                            segment_class="readings", register_at_end=register_read_at == "end", **base)
 
-    if commodity == "electric" or commodity is None:
+    if commodity in ("electric", None):
         if uom == UOM_WH and acc in (None, ACC_DELTA) and kind in (None, KIND_ENERGY):
             return SeriesFormat("electric_usage", "eu", "electric_usage" + direction_id, units="kWh", scale=p - 3,
-                                negate=negate, fields=dict(direction_fields), **base)
+                                negate=negate, fields=dict(direction_fields), supports_tou=True, supports_tier=True,
+                                **base)
         if uom == UOM_W and (acc == ACC_INSTANTANEOUS or kind in (KIND_POWER, KIND_DEMAND)):
             fields = dict(direction_fields)
             demand_type, inferred = _demand_type(rt)
@@ -256,7 +263,8 @@ def classify(rt: ReadingType, service_kind: int | None, default_currency: str | 
             if inferred:
                 fields["greenbridge_demand_type_inferred"] = True
             return SeriesFormat("electric_demand", "ed", f"electric_demand_{demand_type}{direction_id}", units="kW",
-                                scale=p - 3, negate=negate, fields=fields, **base)
+                                scale=p - 3, negate=negate, fields=fields, supports_tou=True, supports_tier=True,
+                                **base)
         if uom == UOM_VARH:
             return SeriesFormat("greenbridge_reactive_energy", "v", "greenbridge_reactive_energy" + direction_id,
                                 units="kvarh", scale=p - 3, fields=dict(direction_fields), **base)
@@ -273,12 +281,12 @@ def classify(rt: ReadingType, service_kind: int | None, default_currency: str | 
                 # CDS gas volumes are standard volumes only; ESPI's plain m³/ft³ are assumed standard (D5).
                 fields["greenbridge_volume_basis"] = "assumed_standard"
             return SeriesFormat("natural_gas_usage", "gu", "natural_gas_usage", units=gas_units[uom], scale=p,
-                                fields=fields, supports_tou=False, **base)
+                                fields=fields, supports_tier=True, **base)
         if uom in (UOM_J, UOM_WH):
             # J or Wh of gas have no exact conversion to Btu/therm: kept in a server-defined type.
             return SeriesFormat("greenbridge_natural_gas_energy", "v", "greenbridge_natural_gas_energy",
                                 units=None, scale=p, fields={"greenbridge_units": "J" if uom == UOM_J else "Wh"},
-                                supports_tou=False, **base)
+                                **base)
 
     if commodity == "water" and acc in (None, ACC_DELTA):
         water_units = {UOM_US_GAL: ("gal", None), UOM_M3: ("m3", None), UOM_FT3: ("ft3", None),
@@ -286,7 +294,7 @@ def classify(rt: ReadingType, service_kind: int | None, default_currency: str | 
         if uom in water_units:
             units, factor = water_units[uom]
             return SeriesFormat("water_usage", "wu", "water_usage", units=units, scale=p, factor=factor,
-                                supports_tou=False, **base)
+                                supports_tier=True, **base)
 
     if kind == KIND_TEMPERATURE and uom in (UOM_KELVIN, UOM_CELSIUS):
         offset = -ZERO_CELSIUS_KELVIN if uom == UOM_KELVIN else None
@@ -295,13 +303,13 @@ def classify(rt: ReadingType, service_kind: int | None, default_currency: str | 
 
     if (kind == KIND_CURRENCY or uom == UOM_MONEY) and currency is not None:
         return SeriesFormat("cost", "c", "cost_series", scale=p, fields={"currency": currency, "indexes": []},
-                            supports_tou=False, **base)
+                            **base)
 
     fields = {"greenbridge_uom": uom} if uom is not None else {}
     if flow is not None:
         fields["greenbridge_flow_direction"] = flow
     return SeriesFormat("greenbridge_espi_reading", "v", "greenbridge_espi_reading", scale=p, fields=fields,
-                        supports_tou=False, **base)
+                        **base)
 
 
 def _register_units(uom: int | None, p: int) -> tuple[str | None, int]:
@@ -330,3 +338,15 @@ def _demand_type(rt: ReadingType) -> tuple[str, bool]:
 def cost_value(raw: int) -> Decimal:
     """An ESPI cost (10⁻⁵ of the currency) as an exact Decimal."""
     return Decimal(raw).scaleb(-5)
+
+
+def known(raw: int | None) -> int | None:
+    """None for ESPI's "not set" value sentinel (−2⁴⁷), else the value."""
+    return None if raw is None or is_value_sentinel(raw) else raw
+
+
+def multiplier(p: int | None) -> int:
+    """A usable powerOfTenMultiplier: absent, or a sentinel such as 4096, counts as 0 (mapping-notes §3.4)."""
+    if p is None or not multiplier_ok(p):
+        return 0
+    return p
