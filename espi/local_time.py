@@ -733,83 +733,31 @@ CANDIDATE_ZONES = (
 
 _CANDIDATE_FROM = datetime(2007, 1, 1, tzinfo=UTC)
 _CANDIDATE_UNTIL = datetime(2031, 1, 1, tzinfo=UTC)
-_Signature = tuple[int, tuple[tuple[int, int], ...]]
 
 
 @lru_cache(maxsize=64)
-def _zoneinfo_signature(name: str) -> _Signature | None:
-    """(offset at 2007-01-01T00:00Z, ((epoch second, new offset), …)) of an IANA zone over 2007-2030.
-
-    Found by sampling every week and bisecting every change to the second, so a change undone within a week
-    would be missed; no zone in :data:`CANDIDATE_ZONES` does that. None when the zone is not installed.
-    """
-    try:
-        zone = ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return None
-
-    def offset(epoch: int) -> int:
-        delta = datetime.fromtimestamp(epoch, zone).utcoffset()
-        assert delta is not None
-        return int(delta.total_seconds())
-
-    first = int(_CANDIDATE_FROM.timestamp())
-    last = int(_CANDIDATE_UNTIL.timestamp())
-    changes: list[tuple[int, int]] = []
-    previous = offset(first)
-    initial = previous
-    step = 7 * _DAY  # weekly samples: no candidate zone changes its offset and back within a week
-    for sample in range(first + step, last + step, step):
-        sample = min(sample, last)
-        current = offset(sample)
-        if current != previous:
-            low, high = sample - step, sample  # offset(low) == previous, offset(high) == current
-            while high - low > 1:
-                middle = (low + high) // 2
-                if offset(middle) == previous:
-                    low = middle
-                else:
-                    high = middle
-            changes.append((high, current))
-            previous = current
-    return initial, tuple(changes)
-
-
-def _zone_signature(zone: LocalTimeZone) -> _Signature:
-    """The same signature as :func:`_zoneinfo_signature`, read straight from the zone's rules."""
-    epoch_ordinal = datetime(1970, 1, 1).toordinal() * _DAY
-    first = int(_CANDIDATE_FROM.timestamp())
-    last = int(_CANDIDATE_UNTIL.timestamp())
-    initial = zone._offset_at(first + epoch_ordinal)
-    changes: list[tuple[int, int]] = []
-    previous = initial
-    if zone.has_dst:
-        instants: set[int] = set()
-        for year in range(_CANDIDATE_FROM.year, _CANDIDATE_UNTIL.year + 1):
-            instants.update(zone._year_events(year)[0])
-        for instant in sorted(instants):
-            epoch = instant - epoch_ordinal
-            if first < epoch <= last:
-                current = zone._offset_at(instant)
-                if current != previous:
-                    changes.append((epoch, current))
-                    previous = current
-    return initial, tuple(changes)
-
-
 def iana_candidates(ltp: LocalTimeParameters) -> tuple[str, ...]:
-    """Zones of :data:`CANDIDATE_ZONES` whose offsets equal the parameters' at every instant of 2007-2030.
+    """Zones of :data:`CANDIDATE_ZONES` whose offsets equal the parameters' over 2007-2030.
 
-    Empty when the rules do not decode or nothing matches. Sanity is not required: a wrong-sign tzOffset
-    simply matches nothing. The first call computes each zone's transitions once (a fraction of a second);
-    later calls are cheap.
+    Each year is compared at noon on the 15th of every month (offsets, DST presence) and one second either side
+    of each of the parameters' transitions (a transition on another day or at another time), so a zone must
+    change exactly when the parameters do. Empty when the rules do not decode or nothing matches; sanity is not
+    required (a wrong-sign tzOffset simply matches nothing). Most zones differ in the first year compared.
     """
     try:
         zone = LocalTimeZone.from_parameters(ltp)
     except LocalTimeError:
         return ()
-    signature = _zone_signature(zone)
-    return tuple(name for name in CANDIDATE_ZONES if _zoneinfo_signature(name) == signature)
+    matches = []
+    for name in CANDIDATE_ZONES:
+        try:
+            candidate = ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            continue
+        years = range(_CANDIDATE_FROM.year, _CANDIDATE_UNTIL.year)
+        if all(_compare(candidate, zone, year) is None for year in years):
+            matches.append(name)
+    return tuple(matches)
 
 
 def _load_zone(name: str) -> ZoneInfo:
