@@ -739,23 +739,28 @@ _CANDIDATE_UNTIL = datetime(2031, 1, 1, tzinfo=UTC)
 def iana_candidates(ltp: LocalTimeParameters) -> tuple[str, ...]:
     """Zones of :data:`CANDIDATE_ZONES` whose offsets equal the parameters' over 2007-2030.
 
-    Each year is compared at noon on the 15th of every month (offsets, DST presence) and one second either side
-    of each of the parameters' transitions (a transition on another day or at another time), so a zone must
-    change exactly when the parameters do. Empty when the rules do not decode or nothing matches; sanity is not
-    required (a wrong-sign tzOffset simply matches nothing). Most zones differ in the first year compared.
+    Compared at noon on the 15th of every month of 2007 (offsets, DST presence) and one second either side of
+    each of the parameters' transitions in every year (a transition on another day or at another time), so a
+    zone must change exactly when the parameters do. Empty when the rules do not decode or nothing matches;
+    sanity is not required (a wrong-sign tzOffset simply matches nothing).
     """
     try:
         zone = LocalTimeZone.from_parameters(ltp)
     except LocalTimeError:
         return ()
+    # Monthly samples of one year settle offsets and DST presence; then only the transitions matter.
+    moments = [datetime(_CANDIDATE_FROM.year, month, 15, 12, tzinfo=UTC) for month in range(1, 13)]
+    for year in range(_CANDIDATE_FROM.year, _CANDIDATE_UNTIL.year):
+        for instant in zone.dst_period(year) or ():
+            moments += [instant - timedelta(seconds=1), instant]
+    expected = [_utc_offset_of(zone, moment) for moment in moments]
     matches = []
     for name in CANDIDATE_ZONES:
         try:
             candidate = ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError, OSError):
             continue
-        years = range(_CANDIDATE_FROM.year, _CANDIDATE_UNTIL.year)
-        if all(_compare(candidate, zone, year) is None for year in years):
+        if all(_utc_offset_of(candidate, moment) == offset for moment, offset in zip(moments, expected, strict=True)):
             matches.append(name)
     return tuple(matches)
 

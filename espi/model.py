@@ -80,7 +80,8 @@ def xml_field(xml: str, converter: Converter, many: bool = False, secret: bool =
 # --- scalar converters -------------------------------------------------------------------------------------
 
 def _text(element: etree._Element) -> str | None:
-    text = element.text
+    # A comment inside a value splits its text (36<!-- c -->00 is 3600): join the pieces.
+    text = "".join(element.itertext()) if len(element) else element.text
     if text is None:
         return None
     text = text.strip()

@@ -196,17 +196,25 @@ class Segmenter:
                 self.collisions += 1
                 if existing > prov:
                     continue  # the stored reading comes from a newer entry
+                # the newer reading replaces the older one whole: its cost and attributes too, even if absent
+                if slots.costs is not None:
+                    slots.costs.pop(start, None)
+                if slots.attrs is not None:
+                    slots.attrs.pop(start, None)
+            else:
+                self.readings += 1
             slots.values[start] = value
             slots.prov[start] = prov
-            if costs is not None and costs[i] is not None:
-                if slots.costs is None:
-                    slots.costs = {}
-                slots.costs[start] = costs[i]
+            if costs is not None:
+                cost = costs[i]
+                if cost is not None and cost != INT48_SENTINEL:
+                    if slots.costs is None:
+                        slots.costs = {}
+                    slots.costs[start] = cost
             if attrs is not None:
                 if slots.attrs is None:
                     slots.attrs = {}
                 slots.attrs[start] = attrs[i]
-            self.readings += 1
 
     # -- output -----------------------------------------------------------------------------------------------
 
@@ -439,7 +447,12 @@ def _attribute_rows(block: IntervalBlock) -> list[tuple] | None:
     return list(zip(qualities, tous, tiers, cpps, strict=True))
 
 
+#: a local day is 23 to 25 hours long: a period of at least 23 hours is a day (or longer) for format ids
+DAY_OR_LONGER = 23 * 3600
+
+
 def _granularity(bucket: _Bucket) -> str:
     if bucket.key[0] == "grid":
         return "interval"
-    return "monthly" if bucket.interval >= 27 * DAY else "daily" if bucket.interval >= DAY else "interval"
+    return "monthly" if bucket.interval >= 27 * DAY else "daily" if bucket.interval >= DAY_OR_LONGER \
+        else "interval"

@@ -16,11 +16,14 @@ import sqlite3
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from espi.feed import BlockEntryHeader
 from espi.intervals import IntervalBlock
 from espi.usage import DateTimeInterval
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 
 _SCHEMA = """
 CREATE TABLE block (
@@ -98,7 +101,8 @@ class BlockStaging:
         self._db.execute("COMMIT")
 
     def add_block_entry(self, header: BlockEntryHeader) -> None:
-        updated = int(header.updated.timestamp()) if isinstance(header.updated, datetime) else None
+        # microseconds: entries updated within the same second must still order (the newer wins a slot)
+        updated = (header.updated - EPOCH) // MICROSECOND if isinstance(header.updated, datetime) else None
         self._db.execute(
             "INSERT OR REPLACE INTO block_entry VALUES (?, ?, ?, ?, ?, ?, ?)",
             (header.seq, header.self_href, header.up_href, "\n".join(header.related), updated,
@@ -124,7 +128,7 @@ class BlockStaging:
             "SELECT seq, self_href, up_href, related, updated, in_meter_reading, line FROM block_entry ORDER BY seq")
         for seq, self_href, up_href, related, updated, in_mr, line in rows.fetchall():
             yield BlockEntryHeader(seq, self_href, up_href, tuple(related.split("\n")) if related else (),
-                                   datetime.fromtimestamp(updated, UTC) if updated is not None else None,
+                                   EPOCH + updated * MICROSECOND if updated is not None else None,
                                    bool(in_mr), line)
 
     def assign(self, assignments: list[tuple[int, int, int]]) -> None:

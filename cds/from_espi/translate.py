@@ -202,6 +202,11 @@ class Translation:
         self.segment_stats["readings"] += segmenter.readings
         self.segment_stats["dropped"] += segmenter.dropped
         self.segment_stats["collisions"] += segmenter.collisions
+        if segmenter.dropped:
+            self.notes.append(f"{segmenter.dropped} readings without a usable start or duration (or with the "
+                              "2147483647 'no time' placeholder) were dropped")
+        if segmenter.collisions:
+            self.notes.append(f"{segmenter.collisions} readings repeat a slot already read; the newest entry won")
         yield from self._extra_segments.get(index, ())
 
 

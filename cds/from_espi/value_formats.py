@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import Any
 
-from espi.codes import is_value_sentinel, multiplier_ok
+from espi.codes import is_code_sentinel, is_value_sentinel, multiplier_ok
 from espi.currency import currency_alpha
 from espi.usage import ReadingType
 
@@ -206,6 +206,8 @@ def classify(rt: ReadingType, service_kind: int | None, default_currency: str | 
     elif abs(p) > MAX_MULTIPLIER:
         warnings.append(f"powerOfTenMultiplier {p} is not a real multiplier; treated as 0")
         p = 0
+    if rt.uom is not None and is_code_sentinel(rt.uom):
+        warnings.append(f"uom {rt.uom} is a placeholder, not a unit: the series is kept as greenbridge_espi_reading")
     acc = rt.accumulation_behaviour
     flow = rt.flow_direction
     kind = rt.kind
