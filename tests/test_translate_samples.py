@@ -15,13 +15,13 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import sample_files
 from lxml import etree
 
 from cds.from_espi import TranslateOptions, translate
 from cds.from_espi.translate import DEFAULT_ID_SECRET
 from cds.ids import IdFactory
 from espi.errors import NoUsageDataError
-from conftest import sample_files
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 ZONE = "America/New_York"

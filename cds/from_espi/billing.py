@@ -17,7 +17,15 @@ from decimal import Decimal
 from typing import Any
 
 from cds.from_espi.usage_points import stamps
-from cds.from_espi.value_formats import SeriesFormat, cds_quality, cost_value, known, multiplier
+from cds.from_espi.value_formats import (
+    IMPERIAL_GALLON_LITRES,
+    UOM_IMPERIAL_GAL,
+    SeriesFormat,
+    cds_quality,
+    cost_value,
+    known,
+    multiplier,
+)
 from cds.jsonenc import plain_decimal
 from espi.codes import is_time_sentinel
 from espi.currency import currency_alpha
@@ -104,6 +112,8 @@ def summary_value(sm: SummaryMeasurement | None, commodity: str | None) -> tuple
         return value_type, plain_decimal(Decimal(sm.value).scaleb(p + k)), units
     if sm.uom in VOLUME_UNITS and commodity in VOLUME_UNITS[sm.uom]:
         return f"{commodity}_usage", plain_decimal(Decimal(sm.value).scaleb(p)), VOLUME_UNITS[sm.uom][commodity]
+    if sm.uom == UOM_IMPERIAL_GAL:  # CDS has no imperial gallon: litres, exactly
+        return "water_usage", plain_decimal(Decimal(sm.value).scaleb(p) * IMPERIAL_GALLON_LITRES), "L"
     return None
 
 
@@ -308,7 +318,8 @@ def billing_series_format(summary: UsageSummary, commodity: str | None) -> Serie
     quality = cds_quality((summary.quality_of_reading,)) if summary.quality_of_reading is not None else None
     if quality is not None:
         fields["quality"] = quality
-    return SeriesFormat(value_type, key, value_type, units=units, scale=scale, fields=fields,
+    factor = IMPERIAL_GALLON_LITRES if sm.uom == UOM_IMPERIAL_GAL else None
+    return SeriesFormat(value_type, key, value_type, units=units, scale=scale, factor=factor, fields=fields,
                         commodity=value_type.removesuffix("_usage"), fixed_granularity="billing")
 
 

@@ -113,7 +113,8 @@ class CustomerObjects:
 
 
 def translate_customer(graph: FeedGraph, id_of: Callable[..., str], key_of: Callable[[Entry], str], stamp: str,
-                       default_entity: dict[str, Any] | None, phone_region: str | None) -> CustomerObjects:
+                       default_entity: dict[str, Any] | None, phone_region: str | None,
+                       documentation_url: str) -> CustomerObjects:
     """Builds the CDS objects of every customer resource in the graph (see the module docstring)."""
     out = CustomerObjects()
     customers = {entry.seq: value for entry, value in graph.resources("Customer")}
@@ -140,7 +141,8 @@ def translate_customer(graph: FeedGraph, id_of: Callable[..., str], key_of: Call
         account_id = id_of("account", account.account_id or key_of(entry))
         out.account_by_seq[entry.seq] = account_id
         out.account_numbers[account_id] = account.account_id
-        out.accounts.append(_account(account, owner, account_id, entity, stamp, phone_region, id_of))
+        out.accounts.append(_account(account, owner, account_id, entity, stamp, phone_region, id_of,
+                                     documentation_url))
 
     locations_of_agreement: dict[int, list[tuple[Entry, cust.ServiceLocation]]] = {}
     for entry, location in graph.resources("ServiceLocation"):
@@ -163,7 +165,7 @@ def translate_customer(graph: FeedGraph, id_of: Callable[..., str], key_of: Call
         address = format_address(locations[0][1].main_address) if locations else None
         entity = suppliers.get(entry.seq, default_entity)
         out.service_contracts.append(_contract(agreement, contract_id, account_id, out.account_numbers[account_id],
-                                               address, entity, stamp))
+                                               address, entity, stamp, documentation_url))
         for location_entry, location in locations:
             meters = meters_of_location.get(location_entry.seq, [])
             hrefs = location.usage_points
@@ -210,7 +212,7 @@ def _status(*statuses: cust.Status | None) -> str | None:
 
 def _account(account: cust.CustomerAccount, owner: cust.Customer | None, account_id: str,
              entity: dict[str, Any] | None, stamp: str, phone_region: str | None,
-             id_of: Callable[..., str]) -> dict[str, Any]:
+             id_of: Callable[..., str], documentation_url: str) -> dict[str, Any]:
     result: dict[str, Any] = {"cds_account_id": account_id, **stamps(stamp), "cds_account_parent": None}
     if account.account_id:
         result["account_number"] = account.account_id
@@ -256,13 +258,14 @@ def _account(account: cust.CustomerAccount, owner: cust.Customer | None, account
                          "program_number": id_of("programnumber", account_id, "special_need")[:12],
                          "types": ["protected", "active"], "name": "Special need",
                          "description": owner.special_need,
-                         "documentation": "https://github.com/greenbridge/greenbridge/blob/main/docs/mapping.md"})
+                         "documentation": documentation_url})
     result["account_programs"] = programs
     return result
 
 
 def _contract(agreement: cust.CustomerAgreement, contract_id: str, account_id: str, account_number: str | None,
-              address: str | None, entity: dict[str, Any] | None, stamp: str) -> dict[str, Any]:
+              address: str | None, entity: dict[str, Any] | None, stamp: str,
+              documentation_url: str) -> dict[str, Any]:
     result: dict[str, Any] = {"cds_servicecontract_id": contract_id, **stamps(stamp), "cds_account_id": account_id}
     if account_number:
         result["account_number"] = account_number
@@ -293,7 +296,7 @@ def _contract(agreement: cust.CustomerAgreement, contract_id: str, account_id: s
                          "name": program.program_name or "Demand response",
                          "description": program.program_name or "Demand response program",
                          "documentation": program.program_description
-                         or "https://github.com/greenbridge/greenbridge/blob/main/docs/mapping.md"})
+                         or documentation_url})
     if programs:
         result["service_programs"] = programs
     return result

@@ -91,6 +91,9 @@ class TranslateOptions:
     phone_region: str | None = "US"
     #: where the scratch file goes (None: the system temp directory)
     scratch_dir: str | None = None
+    #: the URL CDS ``documentation`` fields point to for programs greenbridge describes (the gateway serves
+    #: docs/mapping.md under its public URL; this placeholder domain never resolves)
+    documentation_url: str = "https://greenbridge.invalid/docs/mapping.md"
 
     def __post_init__(self) -> None:
         if self.key_strategy not in ("auto", "uuid", "href"):
@@ -333,7 +336,7 @@ class _Builder:
         result, graph = self.result, self.graph
         diagnostics = self.reader.diagnostics
         customer = translate_customer(graph, self.id_of, self.key, self.stamp, self.options.entity,
-                                      self.options.phone_region)
+                                      self.options.phone_region, self.options.documentation_url)
         result.accounts.extend(customer.accounts)
         result.service_contracts.extend(customer.service_contracts)
         result.meter_devices.extend(customer.meter_devices)
@@ -410,6 +413,8 @@ class _Builder:
                 for meter in customer.meter_devices:
                     if node.self_href in meter["greenbridge_usage_point_hrefs"]:
                         meter["current_servicepoints"].append(servicepoint_id)
+                        if commodity and f"{commodity}_usage" not in meter["meter_types"]:
+                            meter["meter_types"].insert(0, f"{commodity}_usage")
                         for contract in customer.service_contracts:
                             if contract["cds_servicecontract_id"] in contract_ids and commodity and \
                                     commodity not in contract["service_types"]:
