@@ -141,6 +141,7 @@ class FeedGraph:
         self._mr_by_seq: dict[int, MeterReadingNode] = {}
         self._implicit_usage_point: UsagePointNode | None = None
         self._implicit_meter_readings: dict[int | None, MeterReadingNode] = {}
+        self._customer_cache: dict[str, _Candidates] = {}
         self._build()
 
     # -- construction ---------------------------------------------------------------------------------------
@@ -306,13 +307,11 @@ class FeedGraph:
         return parent
 
     def _customer_candidates(self, kind: str) -> _Candidates:
-        cache = getattr(self, "_customer_cache", None)
-        if cache is None:
-            cache = {}
-            self._customer_cache = cache
-        if kind not in cache:
-            cache[kind] = _Candidates(self.by_kind.get(kind, ()))
-        return cache[kind]
+        candidates = self._customer_cache.get(kind)
+        if candidates is None:
+            candidates = _Candidates(self.by_kind.get(kind, ()))
+            self._customer_cache[kind] = candidates
+        return candidates
 
     def resources(self, kind: str) -> list[tuple[Entry, object]]:
         """Every resource of one kind (element name) with its entry, in document order."""
