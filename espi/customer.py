@@ -1,8 +1,8 @@
 """Retail customer (PII) resources of ESPI 4.0 ``customer.xsd`` (REQ.21 customer; espi.md §1.11).
 
 The 4.0 schema builds these by inheritance (IdentifiedObject ← Document ← Agreement, OrganisationRole,
-Location ← WorkLocation, Asset ← AssetContainer ← EndDevice ← Meter). Each dataclass here flattens its chain:
-inherited elements come first, as in the XSD sequence, so one class reads the whole element.
+Location ← WorkLocation, Asset ← AssetContainer ← EndDevice ← Meter), and so do these dataclasses: inherited
+elements come first, as in the XSD sequence.
 These resources hold personal data: nothing here is logged, and the CDS projection gates every PII field.
 """
 
@@ -112,11 +112,21 @@ class Priority:
 
 
 @dataclass(frozen=True, slots=True)
-class Customer:
-    """customer.xsd Customer (OrganisationRole)."""
+class IdentifiedObject:
+    """customer.xsd IdentifiedObject: only the deprecated ``name`` (identity lives in the Atom envelope)."""
 
     name: str | None = xml_field("name", to_str)
+
+
+@dataclass(frozen=True, slots=True)
+class OrganisationRole(IdentifiedObject):
     organisation: Organisation | None = xml_field("Organisation", nested(Organisation))
+
+
+@dataclass(frozen=True, slots=True)
+class Customer(OrganisationRole):
+    """customer.xsd Customer (OrganisationRole)."""
+
     kind: str | None = xml_field("kind", to_str)
     special_need: str | None = xml_field("specialNeed", to_str)
     vip: bool | None = xml_field("vip", to_bool)
@@ -137,10 +147,9 @@ class AccountNotification:
 
 
 @dataclass(frozen=True, slots=True)
-class CustomerAccount:
-    """customer.xsd CustomerAccount (Document). ``account_id`` is 4.0 only."""
+class Document(IdentifiedObject):
+    """customer.xsd Document, the base of CustomerAccount and Agreement."""
 
-    name: str | None = xml_field("name", to_str)
     type: str | None = xml_field("type", to_str)
     author_name: str | None = xml_field("authorName", to_str)
     created_date_time: int | None = xml_field("createdDateTime", to_time)
@@ -152,6 +161,12 @@ class CustomerAccount:
     doc_status: Status | None = xml_field("docStatus", to_status)
     status: Status | None = xml_field("status", to_status)
     comment: str | None = xml_field("comment", to_str)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerAccount(Document):
+    """customer.xsd CustomerAccount (Document). ``account_id`` is 4.0 only."""
+
     billing_cycle: str | None = xml_field("billingCycle", to_str)
     budget_bill: str | None = xml_field("budgetBill", to_str)
     last_bill_amount: int | None = xml_field("lastBillAmount", to_int)
@@ -181,23 +196,15 @@ class DemandResponseProgram:
 
 
 @dataclass(frozen=True, slots=True)
-class CustomerAgreement:
-    """customer.xsd CustomerAgreement (Agreement ← Document). ``agreement_id`` is 4.0 only."""
-
-    name: str | None = xml_field("name", to_str)
-    type: str | None = xml_field("type", to_str)
-    author_name: str | None = xml_field("authorName", to_str)
-    created_date_time: int | None = xml_field("createdDateTime", to_time)
-    last_modified_date_time: int | None = xml_field("lastModifiedDateTime", to_time)
-    revision_number: str | None = xml_field("revisionNumber", to_str)
-    electronic_address: ElectronicAddress | None = xml_field("electronicAddress", nested(ElectronicAddress))
-    subject: str | None = xml_field("subject", to_str)
-    title: str | None = xml_field("title", to_str)
-    doc_status: Status | None = xml_field("docStatus", to_status)
-    status: Status | None = xml_field("status", to_status)
-    comment: str | None = xml_field("comment", to_str)
+class Agreement(Document):
     sign_date: int | None = xml_field("signDate", to_time)
     validity_interval: DateTimeInterval | None = xml_field("validityInterval", nested(DateTimeInterval))
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerAgreement(Agreement):
+    """customer.xsd CustomerAgreement (Agreement ← Document). ``agreement_id`` is 4.0 only."""
+
     load_mgmt: str | None = xml_field("loadMgmt", to_str)
     is_pre_pay: bool | None = xml_field("isPrePay", to_bool)
     shut_off_date_time: int | None = xml_field("shutOffDateTime", to_time)
@@ -223,10 +230,7 @@ class UsagePointRefs:
 
 
 @dataclass(frozen=True, slots=True)
-class ServiceLocation:
-    """customer.xsd ServiceLocation (WorkLocation ← Location). ``usage_points`` joins PII to usage data."""
-
-    name: str | None = xml_field("name", to_str)
+class Location(IdentifiedObject):
     type: str | None = xml_field("type", to_str)
     main_address: StreetAddress | None = xml_field("mainAddress", nested(StreetAddress))
     secondary_address: StreetAddress | None = xml_field("secondaryAddress", nested(StreetAddress))
@@ -237,6 +241,12 @@ class ServiceLocation:
     direction: str | None = xml_field("direction", to_str)
     status: Status | None = xml_field("status", to_status)
     position_points: tuple[PositionPoint, ...] = xml_field("positionPoints", nested(PositionPoint), many=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceLocation(Location):
+    """customer.xsd ServiceLocation (WorkLocation ← Location). ``usage_points`` joins PII to usage data."""
+
     access_method: str | None = xml_field("accessMethod", to_str)
     site_access_problem: str | None = xml_field("siteAccessProblem", to_str)
     needs_inspection: bool | None = xml_field("needsInspection", to_bool)
@@ -251,11 +261,9 @@ class ServiceLocation:
 
 
 @dataclass(frozen=True, slots=True)
-class ServiceSupplier:
+class ServiceSupplier(OrganisationRole):
     """customer.xsd ServiceSupplier (OrganisationRole)."""
 
-    name: str | None = xml_field("name", to_str)
-    organisation: Organisation | None = xml_field("Organisation", nested(Organisation))
     kind: str | None = xml_field("kind", to_str)
     issuer_identification_number: str | None = xml_field("issuerIdentificationNumber", to_str)
     effective_date: int | None = xml_field("effectiveDate", to_time)
@@ -286,10 +294,9 @@ class MeterMultiplier:
 
 
 @dataclass(frozen=True, slots=True)
-class EndDevice:
-    """customer.xsd EndDevice (AssetContainer ← Asset); ``Meter`` adds three fields."""
+class Asset(IdentifiedObject):
+    """customer.xsd Asset (and AssetContainer, which adds nothing)."""
 
-    name: str | None = xml_field("name", to_str)
     type: str | None = xml_field("type", to_str)
     utc_number: str | None = xml_field("utcNumber", to_str)
     serial_number: str | None = xml_field("serialNumber", to_str)
@@ -302,6 +309,12 @@ class EndDevice:
     initial_condition: str | None = xml_field("initialCondition", to_str)
     initial_loss_of_life: str | None = xml_field("initialLossOfLife", to_decimal_text)
     status: Status | None = xml_field("status", to_status)
+
+
+@dataclass(frozen=True, slots=True)
+class EndDevice(Asset):
+    """customer.xsd EndDevice (AssetContainer ← Asset)."""
+
     is_virtual: bool | None = xml_field("isVirtual", to_bool)
     is_pan: bool | None = xml_field("isPan", to_bool)
     install_code: str | None = xml_field("installCode", to_str, secret=True)
@@ -310,31 +323,13 @@ class EndDevice:
 
 
 @dataclass(frozen=True, slots=True)
-class Meter:
+class Meter(EndDevice):
     """customer.xsd Meter (EndDevice)."""
 
-    name: str | None = xml_field("name", to_str)
-    type: str | None = xml_field("type", to_str)
-    utc_number: str | None = xml_field("utcNumber", to_str)
-    serial_number: str | None = xml_field("serialNumber", to_str)
-    lot_number: str | None = xml_field("lotNumber", to_str)
-    purchase_price: int | None = xml_field("purchasePrice", to_int)
-    critical: bool | None = xml_field("critical", to_bool)
-    electronic_address: ElectronicAddress | None = xml_field("electronicAddress", nested(ElectronicAddress))
-    lifecycle: LifecycleDate | None = xml_field("lifecycle", nested(LifecycleDate))
-    acceptance_test: AcceptanceTest | None = xml_field("acceptanceTest", nested(AcceptanceTest))
-    initial_condition: str | None = xml_field("initialCondition", to_str)
-    initial_loss_of_life: str | None = xml_field("initialLossOfLife", to_decimal_text)
-    status: Status | None = xml_field("status", to_status)
-    is_virtual: bool | None = xml_field("isVirtual", to_bool)
-    is_pan: bool | None = xml_field("isPan", to_bool)
-    install_code: str | None = xml_field("installCode", to_str, secret=True)
-    amr_system: str | None = xml_field("amrSystem", to_str)
     form_number: str | None = xml_field("formNumber", to_str)
     meter_multipliers: tuple[MeterMultiplier, ...] = xml_field(
         "MeterMultipliers", nested(MeterMultiplier), many=True)
     interval_length: int | None = xml_field("intervalLength", to_int)
-    extra: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ import tracemalloc
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from xml.sax.saxutils import escape, quoteattr
 
 import pytest
+from espi_builders import ESPI, STYLES, E, Ent, Raw, block, document, reading, reading_type
 
 from cds import jsonenc
 from cds.from_espi import LISTINGS, TranslateOptions, translate
@@ -24,8 +24,6 @@ from espi.errors import NoUsageDataError, XmlSyntaxError
 from espi.generate import FeedSpec, write_feed
 from greenbridge.cli import main
 
-ATOM = "http://www.w3.org/2005/Atom"
-ESPI = "http://naesb.org/espi"
 BASE = "https://quirks.test/espi/1_1/resource/Subscription/9"
 UP = f"{BASE}/UsagePoint/1"
 LTP = f"{BASE}/LocalTimeParameters/1"
@@ -37,84 +35,6 @@ HOUR, DAY = 3600, 86400
 
 def iso(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# -- a tiny XML builder (the same document in every namespace style) ------------------------------------------
-
-class Raw(str):
-    """XML inserted verbatim."""
-
-
-def E(name: str, *children) -> tuple:
-    return (name, children)
-
-
-STYLES = {
-    "espi-prefix": ("", f' xmlns="{ATOM}" xmlns:espi="{ESPI}"', "espi:", ""),
-    "default-ns-on-resource": ("", f' xmlns="{ATOM}"', "", f' xmlns="{ESPI}"'),
-    "ns0-prefix": ("", f' xmlns="{ATOM}"', "ns0:", f' xmlns:ns0="{ESPI}"'),
-    "atom-prefix": ("atom:", f' xmlns:atom="{ATOM}" xmlns="{ESPI}"', "", ""),
-    "no-namespaces": ("", "", "", ""),
-}
-
-
-def render(node, prefix: str, declarations: str = "") -> str:
-    if isinstance(node, Raw):
-        return str(node)
-    if isinstance(node, str | int):
-        return escape(str(node))
-    name, children = node
-    return f"<{prefix}{name}{declarations}>{''.join(render(c, prefix) for c in children)}</{prefix}{name}>"
-
-
-@dataclass
-class Ent:
-    self_href: str | None
-    up_href: str | None = None
-    related: tuple[str, ...] = ()
-    content: tuple = ()
-    updated: str = "2024-08-01T00:00:00Z"
-    id: str | None = None
-    link_types: dict[str, str] = field(default_factory=dict)
-
-
-def document(entries: list[Ent], style: str = "espi-prefix") -> bytes:
-    a, root_declarations, p, resource_declarations = STYLES[style]
-    out = [f'<?xml version="1.0" encoding="UTF-8"?>\n<{a}feed{root_declarations}><{a}id>urn:uuid:9</{a}id>'
-           f"<{a}title>quirks</{a}title><{a}updated>2024-08-01T00:00:00Z</{a}updated>\n"]
-    for entry in entries:
-        links = []
-        for rel, href in [("self", entry.self_href), ("up", entry.up_href)] + [("related", h) for h in entry.related]:
-            if href is not None:
-                links.append(f"<{a}link rel={quoteattr(rel)} href={quoteattr(href)}/>")
-        identifier = f"<{a}id>{entry.id}</{a}id>" if entry.id else ""
-        content = "".join(render(resource, p, resource_declarations) for resource in entry.content)
-        out.append(f"<{a}entry>{identifier}{''.join(links)}<{a}content>{content}</{a}content>"
-                   f"<{a}updated>{entry.updated}</{a}updated></{a}entry>\n")
-    out.append(f"</{a}feed>\n")
-    return "".join(out).encode()
-
-
-def reading_type(acc=4, commodity=1, flow=1, interval=3600, kind=12, p=0, uom=72, *extra) -> tuple:
-    fields = [("accumulationBehaviour", acc), ("commodity", commodity), ("flowDirection", flow),
-              ("intervalLength", interval), ("kind", kind), ("powerOfTenMultiplier", p), ("uom", uom)]
-    return E("ReadingType", *(E(name, value) for name, value in fields if value is not None), *extra)
-
-
-def reading(value=None, start=None, duration=None, cost=None, qualities=()) -> tuple:
-    children = []
-    if cost is not None:
-        children.append(E("cost", cost))
-    children += [E("ReadingQuality", E("quality", q)) for q in qualities]
-    if start is not None:
-        children.append(E("timePeriod", E("duration", duration), E("start", start)))
-    if value is not None:
-        children.append(E("value", value))
-    return E("IntervalReading", *children)
-
-
-def block(start, duration, *readings) -> tuple:
-    return E("IntervalBlock", E("interval", E("duration", duration), E("start", start)), *readings)
 
 
 def grid_block(start: int, step: int, values: list, costs: list | None = None) -> tuple:
