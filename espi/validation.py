@@ -34,7 +34,7 @@ Guarantees:
   model with the pruned children as placeholders. Memory is therefore bounded by the largest single entry, not
   by the file, and non-seekable streams work. For every public sample this reports exactly the errors a
   whole-tree validation reports (``tests/test_validation.py`` checks it).
-* Schemas are built lazily, once per process per mode (about half a second each), never at import time.
+* Schemas are built lazily, once per process per mode (about a second each), never at import time.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ _ATOM_SCHEMA = {STRICT: "atom.xsd", LENIENT: "atom-lenient.xsd"}
 _ROOT_NAMESPACES = (ATOM, ESPI, CUSTOMER)
 
 _XHTML = "http://www.w3.org/1999/xhtml"
+_XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
 
 #: Where the W3C publishes the schema for the ``xml:`` namespace (the Atom schemas import the first one).
 _W3C_XML_XSD_URLS = frozenset(
@@ -312,14 +313,44 @@ def _stream_issues(source: Source, label: str, schema: xmlschema.XMLSchema) -> I
             decl = group.match_element(elem.tag) if group is not None else None
             if decl is None:
                 continue  # not allowed here at all: the root's check reports it, with the right context
-            position = (elem, seen[elem.tag])
-            for error in decl.iter_errors(elem):
-                yield _schema_issue(error, label, position)
+            yield from _check(schema, decl, elem, label, (elem, seen[elem.tag]), None)
             del elem[:]
         elif depth == 0:
             assert root is not None
-            for error in root_decl.iter_errors(root, max_depth=1):
-                yield _schema_issue(error, label, None)
+            yield from _check(schema, root_decl, root, label, None, 1)
+
+
+def _check(schema: xmlschema.XMLSchema, decl: Any, elem: etree._Element, label: str,
+           position: tuple[Any, int] | None, max_depth: int | None) -> Iterator[ValidationIssue]:
+    """Validates ``elem`` against ``decl``; a subtree xmlschema cannot process is one issue, not a crash."""
+    import xmlschema
+
+    try:
+        errors = list(decl.iter_errors(elem, max_depth=max_depth))
+    except xmlschema.XMLSchemaException as exc:
+        # Known trigger: an xsi:type naming a type that does not exist (xmlschema raises, not reports, it).
+        culprit, message = _bad_xsi_type(schema, elem)
+        if culprit is None:
+            culprit, message = elem, f"cannot be validated: {_readable(str(exc))}"
+        yield ValidationIssue(label, culprit.sourceline, _path(culprit, position), message, KIND_SCHEMA)
+        return
+    for error in errors:
+        yield _schema_issue(error, label, position)
+
+
+def _bad_xsi_type(schema: xmlschema.XMLSchema, elem: etree._Element) -> tuple[Any, str]:
+    """The first element under ``elem`` whose ``xsi:type`` names no known type, and why; or (None, "")."""
+    for node in elem.iter("{*}*"):
+        value = node.get(_XSI_TYPE)
+        if value is None:
+            continue
+        prefix, _, local = value.strip().rpartition(":")
+        namespace = node.nsmap.get(prefix or None)
+        if prefix and namespace is None:
+            return node, f"xsi:type '{value}' uses the undeclared prefix '{prefix}'"
+        if (f"{{{namespace}}}{local}" if namespace else local) not in schema.maps.types:
+            return node, f"xsi:type names an unknown type '{value}'"
+    return None, ""
 
 
 def _root_declaration(schema: xmlschema.XMLSchema, tag: str) -> Any:
@@ -352,6 +383,8 @@ def _global_tags() -> set[str]:
 
 _CLARK = re.compile(r"\{[^{}]*\}")
 _SPACES = re.compile(r"\s+")
+_COMPONENT = re.compile(r"Xsd\w+\(name='([^']*)'\)")
+_MISSING_COMPONENT = re.compile(r"global component '([^']*)' not found")
 
 
 def _schema_issue(error: Any, label: str, position: tuple[Any, int] | None) -> ValidationIssue:
@@ -405,8 +438,10 @@ def _message(error: Any) -> str:
 
 
 def _readable(text: str) -> str:
-    """Drops ``{namespace}`` parts of names, collapses whitespace and the trailing full stop."""
-    text = _CLARK.sub("", text)
+    """xmlschema text made plain: no ``{namespace}`` parts, component reprs, KeyError quotes, final stop."""
+    text = _CLARK.sub("", text.strip().strip('"'))
+    text = _MISSING_COMPONENT.sub(r"unknown schema component '\1'", text)
+    text = _COMPONENT.sub(r"type '\1'", text)  # XsdComplexType(name='UsagePoint') → type 'UsagePoint'
     return _SPACES.sub(" ", text).strip().rstrip(".")
 
 
