@@ -186,11 +186,8 @@ class Translation:
             current.add(StagedBlock(series, lower_bound, (updated, seq, index), block))
         if current is not None:
             yield from self._finish(current, current_index)
-        for index in sorted(set(plans) - self._segmented_usage_points()):
+        for index in sorted(set(plans) - self._has_blocks):  # UsagePoints without readings: their extra segments
             yield from self._extra_segments.get(index, ())
-
-    def _segmented_usage_points(self) -> set[int]:
-        return self._has_blocks
 
     def _segmenter(self, plan: _UsagePointPlan) -> Segmenter:
         context = UsagePointContext(

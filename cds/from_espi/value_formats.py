@@ -43,8 +43,6 @@ UOM_M3, UOM_FT3, UOM_M3_COMPENSATED, UOM_FT3_COMPENSATED = 42, 119, 167, 120
 UOM_US_GAL, UOM_IMPERIAL_GAL, UOM_LITRE = 128, 130, 134
 UOM_KELVIN, UOM_CELSIUS, UOM_MONEY = 6, 23, 80
 
-#: multipliers outside this range are test-plan sentinels (4096…), treated as absent (mapping-notes §3.4)
-MAX_MULTIPLIER = 24
 IMPERIAL_GALLON_LITRES = Decimal("4.54609")
 ZERO_CELSIUS_KELVIN = Decimal("273.15")
 
@@ -200,12 +198,9 @@ def classify(rt: ReadingType, service_kind: int | None, default_currency: str | 
              register_read_at: str = "end") -> SeriesFormat:
     """The CDS form of an ESPI series (see the module docstring and docs/mapping.md)."""
     warnings: list[str] = []
-    p = rt.power_of_ten_multiplier
-    if p is None:
-        p = 0
-    elif abs(p) > MAX_MULTIPLIER:
-        warnings.append(f"powerOfTenMultiplier {p} is not a real multiplier; treated as 0")
-        p = 0
+    p = multiplier(rt.power_of_ten_multiplier)
+    if rt.power_of_ten_multiplier is not None and p != rt.power_of_ten_multiplier:
+        warnings.append(f"powerOfTenMultiplier {rt.power_of_ten_multiplier} is not a real multiplier; treated as 0")
     if rt.uom is not None and is_code_sentinel(rt.uom):
         warnings.append(f"uom {rt.uom} is a placeholder, not a unit: the series is kept as greenbridge_espi_reading")
     acc = rt.accumulation_behaviour
