@@ -14,6 +14,7 @@ import marshal
 import os
 import sqlite3
 import tempfile
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,12 @@ from espi.intervals import IntervalBlock
 from espi.usage import DateTimeInterval
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
 MICROSECOND = timedelta(microseconds=1)
 
 _SCHEMA = """
@@ -57,6 +64,9 @@ class BlockStaging:
     def __init__(self, directory: str | None = None):
         handle, self.path = tempfile.mkstemp(prefix="greenbridge-staging-", suffix=".sqlite", dir=directory)
         os.close(handle)
+        # The file goes even if nobody calls close() (a forgotten Translation, an exception): at garbage
+        # collection or interpreter exit.
+        self._remove = weakref.finalize(self, _remove, self.path)
         self._db = sqlite3.connect(self.path, isolation_level=None)
         for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE", "cache_size=-8000"):
             self._db.execute(f"PRAGMA {pragma}")
@@ -69,8 +79,7 @@ class BlockStaging:
         if self._db is not None:
             self._db.close()
             self._db = None
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+        self._remove()
 
     def __enter__(self) -> BlockStaging:
         return self
