@@ -110,9 +110,9 @@ class TranslateOptions:
 
 @dataclass(slots=True)
 class _UsagePointPlan:
-    """The CDS ids and series of one UsagePoint, decided before its segments are built."""
+    """The CDS ids and series of one UsagePoint, decided before its segments are built (and nothing of the link
+    graph: the graph is freed once the small objects are built)."""
 
-    node: UsagePointNode
     key: str
     zone: tzinfo
     account_id: str
@@ -199,6 +199,8 @@ class Translation:
 
     def _finish(self, segmenter: Segmenter, index: int) -> Iterator[dict[str, Any]]:
         yield from segmenter.flush_before(None)
+        for series in segmenter.context.series.values():
+            series.format.clear_cache()  # value objects of a finished UsagePoint are not needed again
         self.segment_stats["readings"] += segmenter.readings
         self.segment_stats["dropped"] += segmenter.dropped
         self.segment_stats["collisions"] += segmenter.collisions
@@ -297,6 +299,7 @@ class _Builder:
         result._stamp = self.stamp
         result._tou_names = dict(options.tou_names)
         self.scope = options.subscription or ""
+        self._zones: dict[tuple | None, tuple[tzinfo, str]] = {}
 
     # -- natural keys (D13) -----------------------------------------------------------------------------------
 
@@ -450,7 +453,7 @@ class _Builder:
                 series[mr_index] = Series(mr_index, self.key(mr.entry) if mr.entry else f"{key}|mr{mr.implicit_for}",
                                           fmt, None, mr.reading_type.interval_length)
             up_plan_index[node.index] = len(plans)
-            plans.append(_UsagePointPlan(node, key, zone, account_id, contract_ids, servicepoint_id, meterdevice_id,
+            plans.append(_UsagePointPlan(key, zone, account_id, contract_ids, servicepoint_id, meterdevice_id,
                                          series, sections))
             self.result._extra_segments[len(plans) - 1] = self._power_quality_segments(node, plans[-1])
 
@@ -494,7 +497,15 @@ class _Builder:
                          "files": files})
 
     def _zone(self, node: UsagePointNode) -> tuple[tzinfo, str]:
+        """The zone of a UsagePoint's local days; UsagePoints with the same LocalTimeParameters share one."""
         ltp = node.local_time
+        key = (ltp.dst_start_rule, ltp.dst_end_rule, ltp.dst_offset, ltp.tz_offset) if ltp is not None else None
+        zone = self._zones.get(key)
+        if zone is None:
+            zone = self._zones[key] = self._decide_zone(ltp)
+        return zone
+
+    def _decide_zone(self, ltp) -> tuple[tzinfo, str]:
         parameters = None
         if ltp is not None and None not in (ltp.dst_start_rule, ltp.dst_end_rule, ltp.dst_offset, ltp.tz_offset):
             parameters = LocalTimeParameters(ltp.dst_start_rule, ltp.dst_end_rule, ltp.dst_offset, ltp.tz_offset)

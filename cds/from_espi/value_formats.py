@@ -135,6 +135,9 @@ class SeriesFormat:
                 value = value.quantize(Decimal(1))
         return value
 
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
     def value_object(self, raw: int) -> dict[str, Any]:
         """The CDS Value Object for a raw value (shared, immutable by convention: never mutate it)."""
         cached = self._cache.get(raw)
