@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLES_DIR, sample_files
 
 from espi.validation import (
     LENIENT,
@@ -25,7 +26,6 @@ from espi.validation import (
 )
 from espi.xmlsafe import secure_parse
 from greenbridge.cli import main
-from tests.conftest import SAMPLES_DIR, sample_files
 
 ATOM = "http://www.w3.org/2005/Atom"
 ESPI = "http://naesb.org/espi"

@@ -11,8 +11,8 @@ import hashlib
 import re
 
 import pytest
+from conftest import REPO
 
-from tests.conftest import REPO
 from xsd import SCHEMA_DIR, schema_path
 
 SHARED_XSD = REPO.parent / "shared" / "espi" / "xsd"
