@@ -16,7 +16,7 @@ import sqlite3
 import tempfile
 import weakref
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 from espi.feed import BlockEntryHeader
@@ -133,18 +133,21 @@ class BlockStaging:
     # -- resolution -------------------------------------------------------------------------------------------
 
     def block_entries(self) -> Iterator[BlockEntryHeader]:
-        rows = self._db.execute(
+        """The headers of every IntervalBlock entry in document order, streamed (never all in memory)."""
+        rows = self._db.cursor().execute(
             "SELECT seq, self_href, up_href, related, updated, in_meter_reading, line FROM block_entry ORDER BY seq")
-        for seq, self_href, up_href, related, updated, in_mr, line in rows.fetchall():
+        for seq, self_href, up_href, related, updated, in_mr, line in rows:
             yield BlockEntryHeader(seq, self_href, up_href, tuple(related.split("\n")) if related else (),
                                    EPOCH + updated * MICROSECOND if updated is not None else None,
                                    bool(in_mr), line)
 
-    def assign(self, assignments: list[tuple[int, int, int]]) -> None:
-        """(entry seq, usage point index, series index) for every block entry that has a series."""
-        self._db.execute("BEGIN")
-        self._db.executemany("INSERT OR REPLACE INTO assignment VALUES (?, ?, ?)", assignments)
-        self._db.execute("COMMIT")
+    def assign(self, assignments: Iterable[tuple[int, int, int]]) -> None:
+        """(entry seq, usage point index, series index) for every block entry that has a series (may be a
+        generator reading ``block_entries``: the rows go to another table)."""
+        writer = self._db.cursor()
+        writer.execute("BEGIN")
+        writer.executemany("INSERT OR REPLACE INTO assignment VALUES (?, ?, ?)", assignments)
+        writer.execute("COMMIT")
 
     def readings_without_series(self) -> int:
         """How many readings sit in blocks no series claimed."""

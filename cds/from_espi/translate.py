@@ -41,7 +41,7 @@ from cds.from_espi.value_formats import SeriesFormat, classify
 from cds.ids import IdFactory
 from espi.atom import BARE_DOCUMENTS, BlockRead, Entry, FeedReader
 from espi.errors import EspiError, NoUsageDataError
-from espi.feed import BlockEntryHeader, FeedGraph, MeterReadingNode, UsagePointNode
+from espi.feed import BlockEntryHeader, FeedGraph, UsagePointNode
 from espi.intervals import IntervalBlock
 from espi.local_time import LocalTimeError, LocalTimeParameters, zone_for
 from espi.usage import DateTimeInterval
@@ -141,7 +141,7 @@ class Translation:
         self.notes: list[str] = []
         self.diagnostics = None
         self._staging: BlockStaging | None = None
-        self._plans: list[_UsagePointPlan] = []
+        self._plans: dict[int, _UsagePointPlan] = {}
         self._ids: IdFactory | None = None
         self._stamp = ""
         self._extra_segments: dict[int, list[dict[str, Any]]] = {}
@@ -173,7 +173,7 @@ class Translation:
             if not self._plans:
                 return
             raise RuntimeError("the translation is closed")
-        plans = {i: plan for i, plan in enumerate(self._plans)}
+        plans = self._plans
         current: Segmenter | None = None
         current_index = None
         for usage_point, series, lower_bound, updated, seq, index, block in self._staging.blocks_by_usage_point():
@@ -341,23 +341,25 @@ class _Builder:
         result.service_contracts.extend(customer.service_contracts)
         result.meter_devices.extend(customer.meter_devices)
 
-        # which series each IntervalBlock entry belongs to
-        assignments = []
-        series_nodes: dict[int, MeterReadingNode] = {}
-        for header in self.staging.block_entries():
-            node = graph.meter_reading_for(header)
-            if node is None or node.reading_type is None:
-                continue
-            series_nodes[node.index] = node
-            assignments.append((header.seq, node.usage_point.index, node.index))
-        histograms = {}
+        # Which series each IntervalBlock entry belongs to: streamed from the scratch file and back into it, so
+        # that nothing per block entry stays in memory.
+        block_usage_points: set[int] = set()
+
+        def assignments() -> Iterator[tuple[int, int, int]]:
+            for header in self.staging.block_entries():
+                node = graph.meter_reading_for(header)
+                if node is None or node.reading_type is None:
+                    continue
+                block_usage_points.add(node.usage_point.index)
+                yield header.seq, node.usage_point.index, node.index
+
+        self.staging.assign(assignments())
         synthetic_account_id = None
         usage_points = [up for up in graph.usage_points if up.meter_readings or up.summaries or up.entry]
 
         summary_blocks: list[tuple[int, int, IntervalBlock]] = []  # (usage point, pseudo series, block)
         pseudo_series: dict[int, tuple[SeriesFormat, str]] = {}
-        plans: list[_UsagePointPlan] = []
-        up_plan_index: dict[int, int] = {}
+        plans: dict[int, _UsagePointPlan] = {}  # by UsagePoint index in the graph
         for node in usage_points:
             key = self.key(node.entry) if node.entry is not None else f"{self.scope}|implicit-usage-point"
             zone, zone_note = self._zone(node)
@@ -452,26 +454,25 @@ class _Builder:
                 mr = next(m for m in node.meter_readings if m.index == mr_index)
                 series[mr_index] = Series(mr_index, self.key(mr.entry) if mr.entry else f"{key}|mr{mr.implicit_for}",
                                           fmt, None, mr.reading_type.interval_length)
-            up_plan_index[node.index] = len(plans)
-            plans.append(_UsagePointPlan(key, zone, account_id, contract_ids, servicepoint_id, meterdevice_id,
-                                         series, sections))
-            self.result._extra_segments[len(plans) - 1] = self._power_quality_segments(node, plans[-1])
+            plans[node.index] = _UsagePointPlan(key, zone, account_id, contract_ids, servicepoint_id, meterdevice_id,
+                                                series, sections)
+            self.result._extra_segments[node.index] = self._power_quality_segments(node, plans[node.index])
 
         # pseudo-series for billing values join the staged blocks, so they land in the same period segments
+        pseudo_assignments = []
         for usage_point, pseudo, block in summary_blocks:
             fmt, series_key = pseudo_series[pseudo]
-            plan = plans[up_plan_index[usage_point]]
-            plan.series[pseudo] = Series(pseudo, f"{series_key}|{pseudo}", fmt, None, None)
+            plans[usage_point].series[pseudo] = Series(pseudo, f"{series_key}|{pseudo}", fmt, None, None)
             self.staging.add_pseudo_block(pseudo, block)
-            assignments.append((pseudo, usage_point, pseudo))
-        self.staging.assign([(seq, up_plan_index[up], series) for seq, up, series in assignments
-                             if up in up_plan_index])
+            pseudo_assignments.append((pseudo, usage_point, pseudo))
+            block_usage_points.add(usage_point)
+        self.staging.assign(pseudo_assignments)
         histograms = self.staging.duration_histograms()
-        for plan in plans:
+        for plan in plans.values():
             for index, series in plan.series.items():
                 series.grid = _grid(histograms.get(index), series.interval_length)
         result._plans = plans
-        result._has_blocks = {up_plan_index[up] for _seq, up, _s in assignments if up in up_plan_index}
+        result._has_blocks = block_usage_points & set(plans)
         result.untranslated_readings = self.staging.readings_without_series()
         if result.untranslated_readings:
             result.notes.append(f"{result.untranslated_readings} readings have no ReadingType (no units) and were "
