@@ -31,6 +31,16 @@ gb_setup() {
         python3 "command -v python3" \
         python3-venv "python3 -c 'import ensurepip, venv'" \
         tzdata "test -d /usr/share/zoneinfo"
+    case ",$extras," in
+        *,test,*)
+            # Real servers and a real browser for the test suite (tests/servers.py starts them on 127.0.0.1).
+            gb_apt_packages \
+                postgresql "ls /usr/lib/postgresql/*/bin/initdb" \
+                chromium "command -v chromium" \
+                redis-server "command -v redis-server" \
+                openssh-server "test -x /usr/sbin/sshd"
+            ;;
+    esac
     python3 - <<'PY' || { echo "greenbridge needs Python >= 3.11" >&2; return 1; }
 import sys
 sys.exit(0 if sys.version_info >= (3, 11) else 1)

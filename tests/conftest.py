@@ -6,14 +6,18 @@ the repository). Tests that need them use the ``sample`` fixture and are skipped
 
 from __future__ import annotations
 
+import contextlib
 import os
+import uuid
 from pathlib import Path
 
 import pytest
+from servers import ServerUnavailable, chromium_browser, create_database, drop_database, postgres_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = Path(os.environ.get("GREENBRIDGE_SAMPLES", REPO.parent / "shared" / "espi" / "samples"))
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"  # screenshots and the like (git-ignored)
 
 
 def sample_files() -> list[Path]:
@@ -34,3 +38,80 @@ def sample():
         return path
 
     return locate
+
+
+# ---------------------------------------------------------------------------------------------- real servers
+# PostgreSQL and Chromium come from Debian packages (deploy/setup.sh, `gb_setup test`). Where they are genuinely
+# absent, tests that need them are skipped, unless GREENBRIDGE_REQUIRE_SERVERS is set (tests/run.sh, CI sets it),
+# in which case a missing server fails the test. Any other start-up problem is always an error.
+
+
+def require_servers() -> bool:
+    return os.environ.get("GREENBRIDGE_REQUIRE_SERVERS", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _enter_server(stack: contextlib.ExitStack, start):
+    """``stack.enter_context(start())``; a missing Debian package skips the test, or fails it in CI."""
+    try:
+        return stack.enter_context(start())
+    except ServerUnavailable as exc:
+        missing = exc  # skip/fail outside the except block, so the report is just the message
+    if require_servers():
+        pytest.fail(f"{missing} (GREENBRIDGE_REQUIRE_SERVERS is set)", pytrace=False)
+    pytest.skip(str(missing))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "postgresql: needs a real PostgreSQL server (postgres_url, database_url)")
+    config.addinivalue_line("markers", "browser: needs Debian's chromium through Playwright (browser fixture)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark tests by the servers they use, so that `-m "not browser"` or `-m "not postgresql"` deselects them, and
+    run the browser tests last: while Playwright's sync API is open (the session-scoped ``browser``), it marks an
+    event loop as running in the main thread, so ``asyncio.run()`` in any later test would fail."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("database_url") if callspec else None
+        if "postgres_url" in names or backend == "postgresql":
+            item.add_marker(pytest.mark.postgresql)
+        if "browser" in names:
+            item.add_marker(pytest.mark.browser)
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)  # stable: order kept otherwise
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory):
+    """One throwaway PostgreSQL cluster per test session: ``postgresql+psycopg://greenbridge@127.0.0.1:N/...``."""
+    with contextlib.ExitStack() as stack:
+        yield _enter_server(stack, lambda: postgres_cluster(tmp_path_factory.mktemp("postgres")))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """A SQLAlchemy URL to an empty database: a SQLite file in tmp_path, or a fresh database in the session's
+    PostgreSQL cluster (dropped after the test)."""
+    if request.param == "sqlite":
+        yield f"sqlite+pysqlite:///{tmp_path}/greenbridge.db"
+        return
+    server = request.getfixturevalue("postgres_url")
+    url = create_database(server, f"gb_test_{uuid.uuid4().hex[:12]}")
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A Playwright Browser on Debian's headless chromium, shared by the session; open your own context/page."""
+    with contextlib.ExitStack() as stack:
+        yield _enter_server(stack, chromium_browser)
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    """tests/artifacts/: where tests leave screenshots and logs for a person to look at (git-ignored)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

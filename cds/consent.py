@@ -1,0 +1,153 @@
+"""Customer authorization (CDS-WG3-01 §9): what the consent form shows, approving, and Authorization Receipts.
+
+The form follows the §9.2 section order (Requester, one Request Section per scope with Data, Duration and
+Selection, Closing, Approval); the receipt (§9.4) lives at a random URL, needs no login, and carries a confirmation
+number that is also recorded on the Grant's ``receipt_confirmations``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cds.grants import create_grant
+from cds.registration import rfc3339
+from cds.secrets import SecretBox
+from cds.store.models import Client, Grant, Receipt
+
+_DURATION_LABELS = {
+    "sync_until": "Kept up to date until",
+    "segment_start": "Usage from",
+    "segment_end": "Usage until",
+    "statement_date_start": "Bills dated from",
+    "statement_date_end": "Bills dated until",
+    "start_date": "Bill sections from",
+    "end_date": "Bill sections until",
+    "expires": "Access ends",
+}
+_CONFIRMATION_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud over the phone
+
+
+def duration_text(field: str, value: Any) -> str:
+    label = _DURATION_LABELS.get(field, field)
+    if value == "infinite":
+        if field in ("sync_until", "expires", "segment_end", "statement_date_end", "end_date"):
+            return f"{label}: until you revoke it"
+        return f"{label}: all available history"
+    return f"{label}: {value}"
+
+
+def request_sections(scope: str, details: list[dict[str, Any]], descriptions: Mapping[str, Any]) -> list[dict]:
+    """One Request Section per requested scope (WG3-01 §9.2.3), in plain language."""
+    sections = []
+    for scope_id in scope.split():
+        description = descriptions.get(scope_id)
+        entry = next((d for d in details if d.get("type") in
+                      getattr(description, "authorization_details_types_supported", [scope_id])), {})
+        included = sorted(
+            k.removeprefix("include_").replace("_", " ") for k, v in entry.items() if k.startswith("include_") and v
+        )
+        duration = [duration_text(k, entry[k]) for k in _DURATION_LABELS if k in entry]
+        sections.append({
+            "scope": scope_id,
+            "name": getattr(description, "name", scope_id),
+            "description": getattr(description, "description", ""),
+            "included": included,
+            "duration": duration or ["Until you revoke it"],
+            "selection": "All accounts, services and meters of the customer who signs in below.",
+        })
+    return sections
+
+
+def new_confirmation() -> str:
+    return "".join(secrets.choice(_CONFIRMATION_ALPHABET) for _ in range(10))
+
+
+def approve(
+    session: Session,
+    client: Client,
+    *,
+    scope: str,
+    authorization_details: list[dict[str, Any]],
+    customer_id: str,
+    state: str | None,
+    grant_id: str | None,
+    descriptions: Mapping[str, Any],
+    box: SecretBox,
+    now: datetime | None = None,
+) -> tuple[Grant, str]:
+    """Create (or, for a ``cds_grant_id`` re-authorization, update) the Grant and issue a receipt.
+
+    Returns the grant and the receipt's secret URL handle. The grant is updated immediately (WG1-02 §8.3: the
+    server must not wait for the token request).
+    """
+    now = now or datetime.now(UTC)
+    expires = _absolute_expiry(authorization_details)
+    if grant_id:
+        grant = session.get(Grant, grant_id)
+        grant.scope = scope
+        grant.authorization_details = authorization_details
+        grant.enabled_scope = scope
+        grant.enabled_authorization_details = authorization_details
+        grant.status = "active"
+        grant.modified = now
+        grant.expires = expires
+        if state:
+            grant.states = [*grant.states, state]
+    else:
+        grant = create_grant(session, client, scope=scope, authorization_details=authorization_details, box=box,
+                             customer_id=customer_id, state=state, expires=expires, now=now)
+    handle = box.new_secret(32)
+    confirmation = new_confirmation()
+    previous = session.scalars(select(Receipt).where(Receipt.grant_id == grant.grant_id,
+                                                     Receipt.superseded_by.is_(None))).all()
+    for receipt in previous:
+        receipt.superseded_by = confirmation
+    session.add(Receipt(
+        handle_hash=box.hash(handle),
+        confirmation=confirmation,
+        grant_id=grant.grant_id,
+        created=now,
+        snapshot={
+            "client_name": client.client_name,
+            "client_uri": (client.extra or {}).get("client_uri"),
+            "scope": scope,
+            "requests": request_sections(scope, authorization_details, descriptions),
+            "customer_id": customer_id,
+        },
+    ))
+    grant.receipt_confirmations = [*grant.receipt_confirmations, confirmation]
+    session.flush()
+    return grant, handle
+
+
+def _absolute_expiry(details: list[dict[str, Any]]) -> datetime | None:
+    values = [d.get("expires") for d in details if isinstance(d.get("expires"), str) and d["expires"] != "infinite"]
+    parsed = []
+    for value in values:
+        try:
+            parsed.append(datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC))
+        except ValueError:
+            continue
+    return min(parsed) if parsed else None
+
+
+def receipt_view(session: Session, box: SecretBox, handle: str) -> tuple[Receipt, Grant] | None:
+    receipt = session.get(Receipt, box.hash(handle))
+    if receipt is None:
+        return None
+    return receipt, session.get(Grant, receipt.grant_id)
+
+
+def receipt_context(receipt: Receipt, grant: Grant) -> dict[str, Any]:
+    return {
+        "receipt": {"confirmation": receipt.confirmation, "created": rfc3339(receipt.created)},
+        "snapshot": receipt.snapshot,
+        "status": grant.status,
+        "superseded": receipt.superseded_by,
+    }

@@ -1,0 +1,204 @@
+"""The gateway's tables (SQLAlchemy 2 declarative); migrations in cds/store/migrations mirror them.
+
+Tenancy: one dynamic registration (CDS-WG1-02 §4) creates several Client objects; they share a ``registration_id``
+(the admin Client's ``client_id``). A ``cds_client_admin`` token sees exactly the clients, credentials, grants and
+messages of its own registration.
+
+Secrets: access tokens, refresh tokens, authorization codes, PAR handles and receipt URLs are stored only as
+keyed hashes; client secrets are stored encrypted (the Credentials API must show them again, WG1-02 §7) plus a
+keyed hash used to authenticate.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from cds.store.types import ExactDecimal, UTCDateTime
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar = {
+        datetime: UTCDateTime, Decimal: ExactDecimal, dict[str, Any]: JSON, list[Any]: JSON,
+    }
+
+
+class Client(Base):
+    """A CDS Client object (WG1-02 §5.2)."""
+
+    __tablename__ = "clients"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    registration_id: Mapped[str] = mapped_column(String(64), index=True)
+    client_id_issued_at: Mapped[int] = mapped_column(Integer)
+    created: Mapped[datetime]
+    modified: Mapped[datetime] = mapped_column(index=True)
+    scope: Mapped[str] = mapped_column(Text, default="")
+    redirect_uris: Mapped[list[Any]] = mapped_column(default=list)
+    token_endpoint_auth_method: Mapped[str | None] = mapped_column(String(64))
+    grant_types: Mapped[list[Any]] = mapped_column(default=list)
+    response_types: Mapped[list[Any]] = mapped_column(default=list)
+    client_name: Mapped[str] = mapped_column(Text)
+    contacts: Mapped[list[Any]] = mapped_column(default=list)
+    authorization_details_types: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(16))
+    status_options: Mapped[list[Any]] = mapped_column(default=list)
+    default_scope: Mapped[str | None] = mapped_column(Text)
+    default_redirect_uri: Mapped[str | None] = mapped_column(Text)
+    default_authorization_details: Mapped[list[Any] | None] = mapped_column(JSON)
+    # Editable RFC 7591 URIs (client_uri, logo_uri, tos_uri, policy_uri) and submitted cds_* registration values.
+    extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Credential(Base):
+    """A client secret (WG1-02 §7)."""
+
+    __tablename__ = "credentials"
+
+    credential_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id"), index=True)
+    registration_id: Mapped[str] = mapped_column(String(64), index=True)
+    created: Mapped[datetime]
+    modified: Mapped[datetime] = mapped_column(index=True)
+    type: Mapped[str] = mapped_column(String(32), default="client_secret")
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Token(Base):
+    """An access token and its refresh token (RFC 6749 §1.4–1.5), hashed."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    access_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    refresh_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id"), index=True)
+    credential_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    grant_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    customer_id: Mapped[str | None] = mapped_column(String(128))
+    scope: Mapped[str] = mapped_column(Text, default="")
+    authorization_details: Mapped[list[Any]] = mapped_column(default=list)
+    issued_at: Mapped[int] = mapped_column(Integer)
+    expires_in: Mapped[int] = mapped_column(Integer)
+    refresh_expires_at: Mapped[int | None] = mapped_column(Integer)
+    access_revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    refresh_revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AuthorizationCode(Base):
+    """A one-time authorization code (RFC 6749 §4.1.2) bound to its PKCE challenge (RFC 7636)."""
+
+    __tablename__ = "authorization_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id"))
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(Text)
+    authorization_details: Mapped[list[Any]] = mapped_column(default=list)
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    code_challenge_method: Mapped[str] = mapped_column(String(16))
+    # The redirect_uri as sent in the authorization request (None when the client default was used): RFC 6749
+    # §4.1.3 requires the token request to repeat it exactly when it was sent.
+    requested_redirect_uri: Mapped[str | None] = mapped_column(Text)
+    grant_id: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[str] = mapped_column(String(128))
+    auth_time: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[int] = mapped_column(Integer)
+
+
+class PushedRequest(Base):
+    """A pushed authorization request (RFC 9126): one-time ``request_uri``, short TTL."""
+
+    __tablename__ = "pushed_requests"
+
+    handle_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # "par": a request_uri from the PAR endpoint; "consent": a validated request while the consent form is open.
+    kind: Mapped[str] = mapped_column(String(16), default="par")
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id"))
+    parameters: Mapped[dict[str, Any]]
+    expires_at: Mapped[int] = mapped_column(Integer, index=True)
+
+
+class Grant(Base):
+    """A CDS Grant (WG1-02 §8.2)."""
+
+    __tablename__ = "grants"
+
+    grant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id"), index=True)
+    registration_id: Mapped[str] = mapped_column(String(64), index=True)
+    customer_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    created: Mapped[datetime]
+    modified: Mapped[datetime] = mapped_column(index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    scope: Mapped[str] = mapped_column(Text, default="")
+    authorization_details: Mapped[list[Any]] = mapped_column(default=list)
+    enabled_scope: Mapped[str] = mapped_column(Text, default="")
+    enabled_authorization_details: Mapped[list[Any]] = mapped_column(default=list)
+    states: Mapped[list[Any]] = mapped_column(default=list)
+    receipt_confirmations: Mapped[list[Any]] = mapped_column(default=list)
+    replacing: Mapped[list[Any]] = mapped_column(default=list)
+    replaced_by: Mapped[list[Any]] = mapped_column(default=list)
+    parent: Mapped[str | None] = mapped_column(String(64))
+    children: Mapped[list[Any]] = mapped_column(default=list)
+    not_before: Mapped[datetime | None]
+    not_after: Mapped[datetime | None]
+    eta: Mapped[datetime | None]
+    expires: Mapped[datetime | None]
+
+
+class Receipt(Base):
+    """An Authorization Receipt (WG3-01 §9.4) at a random URL; the handle is stored hashed."""
+
+    __tablename__ = "receipts"
+
+    handle_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    confirmation: Mapped[str] = mapped_column(String(32), unique=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.grant_id"), index=True)
+    created: Mapped[datetime]
+    snapshot: Mapped[dict[str, Any]]
+    superseded_by: Mapped[str | None] = mapped_column(String(32))
+
+
+class Message(Base):
+    """A CDS Message (WG1-02 §6.2); also the changelog of every Client, Credential and Grant change."""
+
+    __tablename__ = "messages"
+
+    message_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    registration_id: Mapped[str] = mapped_column(String(64), index=True)
+    previous_uri: Mapped[str | None] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(32))
+    read: Mapped[bool] = mapped_column(Boolean, default=False)
+    creator: Mapped[str | None] = mapped_column(String(64))
+    created: Mapped[datetime]
+    modified: Mapped[datetime] = mapped_column(index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    updates_requested: Mapped[list[Any] | None] = mapped_column(JSON)
+    grants_requested: Mapped[list[Any] | None] = mapped_column(JSON)
+    attachments: Mapped[list[Any] | None] = mapped_column(JSON)
+    related_uri: Mapped[str | None] = mapped_column(Text)
+    related_type: Mapped[str | None] = mapped_column(String(32))
+    amount: Mapped[Decimal | None]
+    currency: Mapped[str | None] = mapped_column(String(3))
+
+
+class AuthFailure(Base):
+    """Failed client authentications per key (client id or remote address) and minute, for rate limiting."""
+
+    __tablename__ = "auth_failures"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    window: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+Index("ix_grants_registration_modified", Grant.registration_id, Grant.modified)

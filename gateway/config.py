@@ -1,0 +1,285 @@
+"""Gateway configuration: one immutable object built once at startup and passed in.
+
+Sources, later ones winning: embedded defaults, a TOML file (``GREENBRIDGE_CONFIG`` or ``--config``), then
+``GREENBRIDGE_*`` environment variables for the settings an operator changes per deployment (see docs/configuration.md).
+Nothing here reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the source and key."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """The WG1-01 metadata fields describing the entity that runs this server (CDS-WG1-01 §3.2)."""
+
+    name: str = "greenbridge"
+    description: str = "CDS gateway in front of Green Button Connect My Data systems"
+    website: str = ""
+    documentation: str = ""
+    support: str = ""
+    created: datetime = datetime(2026, 1, 1, tzinfo=UTC)
+    updated: datetime = datetime(2026, 1, 1, tzinfo=UTC)
+    op_policy_uri: str = ""
+    op_tos_uri: str = ""
+
+
+@dataclass(frozen=True)
+class TestCustomer:
+    """A local customer the consent page can sign in (until a legacy custodian stands behind it)."""
+
+    customer_id: str
+    name: str
+    password: str
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    issuer: str = "http://127.0.0.1:8080"
+    database_url: str = ""
+    redis_url: str = ""
+    data_dir: Path = Path("var")
+    # Key material for secrets at rest (client secrets) and for HMAC token hashing; derived per purpose.
+    secret_key: str = ""
+    timezone: str = "UTC"
+    server: ServerInfo = field(default_factory=ServerInfo)
+    coverage: tuple[dict[str, Any], ...] = ()
+    test_customers: tuple[TestCustomer, ...] = ()
+    max_body_bytes: int = 1024 * 1024
+    message_max_bytes: int = 16 * 1024 * 1024
+    access_token_seconds: int = 3600
+    refresh_token_seconds: int = 90 * 24 * 3600
+    authorization_code_seconds: int = 60
+    par_seconds: int = 90
+    segment_history: str = "P3Y"
+    auth_failures_per_minute: int = 10
+    page_size: int = 100
+
+    # ----- derived values -----
+    @property
+    def base_url(self) -> str:
+        return self.issuer.rstrip("/")
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def derived_key(self, purpose: str) -> bytes:
+        """32 bytes for one purpose (``"fernet"``, ``"token-hash"``…), so one leaked use does not expose others."""
+        return hashlib.sha256(f"greenbridge:{purpose}:".encode() + self.secret_key.encode()).digest()
+
+    @property
+    def fernet_key(self) -> bytes:
+        return base64.urlsafe_b64encode(self.derived_key("fernet"))
+
+    def with_overrides(self, **changes: Any) -> GatewayConfig:
+        return replace(self, **changes)
+
+
+_ENV = {
+    "GREENBRIDGE_ISSUER": "issuer",
+    "GREENBRIDGE_PUBLIC_URL": "issuer",
+    "GREENBRIDGE_DATABASE_URL": "database_url",
+    "GREENBRIDGE_REDIS_URL": "redis_url",
+    "GREENBRIDGE_DATA_DIR": "data_dir",
+    "GREENBRIDGE_SECRET_KEY": "secret_key",
+    "GREENBRIDGE_TIMEZONE": "timezone",
+}
+_INT_KEYS = {
+    "max_body_bytes", "message_max_bytes", "access_token_seconds", "refresh_token_seconds",
+    "authorization_code_seconds", "par_seconds", "auth_failures_per_minute", "page_size",
+}
+_STR_KEYS = {"issuer", "database_url", "redis_url", "secret_key", "timezone", "segment_history"}
+
+
+def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Build the configuration from defaults, the TOML file at ``path`` (or $GREENBRIDGE_CONFIG) and the environment."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = path or environ.get("GREENBRIDGE_CONFIG") or None
+    source = "defaults"
+    if path:
+        source = str(path)
+        try:
+            with open(path, "rb") as handle:
+                document = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: configuration file not found") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: {error}") from None
+        values.update(_from_toml(document, source))
+    for name, key in _ENV.items():
+        if environ.get(name):
+            values[key] = environ[name]
+    if "data_dir" in values:
+        values["data_dir"] = Path(values["data_dir"])
+    config = GatewayConfig(**values)
+    return _finish(config, source)
+
+
+def _from_toml(document: dict[str, Any], source: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    gateway = dict(document.get("gateway", {}))
+    for key, value in gateway.items():
+        if key in _INT_KEYS:
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{source}: [gateway] {key} must be a positive integer, got {value!r}")
+            values[key] = value
+        elif key in _STR_KEYS:
+            if not isinstance(value, str):
+                raise ConfigError(f"{source}: [gateway] {key} must be a string, got {value!r}")
+            values[key] = value
+        elif key == "data_dir":
+            values[key] = Path(value)
+        else:
+            raise ConfigError(f"{source}: [gateway] unknown key {key!r}")
+    if "server" in document:
+        server = dict(document["server"])
+        known = set(ServerInfo.__dataclass_fields__)
+        unknown = set(server) - known
+        if unknown:
+            raise ConfigError(f"{source}: [server] unknown keys {sorted(unknown)}")
+        for key in ("created", "updated"):
+            if key in server:
+                server[key] = _datetime(server[key], f"{source}: [server] {key}")
+        values["server"] = ServerInfo(**server)
+    if "coverage" in document:
+        entries = document["coverage"]
+        if not isinstance(entries, list):
+            raise ConfigError(f"{source}: coverage must be an array of tables ([[coverage]])")
+        values["coverage"] = tuple(_coverage_entry(entry, f"{source}: [[coverage]] #{i + 1}")
+                                   for i, entry in enumerate(entries))
+    if "test_customers" in document:
+        customers = []
+        for i, entry in enumerate(document["test_customers"]):
+            where = f"{source}: [[test_customers]] #{i + 1}"
+            try:
+                customers.append(TestCustomer(str(entry["customer_id"]), str(entry["name"]), str(entry["password"])))
+            except KeyError as missing:
+                raise ConfigError(f"{where}: missing {missing}") from None
+        values["test_customers"] = tuple(customers)
+    return values
+
+
+def _datetime(value: Any, where: str) -> datetime:
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"{where}: not an RFC 3339 datetime: {value!r}") from None
+    else:
+        raise ConfigError(f"{where}: not a datetime: {value!r}")
+    if parsed.tzinfo is None:
+        raise ConfigError(f"{where}: datetime needs a UTC offset: {value!r}")
+    return parsed.astimezone(UTC)
+
+
+_COVERAGE_REQUIRED = ("id", "entity_name", "country", "name", "type", "role")
+_COVERAGE_TYPES = {"geographic", "logical"}
+_ROLES = {"authoritative", "official", "aggregator"}
+_INFRASTRUCTURE = {
+    "distribution_utility", "metering_provider", "supplier", "generator", "market_operator",
+    "distribution_service_operator", "transmission_service_operator", "service_provider",
+}
+_COMMODITIES = {"electricity", "natural_gas", "fuel_oil", "water", "wastewater", "trash", "distributed_energy"}
+
+
+def _coverage_entry(entry: Any, where: str) -> dict[str, Any]:
+    """A coverage entry as configured, checked against CDS-WG1-01 §4.3 (values kept as plain JSON data)."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: must be a table")
+    entry = dict(entry)
+    for key in _COVERAGE_REQUIRED:
+        if not isinstance(entry.get(key), str) or not entry[key]:
+            raise ConfigError(f"{where}: {key} is required (a non-empty string)")
+    if entry["type"] not in _COVERAGE_TYPES:
+        raise ConfigError(f"{where}: type must be one of {sorted(_COVERAGE_TYPES)}")
+    if entry["role"] not in _ROLES:
+        raise ConfigError(f"{where}: role must be one of {sorted(_ROLES)}")
+    if len(entry["country"]) != 2 or not entry["country"].isupper():
+        raise ConfigError(f"{where}: country must be an ISO 3166 alpha-2 code")
+    for key, allowed in (("infrastructure_types", _INFRASTRUCTURE), ("commodity_types", _COMMODITIES)):
+        values = entry.setdefault(key, [])
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise ConfigError(f"{where}: unknown {key} {bad}")
+    capabilities = entry.setdefault("capabilities", [])
+    if "coverage" in capabilities:
+        raise ConfigError(f"{where}: capabilities must not contain 'coverage'")
+    entry.setdefault("entity_abbreviation", None)
+    if "map_resource" in entry and "map_content_type" not in entry:
+        raise ConfigError(f"{where}: map_content_type is required with map_resource")
+    if entry["type"] == "geographic" and not ({"map_resource", "geojson_resource"} & set(entry)):
+        raise ConfigError(f"{where}: a geographic entry needs map_resource or geojson_resource")
+    for key in ("created", "updated"):
+        entry[key] = _datetime(entry.get(key, "2026-01-01T00:00:00Z"), f"{where}: {key}")
+    return entry
+
+
+def _finish(config: GatewayConfig, source: str) -> GatewayConfig:
+    parts = urlsplit(config.issuer)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(f"{source}: issuer must be an http(s) URL without query or fragment: {config.issuer!r}")
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(f"{source}: issuer must use https except on loopback: {config.issuer!r}")
+    try:
+        ZoneInfo(config.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{source}: timezone is not an IANA zone name: {config.timezone!r}") from None
+    ids = [entry["id"] for entry in config.coverage]
+    if len(ids) != len(set(ids)):
+        raise ConfigError(f"{source}: coverage entry ids must be unique")
+    changes: dict[str, Any] = {}
+    if not config.database_url:
+        changes["database_url"] = f"sqlite+pysqlite:///{(config.data_dir / 'greenbridge.db').resolve()}"
+    if not config.secret_key:
+        changes["secret_key"] = _local_secret(config.data_dir)
+    server = config.server
+    docs = config.base_url + "/docs"
+    defaults = {"website": config.base_url + "/", "documentation": docs, "support": docs + "#support",
+                "op_policy_uri": docs + "#policy", "op_tos_uri": docs + "#terms"}
+    server_changes = {k: v for k, v in defaults.items() if not getattr(server, k)}
+    if server_changes:
+        changes["server"] = replace(server, **server_changes)
+    if not config.test_customers:
+        changes["test_customers"] = (TestCustomer("customer-1", "Alex Example", "sandbox"),)
+    return replace(config, **changes) if changes else config
+
+
+def _local_secret(data_dir: Path) -> str:
+    """A per-installation random key kept in the data directory (0600), created on first use.
+
+    Production sets GREENBRIDGE_SECRET_KEY; the embedded default must still never be a constant shared by every
+    installation, or encrypted secrets would be readable by anyone with the source.
+    """
+    path = data_dir / "secret.key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key

@@ -1,0 +1,80 @@
+"""Starlette ⇄ Authlib adapters (Authlib's server core is synchronous and framework-neutral).
+
+The body is read in async code first; these objects carry the already-parsed parameters into the threadpool where
+the Authlib server runs (ecosystem notes §1.2).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+from authlib.oauth2.rfc6749.requests import OAuth2Payload, OAuth2Request
+from starlette.responses import Response
+
+
+class FormPayload(OAuth2Payload):
+    """Query and form parameters merged (form wins), keeping every value for duplicate detection."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        datalist: defaultdict[str, list] = defaultdict(list)
+        for key, value in pairs:
+            datalist[key].append(value)
+        self._datalist = datalist
+        self._data = {key: values[0] for key, values in datalist.items()}
+
+    @property
+    def data(self) -> dict[str, str]:
+        return self._data
+
+    @property
+    def datalist(self) -> defaultdict[str, list]:
+        return self._datalist
+
+
+class GatewayRequest(OAuth2Request):
+    """An OAuth2Request built from parameters already read from a Starlette request (or from a stored PAR)."""
+
+    def __init__(
+        self,
+        method: str,
+        uri: str,
+        headers: Mapping[str, str],
+        *,
+        query: Iterable[tuple[str, str]] = (),
+        form: Iterable[tuple[str, str]] = (),
+        remote_addr: str = "",
+    ) -> None:
+        super().__init__(method, uri, headers=headers)
+        self._query = list(query)
+        self._form = list(form)
+        self.payload = FormPayload([*self._query, *self._form])
+        self.remote_addr = remote_addr
+        # Set by the grants and the client authentication for the rest of the request.
+        self.credential_id: str | None = None
+        self.grant_record = None
+        self.grant_created = False
+        self.details = None
+
+    @property
+    def args(self) -> dict[str, str]:
+        return dict(self._query)
+
+    @property
+    def form(self) -> dict[str, str]:
+        return dict(self._form)
+
+
+class RedirectResponse(Response):
+    """A 302 whose ``location`` Authlib extensions may read and rewrite (RFC 9207 support needs it)."""
+
+    def __init__(self, location: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status_code=302, headers={**(headers or {}), "Location": location})
+
+    @property
+    def location(self) -> str:
+        return self.headers["location"]
+
+    @location.setter
+    def location(self, value: str) -> None:
+        self.headers["location"] = value

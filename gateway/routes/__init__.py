@@ -1,0 +1,13 @@
+"""All gateway routes, grouped by the spec part they serve."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from gateway.config import GatewayConfig
+
+
+def routes(config: GatewayConfig) -> list[BaseRoute]:
+    from gateway.routes import admin, discovery, oauth
+
+    return [*discovery.routes(), *oauth.routes(), *admin.routes(config)]

@@ -1,0 +1,108 @@
+"""Shared plumbing for routes: the gateway object, sessions in the threadpool, body parsing, CDS error bodies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from cds.jsonenc import encode
+from gateway.app import Gateway
+from gateway.oauth.requests import GatewayRequest
+
+T = TypeVar("T")
+
+
+class ApiError(Exception):
+    """An error answered as JSON ``{"error", "error_description"}`` with an HTTP status."""
+
+    def __init__(self, status: int, error: str, description: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+        self.headers = headers or {}
+
+    def response(self) -> Response:
+        return JSONResponse({"error": self.error, "error_description": self.description},
+                            status_code=self.status, headers=self.headers)
+
+
+def gateway_of(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+async def in_session(request: Request, fn: Callable[[Session], T]) -> T:
+    """Run ``fn(session)`` in the threadpool inside one transaction (committed unless it raises)."""
+    gateway = gateway_of(request)
+
+    def call() -> T:
+        with gateway.sessions() as session, session.begin():
+            return fn(session)
+
+    return await run_in_threadpool(call)
+
+
+async def oauth_call(request: Request, fn: Callable[[Session], Response]) -> Response:
+    """Run an Authlib call with the session bound; commit only when the answer is a success or a redirect."""
+    gateway = gateway_of(request)
+
+    def call() -> Response:
+        with gateway.sessions() as session:
+            response = gateway.oauth.run(session, fn, session)
+            if response.status_code < 400:
+                session.commit()
+            else:
+                session.rollback()
+            return response
+
+    return await run_in_threadpool(call)
+
+
+async def read_form(request: Request) -> list[tuple[str, str]]:
+    """An application/x-www-form-urlencoded body as pairs (RFC 6749 §3.2 requires that content type)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()
+    if content_type != "application/x-www-form-urlencoded":
+        raise ApiError(400, "invalid_request", "The body must be application/x-www-form-urlencoded")
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body))
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "invalid_request", "The form body is not valid urlencoded UTF-8") from None
+
+
+async def read_json(request: Request) -> Any:
+    """A JSON body; numbers with a fraction become Decimal (CDS decimals are never floats)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise ApiError(400, "invalid_request", "The body must be application/json")
+    body = await request.body()
+    try:
+        return json.loads(body.decode("utf-8"), parse_float=Decimal)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ApiError(400, "invalid_request", f"The body is not valid JSON: {error}") from None
+
+
+def oauth_request(request: Request, *, query=(), form=()) -> GatewayRequest:
+    return GatewayRequest(
+        request.method,
+        str(request.url),
+        request.headers,
+        query=query,
+        form=form,
+        remote_addr=request.client.host if request.client else "",
+    )
+
+
+class CdsJSONResponse(JSONResponse):
+    """JSON with Decimals written digit for digit (msgspec, see cds.jsonenc)."""
+
+    def render(self, content: Any) -> bytes:
+        return encode(content)

@@ -1,0 +1,376 @@
+"""OAuth routes: token, PAR, introspection, revocation, registration, authorization and consent, receipts.
+
+Thin: each reads the request in async code, then hands plain data to gateway.oauth (Authlib) or cds.* in the
+threadpool.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from authlib.oauth2 import OAuth2Error
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from cds import consent
+from cds.grants import NO_ACCESS, effective_status
+from cds.registration import RegistrationError, register
+from cds.store.models import AuthorizationCode, Client, Grant, PushedRequest, Receipt
+from gateway.config import GatewayConfig
+from gateway.oauth.requests import GatewayRequest, RedirectResponse
+from gateway.routes.common import (
+    ApiError,
+    CdsJSONResponse,
+    gateway_of,
+    in_session,
+    oauth_call,
+    oauth_request,
+    read_form,
+    read_json,
+)
+
+log = logging.getLogger("greenbridge.oauth")
+templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
+CONSENT_SECONDS = 30 * 60  # WG3-01 §9.1: the session lasts while the customer is active plus at least 10 minutes
+
+
+def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
+    gateway = gateway_of(request)
+    base = {"server_name": gateway.config.server.name, "support_url": gateway.config.server.support}
+    response = templates.TemplateResponse(request, name, {**base, **context}, status_code=status)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' *"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def invalid_request_page(request: Request, error: str, description: str, status: int = 400) -> HTMLResponse:
+    """The Invalid Request Error page (WG3-01 §9.1.1): shown, not redirected, when the redirect is not trusted."""
+    return _page(request, "error.html",
+                 {"title": "Invalid authorization request", "error": error, "description": description}, status)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Token endpoint, PAR, introspection, revocation (machine endpoints)
+# ----------------------------------------------------------------------------------------------------------------
+async def token(request: Request) -> Response:
+    try:
+        form = await read_form(request)
+    except ApiError as error:
+        return error.response()
+    oauth_req = oauth_request(request, form=form)
+    gateway = gateway_of(request)
+    return await oauth_call(request, lambda session: gateway.oauth.create_token_response(oauth_req))
+
+
+async def pushed_authorization_request(request: Request) -> Response:
+    try:
+        form = await read_form(request)
+    except ApiError as error:
+        return error.response()
+    oauth_req = oauth_request(request, form=form)
+    gateway = gateway_of(request)
+
+    def push(session: Session) -> Response:
+        try:
+            body = gateway.oauth.push_authorization_request(oauth_req)
+        except OAuth2Error as error:
+            error.redirect_uri = None  # PAR answers errors directly, never by redirect (RFC 9126 §2.3)
+            return gateway.oauth.handle_error_response(oauth_req, error)
+        return gateway.oauth.handle_response(201, body, [])
+
+    return await oauth_call(request, push)
+
+
+def _endpoint(name: str):
+    async def endpoint(request: Request) -> Response:
+        try:
+            form = await read_form(request)
+        except ApiError as error:
+            return error.response()
+        oauth_req = oauth_request(request, form=form)
+        gateway = gateway_of(request)
+        return await oauth_call(request, lambda session: gateway.oauth.create_endpoint_response(name, oauth_req))
+
+    return endpoint
+
+
+async def registration(request: Request) -> Response:
+    """RFC 7591 dynamic registration, CDS profile (WG1-02 §4)."""
+    gateway = gateway_of(request)
+    try:
+        body = await read_json(request)
+        result = await in_session(request, lambda session: register(
+            session, body, descriptions=gateway.descriptions, box=gateway.box, urls=gateway.urls))
+    except ApiError as error:
+        return CdsJSONResponse({"error": "invalid_client_metadata", "error_description": error.description},
+                               status_code=400)
+    except RegistrationError as error:
+        return CdsJSONResponse({"error": error.error, "error_description": str(error)}, status_code=400)
+    log.info("registered client %s", result["client_id"])
+    return CdsJSONResponse(result, status_code=201, headers={"Cache-Control": "no-store"})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Authorization endpoint and consent form
+# ----------------------------------------------------------------------------------------------------------------
+def _redirect_error(redirect_uri: str, error: str, description: str, state: str | None) -> Response:
+    params = {"error": error, "error_description": description}
+    if state:
+        params["state"] = state
+    separator = "&" if "?" in redirect_uri else "?"
+    return RedirectResponse(redirect_uri + separator + urlencode(params))
+
+
+def _trusted_redirect(session: Session, client_id: str | None, redirect_uri: str | None) -> str | None:
+    client = session.get(Client, client_id) if client_id else None
+    if client is None:
+        return None
+    if redirect_uri:
+        return redirect_uri if redirect_uri in client.redirect_uris else None
+    return client.default_redirect_uri
+
+
+async def authorize(request: Request) -> Response:
+    gateway = gateway_of(request)
+    query = list(request.query_params.multi_items())
+    params = dict(query)
+    client_id = params.get("client_id")
+    request_uri = params.get("request_uri")
+
+    def start(session: Session) -> Response:
+        if not request_uri:
+            trusted = _trusted_redirect(session, client_id, params.get("redirect_uri"))
+            description = "This server requires pushed authorization requests (RFC 9126): send request_uri."
+            if trusted is None:
+                return invalid_request_page(request, "invalid_request", description)
+            return _redirect_error(trusted, "invalid_request", description, params.get("state"))
+        stored = gateway.oauth.run(session, gateway.oauth.take_pushed_request, request_uri, client_id)
+        session.commit()  # the request_uri is spent even if what follows fails
+        if stored is None:
+            return invalid_request_page(
+                request, "invalid_request_uri", "The request_uri is unknown, expired, already used, or not yours.")
+        return _validate_and_render(request, session, stored)
+
+    return await _with_session(request, start)
+
+
+async def _with_session(request: Request, fn) -> Response:
+    from starlette.concurrency import run_in_threadpool
+
+    gateway = gateway_of(request)
+
+    def call() -> Response:
+        with gateway.sessions() as session:
+            response = fn(session)
+            session.commit()
+            return response
+
+    return await run_in_threadpool(call)
+
+
+def _validate(request: Request, session: Session, params: dict[str, str]) -> tuple[Any, GatewayRequest]:
+    gateway = gateway_of(request)
+    oauth_req = GatewayRequest("GET", gateway.urls.authorization_endpoint, {}, query=params.items(),
+                               remote_addr=request.client.host if request.client else "")
+    grant = gateway.oauth.run(session, gateway.oauth.get_consent_grant, oauth_req)
+    return grant, oauth_req
+
+
+def _oauth_error_response(request: Request, error: OAuth2Error, state: str | None) -> Response:
+    if error.redirect_uri:
+        return _redirect_error(error.redirect_uri, error.error, error.description or error.error, state)
+    return invalid_request_page(request, error.error, error.description or error.error)
+
+
+def _check_grant_id(session: Session, params: dict[str, str], client_id: str) -> tuple[str | None, str | None]:
+    """WG1-02 §8.3 step 2: a ``cds_grant_id`` must name a grant of this client (before login)."""
+    grant_id = params.get("cds_grant_id") or None
+    if grant_id is None:
+        return None, None
+    grant = session.get(Grant, grant_id)
+    if grant is None or grant.client_id != client_id:
+        return None, "cds_grant_id_invalid_value"
+    return grant_id, None
+
+
+def _validate_and_render(request: Request, session: Session, params: dict[str, str],
+                         error_text: str | None = None, customer_id: str | None = None) -> Response:
+    gateway = gateway_of(request)
+    try:
+        _grant, oauth_req = _validate(request, session, params)
+    except OAuth2Error as error:
+        return _oauth_error_response(request, error, params.get("state"))
+    redirect_uri = params.get("redirect_uri") or oauth_req.client.get_default_redirect_uri()
+    _grant_id, grant_error = _check_grant_id(session, params, oauth_req.client.get_client_id())
+    if grant_error:
+        return _redirect_error(redirect_uri, grant_error, "cds_grant_id does not name a grant of this client",
+                               params.get("state"))
+    handle = gateway.box.new_secret(32)
+    session.add(PushedRequest(handle_hash=gateway.box.hash(handle), kind="consent",
+                              client_id=oauth_req.client.get_client_id(), parameters=params,
+                              expires_at=int(time.time()) + CONSENT_SECONDS))
+    client: Client = oauth_req.client.row
+    return _page(request, "consent.html", {
+        "client_name": client.client_name,
+        "client_uri": (client.extra or {}).get("client_uri"),
+        "requests": consent.request_sections(oauth_req.scope, oauth_req.details.effective, gateway.descriptions),
+        "consent": handle,
+        "action": gateway.urls.authorization_endpoint,
+        "error": error_text,
+        "customer_id": customer_id,
+    }, status=401 if error_text else 200)
+
+
+async def decide(request: Request) -> Response:
+    """The consent form's POST: approve (after signing in the test customer) or decline."""
+    gateway = gateway_of(request)
+    try:
+        form = dict(await read_form(request))
+    except ApiError as error:
+        return invalid_request_page(request, error.error, error.description)
+
+    def finish(session: Session) -> Response:
+        handle = form.get("consent", "")
+        row = session.get(PushedRequest, gateway.box.hash(handle)) if handle else None
+        if row is None or row.kind != "consent" or row.expires_at <= int(time.time()):
+            return invalid_request_page(request, "invalid_request",
+                                        "This authorization form has expired; start again from the application.")
+        params = dict(row.parameters)
+        session.delete(row)
+        try:
+            grant, oauth_req = _validate(request, session, params)
+        except OAuth2Error as error:
+            return _oauth_error_response(request, error, params.get("state"))
+        state = params.get("state")
+        redirect_uri = params.get("redirect_uri") or oauth_req.client.get_default_redirect_uri()
+        if form.get("decision") != "approve":
+            return _redirect_error(redirect_uri, "access_denied", "The customer declined the request.", state)
+        customer = _authenticate_customer(gateway.config, form.get("customer_id", ""), form.get("password", ""))
+        if customer is None:
+            session.rollback()  # keep the form usable: the consent row stays
+            return _validate_and_render(request, session, params, "Customer number or password is incorrect.",
+                                        form.get("customer_id"))
+        grant_id, grant_error = _check_grant_id(session, params, oauth_req.client.get_client_id())
+        if grant_error:
+            return _redirect_error(redirect_uri, grant_error, "cds_grant_id is not valid", state)
+        if grant_id:
+            existing = session.get(Grant, grant_id)
+            if existing.customer_id not in (None, customer):
+                return _redirect_error(redirect_uri, "cds_grant_id_invalid_user",
+                                       "cds_grant_id belongs to another customer", state)
+        record, _receipt_handle = consent.approve(
+            session, oauth_req.client.row, scope=oauth_req.scope, authorization_details=oauth_req.details.effective,
+            customer_id=customer, state=state, grant_id=grant_id, descriptions=gateway.descriptions, box=gateway.box,
+        )
+        oauth_req.grant_record = record
+        oauth_req.user = customer
+        log.info("customer approved grant %s for client %s (receipt %s)", record.grant_id, record.client_id,
+                 record.receipt_confirmations[-1])
+        return gateway.oauth.run(session, gateway.oauth.create_authorization_response, oauth_req, customer, grant)
+
+    return await _with_session(request, finish)
+
+
+def _authenticate_customer(config: GatewayConfig, customer_id: str, password: str) -> str | None:
+    for customer in config.test_customers:
+        if hmac.compare_digest(customer.customer_id.encode(), customer_id.encode()) and hmac.compare_digest(
+            customer.password.encode(), password.encode()
+        ):
+            return customer.customer_id
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Default redirect URI and receipts (WG1-02 §4.3, WG3-01 §9.3–9.4)
+# ----------------------------------------------------------------------------------------------------------------
+async def default_redirect(request: Request) -> Response:
+    gateway = gateway_of(request)
+    params = request.query_params
+    if "error" in params:
+        return _page(request, "error.html", {
+            "title": "The authorization did not complete",
+            "error": params.get("error", ""),
+            "description": params.get("error_description", ""),
+        }, status=400)
+    code = params.get("code", "")
+
+    def show(session: Session) -> Response:
+        row = session.get(AuthorizationCode, gateway.box.hash(code)) if code else None
+        grant = session.get(Grant, row.grant_id) if row else None
+        receipt = None
+        if grant is not None:
+            receipt = session.query(Receipt).filter(Receipt.grant_id == grant.grant_id,
+                                                    Receipt.superseded_by.is_(None)).first()
+        if receipt is None:
+            return _page(request, "error.html", {"title": "Unknown authorization", "error": "invalid_request",
+                                                 "description": "This link does not name an authorization."}, 400)
+        return _page(request, "receipt.html", {**consent.receipt_context(receipt, grant), "revoke_action": None})
+
+    return await _with_session(request, show)
+
+
+async def receipt(request: Request) -> Response:
+    gateway = gateway_of(request)
+    handle = request.path_params["handle"]
+
+    def show(session: Session) -> Response:
+        found = consent.receipt_view(session, gateway.box, handle)
+        if found is None:
+            return _page(request, "error.html", {"title": "Receipt not found", "error": "not_found",
+                                                 "description": "No receipt exists at this address."}, 404)
+        context = consent.receipt_context(*found)
+        context["status"] = effective_status(found[1])
+        return _page(request, "receipt.html", {**context, "revoke_action": gateway.urls.receipt(handle) + "/revoke"})
+
+    return await _with_session(request, show)
+
+
+async def revoke_from_receipt(request: Request) -> Response:
+    """Revoke without login (WG3-01 §9.4): the unguessable receipt URL is the credential."""
+    gateway = gateway_of(request)
+    handle = request.path_params["handle"]
+
+    def revoke(session: Session) -> Response:
+        found = consent.receipt_view(session, gateway.box, handle)
+        if found is None:
+            return _page(request, "error.html", {"title": "Receipt not found", "error": "not_found",
+                                                 "description": "No receipt exists at this address."}, 404)
+        _receipt, grant = found
+        if effective_status(grant) not in NO_ACCESS:
+            grant.status = "revoked"
+            grant.enabled_scope = ""
+            grant.enabled_authorization_details = []
+            grant.modified = datetime.now(UTC)
+            log.info("customer revoked grant %s from its receipt", grant.grant_id)
+        return RedirectResponse(gateway.urls.receipt(handle))
+
+    response = await _with_session(request, revoke)
+    if isinstance(response, RedirectResponse):
+        response.status_code = 303
+    return response
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/oauth/token", token, methods=["POST"]),
+        Route("/oauth/par", pushed_authorization_request, methods=["POST"]),
+        Route("/oauth/introspect", _endpoint("introspection"), methods=["POST"]),
+        Route("/oauth/revoke", _endpoint("revocation"), methods=["POST"]),
+        Route("/oauth/register", registration, methods=["POST"]),
+        Route("/oauth/authorize", authorize, methods=["GET"]),
+        Route("/oauth/authorize", decide, methods=["POST"]),
+        Route("/oauth/default-redirect", default_redirect, methods=["GET"]),
+        Route("/receipts/{handle}", receipt, methods=["GET"]),
+        Route("/receipts/{handle}/revoke", revoke_from_receipt, methods=["POST"]),
+    ]

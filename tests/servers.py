@@ -1,0 +1,434 @@
+"""Real servers for tests and benchmarks: PostgreSQL, uvicorn and headless Chromium, all on 127.0.0.1.
+
+Plain functions and context managers with no pytest dependency, so bench/ can import them too. Each context manager
+starts its own process(es), waits until they answer, and on exit stops them and removes every directory it made.
+A missing Debian package raises :class:`ServerUnavailable`, whose message names the package to install
+(``bash -c 'source deploy/setup.sh && gb_setup test'`` installs them all).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import http.client
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+HOST = "127.0.0.1"
+
+# Flags for Debian's chromium on a machine with no screen, no GPU and no network but loopback (the background
+# networking flags stop it from trying to reach Google's hosts at every start).
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+class ServerUnavailable(RuntimeError):
+    """The binaries a helper needs are not installed; the message names the Debian package."""
+
+
+class ServerStartError(RuntimeError):
+    """A server process did not come up; the message ends with the tail of its log."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = HOST, timeout: float = 0.2) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+
+def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    """Send ``sig``, wait up to ``timeout`` seconds, then SIGKILL; always reaps the process."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+
+
+# --------------------------------------------------------------------------------------------------------- PostgreSQL
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    match = re.search(r"/postgresql/([\d.]+)/bin/", path)
+    return tuple(int(part) for part in match.group(1).split(".") if part) if match else ()
+
+
+def postgres_bin_dir() -> Path:
+    """The directory holding initdb/pg_ctl/postgres: the newest /usr/lib/postgresql/*/bin, else the one on PATH."""
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_version_key, reverse=True)
+    for initdb in candidates:
+        bindir = Path(initdb).parent
+        if all(os.access(bindir / name, os.X_OK) for name in ("initdb", "pg_ctl", "postgres")):
+            return bindir
+    initdb = shutil.which("initdb")
+    if initdb and shutil.which("postgres", path=str(Path(initdb).parent)):
+        return Path(initdb).parent
+    raise ServerUnavailable(
+        "PostgreSQL server binaries (initdb, postgres) not found under /usr/lib/postgresql/*/bin or on PATH: "
+        "install the Debian package 'postgresql' (apt-get install postgresql, or gb_setup test)"
+    )
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    """The user PostgreSQL runs as: None (ourselves) unless we are root, which PostgreSQL refuses."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    raise ServerUnavailable("running as root and neither a 'postgres' nor a 'nobody' user exists")
+
+
+def _can_write(user: pwd.struct_passwd | None, path: Path) -> bool:
+    """Whether ``user`` may create files in ``path`` (pytest's temp dirs are 0700 and root-owned, for instance)."""
+    if user is None:
+        return os.access(path, os.W_OK | os.X_OK)
+    probe = subprocess.run(
+        ["test", "-w", str(path), "-a", "-x", str(path)], user=user.pw_uid, group=user.pw_gid, extra_groups=[]
+    )
+    return probe.returncode == 0
+
+
+def _pg_conninfo(url: str, dbname: str | None = None) -> str:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return (
+        f"host={parsed.host} port={parsed.port} user={parsed.username} "
+        f"dbname={dbname or parsed.database} connect_timeout=5"
+    )
+
+
+def _pg_admin(url: str, *statements: str) -> None:
+    import psycopg
+
+    with psycopg.connect(_pg_conninfo(url, "postgres"), autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def create_database(url: str, name: str | None = None) -> str:
+    """Create database ``name`` (default: a unique ``gb_<hex>``) on the server of ``url``; return its URL."""
+    from sqlalchemy.engine import make_url
+
+    name = name or f"gb_{uuid.uuid4().hex[:16]}"
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise ValueError(f"unsafe database name {name!r}")
+    _pg_admin(url, f'CREATE DATABASE "{name}"')
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    """Drop the database named in ``url``, disconnecting whoever is still connected to it."""
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    if not name or not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise ValueError(f"unsafe database name {name!r}")
+    _pg_admin(
+        url,
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()",
+        f'DROP DATABASE IF EXISTS "{name}"',
+    )
+
+
+@contextlib.contextmanager
+def postgres_cluster(
+    tmpdir: str | os.PathLike | None = None,
+    *,
+    dbname: str = "greenbridge_test",
+    superuser: str = "greenbridge",
+    timeout: float = 60.0,
+    settings: Mapping[str, str] | None = None,
+) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster; yields ``postgresql+psycopg://greenbridge@127.0.0.1:PORT/greenbridge_test``.
+
+    The cluster lives in a new directory inside ``tmpdir`` (or the system temp dir when ``tmpdir`` is None or the
+    server's user cannot write there, as with pytest's 0700 temp dirs when running as root), listens on 127.0.0.1
+    only, on a free port, trusts every connection from 127.0.0.1 and has its unix socket inside that directory.
+    Durability is off (fsync, synchronous_commit, full_page_writes) for speed. As root, initdb and postgres run as
+    the ``postgres`` user (or ``nobody``). On exit: fast shutdown (SIGINT), then the directory is removed.
+    ``settings`` adds or overrides server settings (``-c name=value``).
+    """
+    import psycopg
+
+    bindir = postgres_bin_dir()
+    user = _server_user()
+    base = Path(tmpdir) if tmpdir is not None else None
+    if base is not None and not _can_write(user, base):
+        base = None
+    root = Path(tempfile.mkdtemp(prefix="gb-pg-", dir=base))
+    proc: subprocess.Popen | None = None
+    try:
+        run_as: dict = {}
+        if user is not None:
+            os.chown(root, user.pw_uid, user.pw_gid)
+            run_as = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C", "TZ": "UTC"}
+        env["HOME"] = str(root)
+        data = root / "data"
+        sockets = root / "sock"
+        sockets.mkdir()
+        if user is not None:
+            os.chown(sockets, user.pw_uid, user.pw_gid)
+        log = root / "postgres.log"
+        with open(log, "ab") as out:
+            init = subprocess.run(
+                [str(bindir / "initdb"), "-D", str(data), "-U", superuser, "-A", "trust", "-E", "UTF8",
+                 "--no-locale", "--no-sync"],
+                stdout=out, stderr=subprocess.STDOUT, cwd=root, env=env, **run_as,
+            )  # fmt: skip
+        if init.returncode != 0:
+            raise ServerStartError(f"initdb failed (exit {init.returncode}):\n{_log_tail(log)}")
+        (data / "pg_hba.conf").write_text(
+            "# written by tests/servers.py: trust, loopback and the private socket only\n"
+            "local all all trust\n"
+            f"host all all {HOST}/32 trust\n"
+        )
+        # A unix socket path is limited to ~107 bytes; past that, TCP only.
+        socket_dir = str(sockets) if len(str(sockets)) < 80 else ""
+        for _attempt in range(3):
+            port = free_port()
+            options = {
+                "listen_addresses": HOST,
+                "port": str(port),
+                "unix_socket_directories": socket_dir,
+                "fsync": "off",
+                "synchronous_commit": "off",
+                "full_page_writes": "off",
+                "wal_level": "minimal",
+                "max_wal_senders": "0",
+                "max_connections": "100",
+                "shared_buffers": "64MB",
+                "jit": "off",
+                "logging_collector": "off",
+                "log_min_messages": "warning",
+                "timezone": "UTC",
+                **(settings or {}),
+            }
+            cmd = [str(bindir / "postgres"), "-D", str(data)]
+            for key, value in options.items():
+                cmd += ["-c", f"{key}={value}"]
+            with open(log, "ab") as out:
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, env=env, **run_as)
+            deadline = time.monotonic() + timeout
+            conninfo = f"host={HOST} port={port} user={superuser} dbname=postgres connect_timeout=2"
+            while True:
+                if proc.poll() is not None:
+                    break
+                try:
+                    with psycopg.connect(conninfo, autocommit=True) as conn:
+                        conn.execute(f'CREATE DATABASE "{dbname}"')
+                    return_url = f"postgresql+psycopg://{superuser}@{HOST}:{port}/{dbname}"
+                    break
+                except psycopg.OperationalError:
+                    if time.monotonic() > deadline:
+                        raise ServerStartError(
+                            f"PostgreSQL did not accept connections on {HOST}:{port} within {timeout:.0f} s:\n"
+                            f"{_log_tail(log)}"
+                        ) from None
+                    time.sleep(0.05)
+            if proc.poll() is None:
+                break
+            if "could not bind" not in _log_tail(log):
+                raise ServerStartError(f"PostgreSQL exited with {proc.returncode}:\n{_log_tail(log)}")
+        else:
+            raise ServerStartError(f"PostgreSQL could not bind a free port:\n{_log_tail(log)}")
+        yield return_url
+    finally:
+        if proc is not None:
+            _stop(proc, signal.SIGINT, timeout=30)  # SIGINT = fast shutdown
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------------------ uvicorn
+
+
+class ServerURL(str):
+    """A base URL (``http://127.0.0.1:PORT``) that also carries the server's ``pid``, ``port`` and ``log_path``."""
+
+    pid: int
+    port: int
+    log_path: Path
+
+
+def _import_string(app: str | Callable) -> tuple[str, str | None]:
+    """``"module:attr"`` and the sys.path entry it needs, for an import string or a module-level callable."""
+    if isinstance(app, str):
+        return app, None
+    module = sys.modules[app.__module__]
+    if "<locals>" in app.__qualname__ or not getattr(module, "__file__", None):
+        raise ValueError(f"{app!r} must be a module-level object so that a child process can import it")
+    path = Path(module.__file__).resolve().parent
+    for _ in range(app.__module__.count(".")):
+        path = path.parent
+    return f"{app.__module__}:{app.__qualname__}", str(path)
+
+
+@contextlib.contextmanager
+def uvicorn_server(
+    app: str | Callable,
+    *,
+    env: Mapping[str, str] | None = None,
+    factory: bool = True,
+    health_path: str = "/",
+    app_dir: str | os.PathLike | None = None,
+    args: Sequence[str] = (),
+    log_path: str | os.PathLike | None = None,
+    startup_timeout: float = 30.0,
+    stop_timeout: float = 10.0,
+) -> Iterator[ServerURL]:
+    """Run ``python -m uvicorn APP --host 127.0.0.1 --port N [--factory]`` as a real child process.
+
+    ``app`` is an import string (``"apps.hello:create_app"``) or a module-level callable/object. ``app_dir`` goes to
+    ``--app-dir`` and PYTHONPATH. ``env`` is added to this process's environment. Yields the base URL once the port
+    accepts TCP and ``GET health_path`` answers with a status below 400. Output goes to ``log_path`` (kept) or to a
+    temporary log (removed); its tail ends the :class:`ServerStartError` raised when startup fails. On exit: SIGTERM,
+    then SIGKILL after ``stop_timeout`` seconds.
+    """
+    target, import_root = _import_string(app)
+    paths = [str(Path(p).resolve()) for p in (app_dir, import_root) if p]
+    child_env = dict(os.environ)
+    child_env.update(env or {})
+    child_env["PYTHONUNBUFFERED"] = "1"
+    if paths:
+        child_env["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, [child_env.get("PYTHONPATH")])])
+    own_log = log_path is None
+    if own_log:
+        fd, name = tempfile.mkstemp(prefix="gb-uvicorn-", suffix=".log")
+        os.close(fd)
+        log = Path(name)
+    else:
+        log = Path(log_path)
+        log.parent.mkdir(parents=True, exist_ok=True)
+    proc: subprocess.Popen | None = None
+    try:
+        for _attempt in range(3):
+            port = free_port()
+            cmd = [sys.executable, "-m", "uvicorn", target, "--host", HOST, "--port", str(port)]
+            if factory:
+                cmd.append("--factory")
+            if app_dir is not None:
+                cmd += ["--app-dir", str(app_dir)]
+            cmd += list(args)
+            with open(log, "ab") as out:
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                        env=child_env)  # fmt: skip
+            error = _wait_http(proc, port, health_path, startup_timeout)
+            if error is None:
+                break
+            _stop(proc, timeout=stop_timeout)
+            if "address already in use" not in _log_tail(log).lower():
+                raise ServerStartError(f"uvicorn {target} did not start: {error}\n--- {log} (tail) ---\n"
+                                       f"{_log_tail(log)}")  # fmt: skip
+        else:
+            raise ServerStartError(f"uvicorn could not bind a free port:\n{_log_tail(log)}")
+        url = ServerURL(f"http://{HOST}:{port}")
+        url.pid, url.port, url.log_path = proc.pid, port, log
+        yield url
+    finally:
+        if proc is not None:
+            _stop(proc, timeout=stop_timeout)
+        if own_log:
+            log.unlink(missing_ok=True)
+
+
+def _wait_http(proc: subprocess.Popen, port: int, path: str, timeout: float) -> str | None:
+    """None once ``GET path`` answers below 400; else why not (process exited, or timed out)."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"process exited with {proc.returncode}"
+        if port_open(port):
+            conn = http.client.HTTPConnection(HOST, port, timeout=5)
+            try:
+                conn.request("GET", path)
+                status = conn.getresponse().status
+                if status < 400:
+                    return None
+                last = f"GET {path} answered {status}"
+            except (OSError, http.client.HTTPException) as exc:
+                last = f"GET {path} failed: {exc!r}"
+            finally:
+                conn.close()
+        time.sleep(0.05)
+    return f"not ready within {timeout:.0f} s ({last})"
+
+
+# ----------------------------------------------------------------------------------------------------------- Chromium
+
+
+def chromium_path() -> str:
+    """Debian's chromium (``GREENBRIDGE_CHROMIUM`` overrides); :class:`ServerUnavailable` when absent."""
+    path = os.environ.get("GREENBRIDGE_CHROMIUM") or shutil.which("chromium")
+    if not path:
+        raise ServerUnavailable("chromium not found on PATH: install the Debian package 'chromium' (gb_setup test)")
+    return path
+
+
+@contextlib.contextmanager
+def chromium_browser(*, args: Sequence[str] = (), timeout_ms: float = 60_000) -> Iterator:
+    """Launch Debian's headless chromium through Playwright (never a downloaded browser); yields a Browser.
+
+    Playwright gives each launch a fresh, temporary --user-data-dir and removes it on close.
+    """
+    executable = chromium_path()
+    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:  # pragma: no cover - the test extra installs it
+        raise ServerUnavailable("the Python package 'playwright' is missing (pip install -e '.[test]')") from exc
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            headless=True,
+            chromium_sandbox=False,
+            args=[*CHROMIUM_ARGS, *args],
+            timeout=timeout_ms,
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
