@@ -23,7 +23,8 @@ Durations are RFC 3339 Appendix A durations with integer components in ``Y M W D
 Calendar components (years, months, weeks, days) move the wall-clock date in the server timezone, keeping the
 local time; time components (hours, minutes, seconds) are exact elapsed time. A local time that does not exist
 (spring-forward gap) resolves to the same instant as the earlier offset would give, i.e. one hour later on the
-wall clock; an ambiguous one (fall-back) resolves to its first occurrence.
+wall clock; an ambiguous one (fall-back) resolves to its first occurrence. A duration without calendar
+components starts from the exact instant ``now``.
 
 Descriptions may be :class:`cds.scopes.ScopeDescription` objects or their JSON form (``to_json()``, or the
 ``cds_scope_descriptions`` map of any server's metadata): everything here works on the JSON form.
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NoReturn
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
     "CONSENT_FLOWS",
@@ -55,6 +56,7 @@ __all__ = [
     "format_date",
     "format_datetime",
     "is_reduction",
+    "load_timezone",
     "parse_authorization_details",
     "parse_duration",
     "resolve_date_value",
@@ -264,8 +266,11 @@ def _shift(now: datetime, duration: Duration, sign: int, tz: ZoneInfo, *, as_dat
     try:
         if as_date:
             return _shift_date(local.date(), sign * duration.calendar_months(), sign * duration.days)
-        wall_date = _shift_date(local.date(), sign * duration.calendar_months(), sign * duration.days)
-        wall = datetime.combine(wall_date, local.time().replace(tzinfo=None), tzinfo=tz)  # fold=0
+        if duration.calendar_months() == 0 and duration.days == 0:
+            wall = local  # no calendar move: keep the exact instant (even the second 01:30 of a fall-back night)
+        else:
+            wall_date = _shift_date(local.date(), sign * duration.calendar_months(), sign * duration.days)
+            wall = datetime.combine(wall_date, local.time().replace(fold=0), tzinfo=tz)
         instant = wall.astimezone(UTC) + timedelta(seconds=sign * duration.seconds)
         return instant.astimezone(tz)
     except (OverflowError, ValueError) as exc:
@@ -310,6 +315,14 @@ def resolve_date_value(value: Any, *, datetime_format: bool, subtract: bool, tz:
         return date.fromisoformat(value)
     except ValueError as exc:
         raise ValueError(f"{value!r} is not a valid date ({exc})") from None
+
+
+def load_timezone(name: str) -> ZoneInfo:
+    """An IANA timezone; ``ValueError`` (not ``KeyError``) when unknown."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+        raise ValueError(f"unknown IANA timezone {name!r}") from exc
 
 
 def _render(resolved: str | date | datetime) -> str:
@@ -671,7 +684,7 @@ def validate_authorization_details(
         raise ValueError(f"unknown flow {flow!r}; expected one of {sorted(FLOWS)}")
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
-    tz = ZoneInfo(timezone)
+    tz = load_timezone(timezone)
     descs = _normalise_descriptions(descriptions)
     requested = [scope_id for scope_id in dict.fromkeys(scopes) if scope_id in descs]
 

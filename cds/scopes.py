@@ -27,9 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from cds.authorization_details import parse_duration
+from cds.authorization_details import load_timezone, parse_duration
 
 __all__ = [
     "NO_DEFAULT",
@@ -507,7 +506,7 @@ def build_scope_descriptions(
     and billing history (RFC 3339 durations); ``coverages`` the WG1-01 coverage ids of the consent scopes.
     ``ValueError`` for an unknown timezone or a malformed duration.
     """
-    ZoneInfo(timezone)  # raises for an unknown zone
+    load_timezone(timezone)
     parse_duration(segment_history)
     parse_duration(bill_history, date_only=True)
     parse_duration(sync_until_default)

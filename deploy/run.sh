@@ -1,12 +1,9 @@
 #!/usr/bin/env bash
-# The main job on embedded defaults. Until the gateway lands (`greenbridge serve`), this generates a
-# deterministic demo Green Button feed and translates it into CDS JSON.
+# The main job on embedded defaults: set up the machine, then run the CDS gateway (`greenbridge serve`) on
+# http://127.0.0.1:8080 with a SQLite store in ./var. Extra arguments go to `greenbridge serve`
+# (e.g. `bash deploy/run.sh --port 9000`; `--config FILE` for a TOML configuration, see docs/configuration.md).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 gb_setup
-out="${GREENBRIDGE_DEMO_DIR:-$GB_ROOT/demo}"
-mkdir -p "$out"
-"$GB_VENV/bin/greenbridge" generate --usage-points 3 --days 31 -o "$out/demo-feed.xml"
-"$GB_VENV/bin/greenbridge" validate "$out/demo-feed.xml"
-"$GB_VENV/bin/greenbridge" translate "$out/demo-feed.xml" -o "$out/demo-cds.json"
-echo "CDS objects written to $out/demo-cds.json" >&2
+cd "$GB_ROOT"
+exec "$GB_VENV/bin/greenbridge" serve "$@"

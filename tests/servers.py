@@ -321,6 +321,7 @@ def uvicorn_server(
 ) -> Iterator[ServerURL]:
     """Run ``python -m uvicorn APP --host 127.0.0.1 --port N [--factory]`` as a real child process.
 
+    ``{port}`` in an ``env`` value is replaced by the chosen port (an issuer URL must name it).
     ``app`` is an import string (``"apps.hello:create_app"``) or a module-level callable/object. ``app_dir`` goes to
     ``--app-dir`` and PYTHONPATH. ``env`` is added to this process's environment. Yields the base URL once the port
     accepts TCP and ``GET health_path`` answers with a status below 400. Output goes to ``log_path`` (kept) or to a
@@ -352,9 +353,10 @@ def uvicorn_server(
             if app_dir is not None:
                 cmd += ["--app-dir", str(app_dir)]
             cmd += list(args)
+            port_env = {k: v.replace("{port}", str(port)) for k, v in child_env.items()}
             with open(log, "ab") as out:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                        env=child_env)  # fmt: skip
+                                        env=port_env)  # fmt: skip
             error = _wait_http(proc, port, health_path, startup_timeout)
             if error is None:
                 break

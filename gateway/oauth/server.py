@@ -33,6 +33,7 @@ from authlib.oauth2.rfc6749.errors import (
     InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
+    UnauthorizedClientError,
 )
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
@@ -281,7 +282,7 @@ class ClientCredentialsGrant(_CdsGrantMixin, grants.ClientCredentialsGrant):
     def validate_token_request(self):
         client = self.authenticate_token_endpoint_client()
         if not client.check_grant_type(self.GRANT_TYPE):
-            raise grants.UnauthorizedClientError(f"The client may not use grant_type={self.GRANT_TYPE}")
+            raise UnauthorizedClientError(f"The client may not use grant_type={self.GRANT_TYPE}")
         self.request.client = client
         scopes = self.check_scopes(client, self.request.payload.scope)
         self.request.scope = " ".join(scopes)
@@ -687,7 +688,7 @@ class GatewayServer(AuthorizationServer):
         client = self.authenticate_client(request, CLIENT_AUTH, "pushed_authorization_request")
         form = request.form
         if "request_uri" in form:
-            raise InvalidRequestError("request_uri must not be pushed (RFC 9126 §2.1).")
+            raise InvalidRequestError("request_uri must not be pushed (RFC 9126 section 2.1).")
         if form.get("client_id") and form["client_id"] != client.get_client_id():
             raise InvalidRequestError("client_id does not match the authenticated client.")
         for key, values in request.payload.datalist.items():

@@ -8,6 +8,6 @@ from gateway.config import GatewayConfig
 
 
 def routes(config: GatewayConfig) -> list[BaseRoute]:
-    from gateway.routes import admin, discovery, oauth
+    from gateway.routes import admin, discovery, oauth, ops
 
-    return [*discovery.routes(), *oauth.routes(), *admin.routes(config)]
+    return [*ops.routes(), *discovery.routes(), *oauth.routes(), *admin.routes(config)]

@@ -1,0 +1,67 @@
+"""Configuration: defaults, TOML, environment overrides, and errors that name the file and the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO
+from gateway.config import ConfigError, GatewayConfig, load_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "gb.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_need_nothing(tmp_path):
+    config = load_config(environ={"GREENBRIDGE_DATA_DIR": str(tmp_path)})
+    assert config.issuer == "http://127.0.0.1:8080"
+    assert config.database_url == f"sqlite+pysqlite:///{tmp_path / 'greenbridge.db'}"
+    # a per-installation random key, kept private in the data dir and stable across restarts
+    key = (tmp_path / "secret.key").read_text().strip()
+    assert config.secret_key == key and len(key) >= 40
+    assert oct((tmp_path / "secret.key").stat().st_mode & 0o777) == "0o600"
+    assert load_config(environ={"GREENBRIDGE_DATA_DIR": str(tmp_path)}).secret_key == key
+    assert config.server.op_tos_uri.startswith(config.issuer)
+
+
+def test_environment_overrides_file(tmp_path):
+    path = write(tmp_path, '[gateway]\nissuer = "https://a.example"\ntimezone = "America/Chicago"\n')
+    config = load_config(path, {"GREENBRIDGE_ISSUER": "https://b.example", "GREENBRIDGE_SECRET_KEY": "k"})
+    assert config.issuer == "https://b.example" and config.timezone == "America/Chicago"
+
+
+def test_example_configuration_loads():
+    config = load_config(REPO / "deploy" / "greenbridge.example.toml", {"GREENBRIDGE_SECRET_KEY": "k"})
+    assert config.coverage[0]["id"] == "example-electric"
+    assert config.fernet_key != GatewayConfig(secret_key="other").fernet_key
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('[gateway]\nissuer = "ftp://x"\n', "issuer"),
+    ('[gateway]\nissuer = "http://public.example"\n', "https"),
+    ('[gateway]\ntimezone = "Mars/Base"\n', "timezone"),
+    ('[gateway]\npage_size = 0\n', "page_size"),
+    ('[gateway]\nno_such_key = 1\n', "no_such_key"),
+    ('[server]\ncolour = "green"\n', "colour"),
+    ('[server]\ncreated = "2026-01-01T00:00:00"\n', "offset"),
+    ('[[coverage]]\nid = "a"\n', "entity_name"),
+    ('[[coverage]]\nid="a"\nentity_name="E"\ncountry="usa"\nname="n"\ntype="logical"\nrole="official"\n', "country"),
+    ('[[coverage]]\nid="a"\nentity_name="E"\ncountry="US"\nname="n"\ntype="geographic"\nrole="official"\n',
+     "geojson_resource"),
+    ('[[coverage]]\nid="a"\nentity_name="E"\ncountry="US"\nname="n"\ntype="logical"\nrole="official"\n'
+     'capabilities=["coverage"]\n', "coverage"),
+    ("[gateway\n", "gb.toml"),
+])
+def test_errors_name_the_key(tmp_path, text, fragment):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, {"GREENBRIDGE_SECRET_KEY": "k", "GREENBRIDGE_DATA_DIR": str(tmp_path)})
+    assert fragment in str(error.value)
+    assert str(path) in str(error.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml", {})
