@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import REPO
+
 from gateway.config import ConfigError, GatewayConfig, load_config
 
 

@@ -13,10 +13,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
+from conftest import REPO
 from gateway_helpers import COVERAGE_TOML, pkce_pair
 from servers import uvicorn_server
-
-from conftest import REPO
 
 
 @pytest.fixture
