@@ -23,6 +23,7 @@ from cds.secrets import SecretBox
 from cds.store.engine import make_engine, make_sessionmaker
 from cds.store.migrate import upgrade
 from cds.urls import Urls
+from gateway import logsafe
 from gateway.config import GatewayConfig, load_config
 from gateway.oauth.server import GatewayServer
 
@@ -60,6 +61,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
     from gateway.routes import routes
 
     config = config or load_config()
+    logsafe.install()
     gateway = build_gateway(config)
 
     @contextlib.asynccontextmanager

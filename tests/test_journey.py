@@ -30,11 +30,14 @@ def gateway_url(tmp_path, database_url):
         "GREENBRIDGE_DATABASE_URL": database_url,
         "GREENBRIDGE_SECRET_KEY": secrets.token_urlsafe(32),
     }
-    with uvicorn_server("gateway.app:create_app", env=env, health_path="/healthz", app_dir=REPO) as url:
-        yield str(url)
+    with uvicorn_server("gateway.app:create_app", env=env, health_path="/healthz", app_dir=REPO,
+                        log_path=tmp_path / "gateway.log", args=["--log-level", "debug"]) as url:
+        yield url
 
 
 def test_third_party_journey(gateway_url):
+    log_path = gateway_url.log_path
+    gateway_url = str(gateway_url)
     http = httpx2.Client(timeout=30, follow_redirects=False)
 
     # 1. Discovery: WG1-01 metadata → RFC 8414 metadata.
@@ -90,6 +93,8 @@ def test_third_party_journey(gateway_url):
     assert response.status_code == 302, response.text
     callback = response.headers["location"]
     assert callback.startswith(redirect_uri)
+    receipt = http.get(callback)  # the customer's browser lands on the default redirect URI: the receipt
+    assert receipt.status_code == 200 and 'id="confirmation"' in receipt.text
 
     # 7. Code exchange with the PKCE verifier (Authlib checks state).
     user_token = app.fetch_token(oauth["token_endpoint"], authorization_response=callback, code_verifier=verifier)
@@ -107,3 +112,12 @@ def test_third_party_journey(gateway_url):
     app.revoke_token(oauth["revocation_endpoint"], token=refreshed["access_token"]).raise_for_status()
     after = app.introspect_token(oauth["introspection_endpoint"], token=refreshed["access_token"]).json()
     assert after == {"active": False}
+
+    # No secret ever reached a log line (the access log prints request targets, which carry codes and handles).
+    code = dict(parse_qsl(urlsplit(callback).query))["code"]
+    log = log_path.read_text()
+    assert "POST /oauth/token" in log  # the access log is on, so the check below means something
+    for value in (admin_secret, secret, admin_token["access_token"], user_token["access_token"],
+                   user_token["refresh_token"], refreshed["access_token"], refreshed["refresh_token"], code,
+                   request_uri.rsplit(":", 1)[1], verifier, handle):
+        assert value not in log
