@@ -300,6 +300,8 @@ def replace_client(
         default_details = body.get("cds_default_authorization_details")
         if default_details is None:
             default_details = []
+        if not isinstance(default_details, list):
+            raise _invalid("cds_default_authorization_details must be an array of objects")
         try:
             default_details = rar.parse_authorization_details(default_details)
             rar.validate_authorization_details(

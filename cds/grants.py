@@ -280,6 +280,33 @@ def _plain_reduction(old: list[dict], new: list[dict], scopes: list[str], descri
     return True
 
 
+def _without_unchanged_dates(
+    entries: list[dict], old_by_type: Mapping[str, Mapping], owner: Mapping[str, str], descriptions: Mapping[str, Any],
+) -> tuple[list[dict], dict[str, dict]]:
+    """Changed entries with their unchanged date fields set to the field's ``minimum`` for validation.
+
+    A date kept as the grant already has it was within the limits when it was resolved, but would fail them now by
+    the time elapsed since; the kept values are put back after validation (returned per type).
+    """
+    checked: list[dict] = []
+    restored: dict[str, dict] = {}
+    for entry in entries:
+        type_ = entry.get("type") if isinstance(entry, Mapping) else None
+        before = old_by_type.get(type_)
+        if before is None or type_ not in owner:
+            checked.append(entry)
+            continue
+        entry = dict(entry)
+        for fd in descriptions[owner[type_]].to_json()["authorization_details_fields_supported"]:
+            key = fd["id"]
+            if (fd["format"] in ("relative_or_absolute_date", "relative_or_absolute_datetime")
+                    and fd.get("minimum") is not None and key in entry and entry[key] == before.get(key)):
+                restored.setdefault(type_, {})[key] = entry[key]
+                entry[key] = fd["minimum"]
+        checked.append(entry)
+    return checked, restored
+
+
 def _narrowed_enabled(grant: Grant, scopes: list[str], details: list[dict],
                       descriptions: Mapping[str, Any]) -> tuple[list[str], list[dict]]:
     """What stays enabled after a reduction of a grant that was not fully enabled."""
@@ -392,6 +419,8 @@ def modify_grant(
     try:
         if details_value is None:
             details = [dict(e) for e in grant.authorization_details if e.get("type") in owner]
+        elif not isinstance(details_value, list):
+            raise bad_request("authorization_details must be an array of objects", "invalid_authorization_details")
         else:
             details = rar.parse_authorization_details(details_value)
     except rar.AuthorizationDetailsError as error:
@@ -411,15 +440,18 @@ def modify_grant(
         old_by_type = {e.get("type"): e for e in grant.authorization_details}
         kept = [e for e in details if owner.get(e.get("type")) in old_scopes and old_by_type.get(e.get("type")) == e]
         kept_scopes = {owner[e["type"]] for e in kept}
+        changed = [e for e in details if not any(e is k for k in kept)]
+        checked, unchanged_dates = _without_unchanged_dates(changed, old_by_type, owner, descriptions)
         try:
             validated = rar.validate_authorization_details(
-                [e for e in details if not any(e is k for k in kept)],
-                scopes=[s for s in scopes if s not in kept_scopes], descriptions=descriptions,
+                checked, scopes=[s for s in scopes if s not in kept_scopes], descriptions=descriptions,
                 client_types=list(client.authorization_details_types), timezone=timezone, now=now,
                 flow="authorization_code" if grant.customer_id else "client_credentials",
             )
         except rar.AuthorizationDetailsError as error:
             raise _rar_error(error) from None
+        for entry in validated.effective:
+            entry.update(unchanged_dates.get(entry["type"], {}))
         effective = [*kept, *validated.effective]
         jwks = [json.dumps(e["jwk"], sort_keys=True, default=str) for e in effective if "jwk" in e]
         if len(set(jwks)) > 1:

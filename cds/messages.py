@@ -257,8 +257,8 @@ def _grants_requested(
         unknown = [s for s in scope.split() if s not in descriptions]
         if unknown:
             raise bad_request(f"{where}.scope names scopes this server does not offer: {' '.join(unknown)}")
-        if "authorization_details" not in item:
-            raise bad_request(f"{where}.authorization_details is required ([] when the scope is enough)")
+        if not isinstance(item.get("authorization_details"), list):
+            raise bad_request(f"{where}.authorization_details is required: an array ([] when the scope is enough)")
         try:
             details = rar.parse_authorization_details(item["authorization_details"])
             rar.validate_authorization_details(

@@ -77,8 +77,8 @@ def test_third_party_journey(gateway_url):
     url, state = app.create_authorization_url(oauth["pushed_authorization_request_endpoint"], code_verifier=verifier,
                                               authorization_details=json.dumps(details))
     pushed = dict(parse_qsl(urlsplit(url).query))
-    response = app.post(oauth["pushed_authorization_request_endpoint"], data=pushed, withhold_token=True,
-                        auth=httpx2.BasicAuth(usage_client["client_id"], secret))
+    response = app.request("POST", oauth["pushed_authorization_request_endpoint"], data=pushed,
+                           withhold_token=True, auth=httpx2.BasicAuth(usage_client["client_id"], secret))
     assert response.status_code == 201, response.text
     request_uri = response.json()["request_uri"]
 

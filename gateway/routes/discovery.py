@@ -17,6 +17,10 @@ The client-specific documents require a Bearer ``cds_client_admin`` token of the
 (401 with ``WWW-Authenticate`` otherwise, 404 for a client of another registration, so existence is not revealed).
 Their ``cds_metadata_url`` is their own URL (the canonical URL of that object) and ``oauth_metadata`` points to the
 client-specific RFC 8414 document, restricted to the client's scopes.
+
+Human pages: ``/test-accounts`` (sandbox logins, public by design), ``/register`` (how to register dynamically),
+``/docs`` (anchors #support, #policy, #terms, the metadata URLs) and ``/docs/{page}`` for each documentation page
+the scope descriptions link to (WG1-01: resources linked from public metadata must be reachable publicly).
 """
 
 from __future__ import annotations
