@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,16 +34,32 @@ _DURATION_LABELS = {
 _CONFIRMATION_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud over the phone
 
 
-def duration_text(field: str, value: Any) -> str:
+def duration_text(field: str, value: Any, zone: ZoneInfo | None = None) -> str:
+    """One Duration line in plain language (WG3-01 §9.2.3): dates as the customer reads them, in cds_timezone."""
     label = _DURATION_LABELS.get(field, field)
     if value == "infinite":
         if field in ("sync_until", "expires", "segment_end", "statement_date_end", "end_date"):
             return f"{label}: until you revoke it"
         return f"{label}: all available history"
-    return f"{label}: {value}"
+    return f"{label}: {_readable(value, zone)}"
 
 
-def request_sections(scope: str, details: list[dict[str, Any]], descriptions: Mapping[str, Any]) -> list[dict]:
+def _readable(value: Any, zone: ZoneInfo | None) -> str:
+    if not isinstance(value, str):
+        return str(value)
+    try:
+        if "T" not in value:
+            return date.fromisoformat(value).strftime("%B %-d, %Y")
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if zone is not None:
+        moment = moment.astimezone(zone)
+    return moment.strftime("%B %-d, %Y %H:%M %Z").strip()
+
+
+def request_sections(scope: str, details: list[dict[str, Any]], descriptions: Mapping[str, Any],
+                     zone: ZoneInfo | None = None) -> list[dict]:
     """One Request Section per requested scope (WG3-01 §9.2.3), in plain language."""
     sections = []
     for scope_id in scope.split():
@@ -52,7 +69,7 @@ def request_sections(scope: str, details: list[dict[str, Any]], descriptions: Ma
         included = sorted(
             k.removeprefix("include_").replace("_", " ") for k, v in entry.items() if k.startswith("include_") and v
         )
-        duration = [duration_text(k, entry[k]) for k in _DURATION_LABELS if k in entry]
+        duration = [duration_text(k, entry[k], zone) for k in _DURATION_LABELS if k in entry]
         sections.append({
             "scope": scope_id,
             "name": getattr(description, "name", scope_id),
@@ -79,6 +96,7 @@ def approve(
     grant_id: str | None,
     descriptions: Mapping[str, Any],
     box: SecretBox,
+    zone: ZoneInfo | None = None,
     now: datetime | None = None,
 ) -> tuple[Grant, str]:
     """Create (or, for a ``cds_grant_id`` re-authorization, update) the Grant and issue a receipt.
@@ -117,7 +135,7 @@ def approve(
             "client_name": client.client_name,
             "client_uri": (client.extra or {}).get("client_uri"),
             "scope": scope,
-            "requests": request_sections(scope, authorization_details, descriptions),
+            "requests": request_sections(scope, authorization_details, descriptions, zone),
             "customer_id": customer_id,
         },
     ))

@@ -385,3 +385,28 @@ def test_oversized_and_malformed_bodies(client, registration, path):
     response = client.post(path, content=b"{]", auth=registration.admin_auth,
                            headers={"Content-Type": "application/json"})
     assert 400 <= response.status_code < 500
+
+
+def test_client_defaults_fill_a_bare_authorization_request(client, registration):
+    """WG3-01 §9.1.1: no scope → cds_default_scope; no authorization_details → the client's default details;
+    no redirect_uri → cds_default_redirect_uri."""
+    admin = token(client, registration.admin_auth, "cds_client_admin")["access_token"]
+    usage = registration.client_for("cds_usage_1")
+    current = client.get(usage["cds_client_uri"], headers=bearer(admin)).json()
+    defaults = [{"type": "cds_usage_1", "segment_start": "P30D", "include_meter_numbers": False}]
+    response = client.put(usage["cds_client_uri"], headers=bearer(admin),
+                          json={**current, "cds_default_authorization_details": defaults})
+    assert response.status_code == 200, response.text
+    verifier, challenge = pkce_pair()
+    form = par_form(registration, code_challenge=challenge, scope=None, redirect_uri=None)
+    query = _approve(client, registration, form)
+    assert query["state"] == ["s1"]
+    response = client.post("/oauth/token", auth=registration.auth_for("cds_usage_1"), data={
+        "grant_type": "authorization_code", "code": query["code"][0], "code_verifier": verifier})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["scope"] == "cds_usage_1"
+    (entry,) = body["authorization_details"]
+    assert entry["include_meter_numbers"] is False
+    # P30D made absolute at approval, in cds_timezone (UTC here), whole seconds
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", entry["segment_start"])

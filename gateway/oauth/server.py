@@ -262,7 +262,8 @@ class _CdsGrantMixin:
                 descriptions=self.gateway.descriptions_json,
                 client_types=list(client.row.authorization_details_types),
                 timezone=self.gateway.config.timezone,
-                now=datetime.now(UTC),
+                # Whole seconds: absolute values are shown to customers and echoed to clients.
+                now=datetime.now(UTC).replace(microsecond=0),
                 flow=flow,
             )
         except rar.AuthorizationDetailsError as error:

@@ -224,7 +224,8 @@ def _validate_and_render(request: Request, session: Session, params: dict[str, s
     return _page(request, "consent.html", {
         "client_name": client.client_name,
         "client_uri": (client.extra or {}).get("client_uri"),
-        "requests": consent.request_sections(oauth_req.scope, oauth_req.details.effective, gateway.descriptions),
+        "requests": consent.request_sections(oauth_req.scope, oauth_req.details.effective, gateway.descriptions,
+                                             gateway.config.zone),
         "consent": handle,
         "action": gateway.urls.authorization_endpoint,
         "error": error_text,
@@ -272,6 +273,7 @@ async def decide(request: Request) -> Response:
         record, _receipt_handle = consent.approve(
             session, oauth_req.client.row, scope=oauth_req.scope, authorization_details=oauth_req.details.effective,
             customer_id=customer, state=state, grant_id=grant_id, descriptions=gateway.descriptions, box=gateway.box,
+            zone=gateway.config.zone,
         )
         oauth_req.grant_record = record
         oauth_req.user = customer
