@@ -202,3 +202,51 @@ class AuthFailure(Base):
 
 
 Index("ix_grants_registration_modified", Grant.registration_id, Grant.modified)
+
+
+class DataObject(Base):
+    """A translated CDS customer-data object other than a usage segment (WG3-01 §10): accounts, service contracts,
+    service points, meter devices, bill statements, bill sections.
+
+    ``body`` is the object's JSON (exact decimals, written by cds.jsonenc) without the three ``cds_*`` timestamps,
+    which live in columns; ``body_hash`` decides whether a re-ingest changed it (``cds_modified``) or only confirmed
+    it (``cds_synced``). Sort and filter keys the API needs are copied into columns.
+    """
+
+    __tablename__ = "data_objects"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)  # the listing name, e.g. "service_contracts"
+    object_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(256), default="")
+    created: Mapped[datetime]
+    modified: Mapped[datetime]
+    synced: Mapped[datetime]
+    body: Mapped[str] = mapped_column(Text)
+    body_hash: Mapped[str] = mapped_column(String(64))
+    sort_date: Mapped[str | None] = mapped_column(String(10))  # statement_date / start_date, ISO
+    account_number: Mapped[str | None] = mapped_column(String(128))
+    contract_number: Mapped[str | None] = mapped_column(String(128))
+
+
+class UsageSegmentRow(Base):
+    """A translated Usage Segment (WG3-01 §10.8); the body keeps formats and values exactly."""
+
+    __tablename__ = "usage_segments"
+
+    segment_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(256), default="")
+    created: Mapped[datetime]
+    modified: Mapped[datetime]
+    synced: Mapped[datetime]
+    segment_start: Mapped[datetime]
+    segment_end: Mapped[datetime]
+    body: Mapped[str] = mapped_column(Text)
+    body_hash: Mapped[str] = mapped_column(String(64))
+    account_number: Mapped[str | None] = mapped_column(String(128))
+    contract_number: Mapped[str | None] = mapped_column(String(128))
+
+
+Index("ix_data_objects_customer_kind", DataObject.customer_id, DataObject.kind)
+Index("ix_usage_segments_customer_start", UsageSegmentRow.customer_id, UsageSegmentRow.segment_start)
