@@ -90,6 +90,47 @@ class Urls:
     def message(self, message_id: str) -> str:
         return f"{self.messages_api}/{message_id}"
 
+    # CDS-WG3-01 customer data listings (§10); the metadata field names are singular for bills (WG3-01 §5)
+    @property
+    def accounts_api(self) -> str:
+        return self.base + "/cds-api/v1/accounts"
+
+    @property
+    def servicecontracts_api(self) -> str:
+        return self.base + "/cds-api/v1/service-contracts"
+
+    @property
+    def servicepoints_api(self) -> str:
+        return self.base + "/cds-api/v1/service-points"
+
+    @property
+    def meterdevices_api(self) -> str:
+        return self.base + "/cds-api/v1/meter-devices"
+
+    @property
+    def billstatement_api(self) -> str:
+        return self.base + "/cds-api/v1/bill-statements"
+
+    @property
+    def billsection_api(self) -> str:
+        return self.base + "/cds-api/v1/bill-sections"
+
+    @property
+    def usagesegments_api(self) -> str:
+        return self.base + "/cds-api/v1/usage-segments"
+
+    def data_api(self, listing: str) -> str:
+        """The listing URL for a listing name (``usage_segments``, ``bill_statements``…)."""
+        return {
+            "accounts": self.accounts_api,
+            "service_contracts": self.servicecontracts_api,
+            "service_points": self.servicepoints_api,
+            "meter_devices": self.meterdevices_api,
+            "bill_statements": self.billstatement_api,
+            "bill_sections": self.billsection_api,
+            "usage_segments": self.usagesegments_api,
+        }[listing]
+
     # Human pages
     @property
     def human_registration(self) -> str:
