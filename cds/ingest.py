@@ -1,0 +1,344 @@
+"""Loading translated Green Button data into the store, and reading it back as CDS objects.
+
+CDS-WG3-01 §10 (the shared conventions of the customer-data APIs) gives every data object three timestamps:
+``cds_created`` (when the server first had it), ``cds_modified`` (its last change, not counting ``cds_synced``) and
+``cds_synced`` (its last validation against the source of truth; for cached data, the last batch that carried it).
+The translator is stateless and stamps all three with the translation time; this module keeps them honest:
+
+* an object is upserted by its stable id (docs/mapping.md §2), so re-ingesting a file creates nothing;
+* its body is the object's JSON without the three timestamps, written canonically (sorted keys, decimals as exact
+  JSON numbers, never floats), and ``body_hash`` (SHA-256 of those bytes) decides between *modified* (the body
+  changed: ``cds_modified`` and ``cds_synced`` move, ``cds_created`` stays) and *confirmed* (same body: only
+  ``cds_synced`` moves);
+* an object already stored for another customer is never taken over: :class:`IngestError`, and the caller's
+  transaction rolls back, so nothing of the file is stored.
+
+Usage segments stream from the translation and are written in batches, so memory stays flat however many readings
+a file holds. Sort and filter keys the listing APIs need (statement/section dates, account and contract numbers,
+segment bounds) are copied into columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from cds.from_espi import LISTINGS, TranslateOptions, Translation, translate
+from cds.store.models import DataObject, UsageSegmentRow
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+#: The id field of each listing's objects.
+ID_FIELDS = {
+    "usage_segments": "cds_usagesegment_id",
+    "service_points": "cds_servicepoint_id",
+    "meter_devices": "cds_meterdevice_id",
+    "bill_sections": "cds_billsection_id",
+    "bill_statements": "cds_billstatement_id",
+    "accounts": "cds_account_id",
+    "service_contracts": "cds_servicecontract_id",
+}
+#: The listings stored in ``data_objects`` (everything but usage segments), in ingest order.
+OBJECT_KINDS = ("accounts", "service_contracts", "service_points", "meter_devices", "bill_statements", "bill_sections")
+TIMESTAMPS = ("cds_created", "cds_modified", "cds_synced")
+#: The gateway's natural-key strategy (docs/mapping.md §2.1, D13): ``href`` scoped by the customer. Every ESPI entry
+#: has a self href (GBA REST), while ``uuid`` silently merges distinct objects at custodians that repeat ids.
+KEY_STRATEGY = "href"
+#: The custodian key inside every id; the deployment's id secret already makes ids deployment-specific.
+CUSTODIAN = "default"
+BATCH_SIZE = 1000
+
+# Same number handling as cds.jsonenc (Decimal → exact JSON number), plus sorted keys: the body bytes, and so the
+# hash, do not depend on the order the translator happens to build its dicts in.
+_canonical = msgspec.json.Encoder(decimal_format="number", order="sorted")
+_NUMBER_LENGTH = 128  # DataObject/UsageSegmentRow account_number and contract_number columns
+
+
+class IngestError(ValueError):
+    """The file cannot be stored (e.g. one of its objects belongs to another customer); nothing of it is kept."""
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did, per listing name (every name of ``LISTINGS`` is present)."""
+
+    source: str
+    created: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LISTINGS, 0))
+    modified: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LISTINGS, 0))
+    #: unchanged objects seen again: only their cds_synced moved
+    confirmed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LISTINGS, 0))
+    #: readings the translation read from the file (None when unknown)
+    readings: int | None = None
+
+    def total(self, kind: str) -> int:
+        return self.created[kind] + self.modified[kind] + self.confirmed[kind]
+
+    def summary(self) -> str:
+        """One line: totals, then created/modified/confirmed per listing that had objects."""
+        created, modified, confirmed = (sum(d.values()) for d in (self.created, self.modified, self.confirmed))
+        parts = [f"{kind} {self.created[kind]}/{self.modified[kind]}/{self.confirmed[kind]}"
+                 for kind in LISTINGS if self.total(kind)]
+        readings = f"{self.readings} readings; " if self.readings is not None else ""
+        detail = f" ({', '.join(parts)} created/modified/confirmed)" if parts else ""
+        return f"{readings}{created} created, {modified} modified, {confirmed} confirmed{detail}"
+
+
+# ------------------------------------------------------------------------------------------------------ writing
+
+
+def translate_options_for(config: GatewayConfig) -> TranslateOptions:
+    """The gateway's pinned translation options (ids must never change between ingests of one deployment).
+
+    * id secret: ``config.derived_key("ids")`` as hex (so ``greenbridge translate --id-secret HEX --key-strategy href
+      --subscription CUSTOMER`` reproduces the gateway's ids when debugging). It derives from the deployment's
+      ``secret_key``: rotating that key renames every object.
+    * key strategy: ``href`` (see KEY_STRATEGY); :func:`ingest_file` scopes it by the customer id.
+    * time zone: not set. TranslateOptions.timezone is not a fallback: a configured zone always wins over the file's
+      LocalTimeParameters (espi.local_time.zone_for), and without a zone the translator already falls back to UTC.
+    """
+    return TranslateOptions(id_secret=config.derived_key("ids").hex(), custodian=CUSTODIAN,
+                            key_strategy=KEY_STRATEGY)
+
+
+def ingest_file(session: Session, path: str | os.PathLike, *, customer_id: str, source: str | None = None,
+                options: TranslateOptions | None = None, now: datetime | None = None) -> IngestReport:
+    """Translates the Green Button file at ``path`` and stores it for ``customer_id`` (see :func:`ingest_translation`).
+
+    Without ``options``, the development id secret and the gateway's key strategy are used (tests, one-off use); the
+    gateway passes :func:`translate_options_for`. Options without a subscription get ``customer_id`` as theirs, so
+    href keys and the synthetic account are scoped by the customer. Translation errors (``espi.errors.EspiError``)
+    name the file and line; the caller's transaction must roll back on any exception.
+    """
+    now = _utc_now(now)
+    options = options or TranslateOptions(key_strategy=KEY_STRATEGY)
+    if options.subscription is None:
+        options = replace(options, subscription=customer_id)
+    options = replace(options, now=now)
+    path = os.fspath(path)
+    with translate(path, options, name=path) as translation:
+        return ingest_translation(session, translation, customer_id=customer_id,
+                                  source=source if source is not None else Path(path).name, now=now)
+
+
+def ingest_translation(session: Session, translation: Translation, *, customer_id: str, source: str,
+                       now: datetime) -> IngestReport:
+    """Upserts every object of ``translation`` for ``customer_id``; flushes, never commits.
+
+    New objects get created = modified = synced = ``now``; an unchanged body moves only synced; a changed body is
+    replaced and moves modified and synced. ``now`` is kept to whole seconds (what the API shows). Raises
+    :class:`IngestError` when an object with the same id is stored for another customer.
+    """
+    if not customer_id or len(customer_id) > 128:
+        raise IngestError(f"customer id must be 1-128 characters, got {customer_id!r}")
+    now = _utc_now(now)
+    report = IngestReport(source=source, readings=translation.reading_count)
+    writer = _Writer(session, customer_id, source[:256], now, report)
+    numbers = _Numbers()
+    for kind in OBJECT_KINDS:
+        numbers.learn(kind, translation.listing(kind))
+    for kind in OBJECT_KINDS:
+        rows = (writer.object_row(kind, obj, numbers) for obj in translation.listing(kind))
+        for batch in _batches(rows, BATCH_SIZE):
+            writer.upsert(DataObject, DataObject.object_id, kind, batch)
+    segments = (writer.segment_row(obj, numbers) for obj in translation.usage_segments())
+    for batch in _batches(segments, BATCH_SIZE):
+        writer.upsert(UsageSegmentRow, UsageSegmentRow.segment_id, "usage_segments", batch)
+    session.flush()
+    return report
+
+
+class _Numbers:
+    """Account and contract numbers by id, from the small objects of one translation (O(customers), not readings)."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, str | None] = {}
+        self.contracts: dict[str, tuple[str | None, str | None, str | None]] = {}  # number, account id, account no.
+        self.servicepoint_contracts: dict[str, list[str]] = {}
+
+    def learn(self, kind: str, objects: Iterable[dict[str, Any]]) -> None:
+        for obj in objects:
+            if kind == "accounts":
+                self.accounts[obj["cds_account_id"]] = _number(obj.get("account_number"))
+            elif kind == "service_contracts":
+                self.contracts[obj["cds_servicecontract_id"]] = (
+                    _number(obj.get("contract_number")), obj.get("cds_account_id"), _number(obj.get("account_number")))
+            elif kind == "service_points":
+                self.servicepoint_contracts[obj["cds_servicepoint_id"]] = list(obj.get("current_servicecontracts")
+                                                                               or ())
+
+    def of(self, kind: str, obj: dict[str, Any]) -> tuple[str | None, str | None]:
+        """(account_number, contract_number) of an object: its own, else its related account's and contract's."""
+        account_number = _number(obj.get("account_number"))
+        contract_number = _number(obj.get("contract_number"))
+        if account_number is not None and (contract_number is not None or kind == "accounts"):
+            return account_number, contract_number
+        contract_ids: list[str] = []
+        if kind == "service_contracts":
+            contract_ids.append(obj["cds_servicecontract_id"])
+        contract_ids += obj.get("related_servicecontracts") or ()
+        contract_ids += obj.get("current_servicecontracts") or ()
+        for servicepoint in obj.get("current_servicepoints") or ():  # meter devices
+            contract_ids += self.servicepoint_contracts.get(servicepoint, ())
+        contracts = [self.contracts[c] for c in contract_ids if c in self.contracts]
+        if contract_number is None and kind != "accounts":
+            contract_number = next((c[0] for c in contracts if c[0] is not None), None)
+        if account_number is None:
+            account_ids = [obj["cds_account_id"]] if obj.get("cds_account_id") else []
+            account_ids += obj.get("related_accounts") or ()
+            account_ids += [c[1] for c in contracts if c[1]]
+            account_number = next((n for n in (self.accounts.get(a) for a in account_ids) if n is not None), None)
+            if account_number is None:
+                account_number = next((c[2] for c in contracts if c[2] is not None), None)
+        return account_number, contract_number
+
+
+class _Writer:
+    def __init__(self, session: Session, customer_id: str, source: str, now: datetime, report: IngestReport):
+        self.session = session
+        self.customer_id = customer_id
+        self.source = source
+        self.now = now
+        self.report = report
+
+    def object_row(self, kind: str, obj: dict[str, Any], numbers: _Numbers) -> dict[str, Any]:
+        body, digest = _body(obj)
+        account_number, contract_number = numbers.of(kind, obj)
+        sort_date = obj.get("statement_date") if kind == "bill_statements" else \
+            obj.get("start_date") if kind == "bill_sections" else None
+        return {"kind": kind, "object_id": obj[ID_FIELDS[kind]], "body": body, "body_hash": digest,
+                "sort_date": sort_date, "account_number": account_number, "contract_number": contract_number}
+
+    def segment_row(self, obj: dict[str, Any], numbers: _Numbers) -> dict[str, Any]:
+        body, digest = _body(obj)
+        account_number, contract_number = numbers.of("usage_segments", obj)
+        return {"segment_id": obj["cds_usagesegment_id"], "segment_start": _parse_utc(obj["segment_start"]),
+                "segment_end": _parse_utc(obj["segment_end"]), "body": body, "body_hash": digest,
+                "account_number": account_number, "contract_number": contract_number}
+
+    def upsert(self, model: type, id_column, kind: str, rows: list[dict[str, Any]]) -> None:
+        """One batch: look the ids up, then insert the new, replace the changed and confirm the unchanged rows."""
+        id_name = id_column.key
+        by_id = {row[id_name]: row for row in rows}  # a repeated id in one batch: the last one wins
+        query = select(id_column, model.customer_id, model.body_hash, model.account_number, model.contract_number) \
+            .where(id_column.in_(list(by_id)))
+        if model is DataObject:
+            query = query.where(DataObject.kind == kind)
+        existing = {row[0]: row for row in self.session.execute(query)}
+        inserts, changes, confirmed, renumbered = [], [], [], []
+        for object_id, row in by_id.items():
+            old = existing.get(object_id)
+            if old is None:
+                inserts.append(row | {"customer_id": self.customer_id, "source": self.source,
+                                      "created": self.now, "modified": self.now, "synced": self.now})
+            elif old.customer_id != self.customer_id:
+                raise IngestError(f"{kind} object {object_id} ({self.source}) is already stored for customer "
+                                  f"{old.customer_id!r}, not {self.customer_id!r}; nothing of this file was stored")
+            elif old.body_hash != row["body_hash"]:
+                changes.append(row | {"source": self.source, "modified": self.now, "synced": self.now})
+            else:
+                confirmed.append(object_id)
+                if (old.account_number, old.contract_number) != (row["account_number"], row["contract_number"]):
+                    renumbered.append({id_name: object_id, "account_number": row["account_number"],
+                                       "contract_number": row["contract_number"]} |
+                                      ({"kind": kind} if model is DataObject else {}))
+        if inserts:
+            self.session.execute(model.__table__.insert(), inserts)
+        if changes:
+            self.session.execute(update(model), changes)  # ORM bulk UPDATE by primary key
+        if renumbered:
+            self.session.execute(update(model), renumbered)
+        if confirmed:
+            statement = update(model).where(id_column.in_(confirmed)).values(synced=self.now)
+            if model is DataObject:
+                statement = statement.where(DataObject.kind == kind)
+            self.session.execute(statement, execution_options={"synchronize_session": False})
+        self.report.created[kind] += len(inserts)
+        self.report.modified[kind] += len(changes)
+        self.report.confirmed[kind] += len(confirmed)
+
+
+def _body(obj: dict[str, Any]) -> tuple[str, str]:
+    """The stored body (canonical JSON without the cds_* timestamps) and its SHA-256 hex."""
+    data = _canonical.encode({k: v for k, v in obj.items() if k not in TIMESTAMPS})
+    return data.decode(), hashlib.sha256(data).hexdigest()
+
+
+def _number(value: Any) -> str | None:
+    """An account or contract number usable as a filter key: a non-empty string that fits the column."""
+    if isinstance(value, str) and value.strip() and len(value) <= _NUMBER_LENGTH:
+        return value
+    return None
+
+
+def _parse_utc(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise IngestError(f"datetime without offset in a translated object: {value!r}")
+    return parsed.astimezone(UTC)
+
+
+def _utc_now(now: datetime | None) -> datetime:
+    if now is None:
+        now = datetime.now(UTC)
+    elif now.tzinfo is None:
+        raise ValueError(f"naive datetime {now!r}: pass a UTC-aware time")
+    return now.astimezone(UTC).replace(microsecond=0)
+
+
+def _batches(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# ------------------------------------------------------------------------------------------------------ reading
+
+
+def load_objects(session: Session, customer_ids: Collection[str], kind: str | None = None) -> list[dict[str, Any]]:
+    """The stored non-segment objects of these customers (of one listing ``kind`` or all), as full CDS objects in
+    (kind, id) order; see :func:`data_object`."""
+    query = select(DataObject).where(DataObject.customer_id.in_(list(customer_ids)))
+    if kind is not None:
+        query = query.where(DataObject.kind == kind)
+    query = query.order_by(DataObject.kind, DataObject.object_id)
+    return [data_object(row) for row in session.scalars(query)]
+
+
+def data_object(row: DataObject) -> dict[str, Any]:
+    """A DataObject row as its CDS object: id and cds_* timestamps first, decimals as Decimal, integers as int."""
+    return _object(ID_FIELDS[row.kind], row)
+
+
+def segment_object(row: UsageSegmentRow) -> dict[str, Any]:
+    """A UsageSegmentRow as its CDS Usage Segment (like :func:`data_object`)."""
+    return _object("cds_usagesegment_id", row)
+
+
+def _object(id_field: str, row: DataObject | UsageSegmentRow) -> dict[str, Any]:
+    body = json.loads(row.body, parse_float=Decimal)
+    obj = {id_field: body.pop(id_field), "cds_created": rfc3339(row.created), "cds_modified": rfc3339(row.modified),
+           "cds_synced": rfc3339(row.synced)}
+    obj.update(body)
+    return obj
+
+
+def rfc3339(moment: datetime) -> str:
+    """``YYYY-MM-DDThh:mm:ssZ`` (the store keeps whole seconds for these timestamps)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
