@@ -17,6 +17,8 @@ Rules implemented here (spec facts; the spec reference is ``shared/reference/cds
   the start-type fields, added for the others; ``"infinite"`` stays as it is;
 * one Grant Admin entry per request (WG1-02 §3.3.2); one ``jwk`` for all entries (WG3-01 §7.4.6);
   ``merge_selection_with`` consistency (WG3-01 §7.4.2); the per-scope-type rejections of WG3-01 §6.1;
+* server policy for direct access (``cds_query_*``, WG3-01 §6.2 MAY): at least one preselection field must list
+  values, and ``_all``/``_include_future`` are refused there;
 * consent scopes never echo preselection fields (WG3-01 §6), except the program lists of the program scopes.
 
 Durations are RFC 3339 Appendix A durations with integer components in ``Y M W D T H M S`` order (``W`` alone).
@@ -77,6 +79,11 @@ PRESELECTION_FIELDS = frozenset({
 #: ... except these, which the program scopes keep (scope type → field).
 ECHOED_PRESELECTIONS = {"cds_account_programs": frozenset({"account_programs"}),
                         "cds_service_programs": frozenset({"service_programs"})}
+
+#: Direct-access scope types (WG3-01 §6.2) start with this; their entries need a preselection (server policy).
+DIRECT_ACCESS_PREFIX = "cds_query_"
+#: Preselection values that only mean something on the authorization form (WG3-01 §7.1).
+FORM_ONLY_VALUES = frozenset({"_all", "_include_future"})
 
 #: The grant types this module knows; the consent ones hide preselections in what is echoed.
 FLOWS = frozenset({"authorization_code", "refresh_token", "client_credentials"})
@@ -595,7 +602,7 @@ def _fill_entry(entry: Mapping, index: int | None, type_: str, description: Mapp
 
 
 def _scope_type_rules(entry: Mapping, index: int | None, type_: str, description: Mapping) -> None:
-    """The per-scope-type rejections of WG3-01 §6.1 (customer-consent scopes)."""
+    """The per-scope-type rejections of WG3-01 §6.1 (customer-consent scopes) and the direct-access policy."""
     scope_type = description.get("type")
     checks: list[tuple[bool, str, str]] = []
     if scope_type == "cds_account_programs":
@@ -612,6 +619,28 @@ def _scope_type_rules(entry: Mapping, index: int | None, type_: str, description
     for failed, fid, message in checks:
         if failed:
             _fail(f"{message} for a {scope_type} scope", index, type_, fid)
+    if isinstance(scope_type, str) and scope_type.startswith(DIRECT_ACCESS_PREFIX) and not _is_consent(description):
+        _direct_access_rules(entry, index, type_, description)
+
+
+def _direct_access_rules(entry: Mapping, index: int | None, type_: str, description: Mapping) -> None:
+    """Server policy for direct access (WG3-01 §6.2: Servers MAY require preselections and reject unbounded token
+    requests): a ``cds_query_*`` entry must list values in at least one offered preselection field, and the
+    authorization-form values ``_all``/``_include_future`` have no place there. ``cds_query_aggregations`` is
+    exempt (anonymized data; the spec's guard there is a required ``q=`` on the API)."""
+    if description.get("type") == "cds_query_aggregations":
+        return
+    offered = sorted(fd["id"] for fd in _fields_for(description, type_) if fd["id"] in PRESELECTION_FIELDS)
+    if not offered:
+        return
+    for fid in offered:
+        value = entry.get(fid)
+        if isinstance(value, list) and FORM_ONLY_VALUES & set(value):
+            _fail(f"{sorted(FORM_ONLY_VALUES & set(value))} select on the authorization form; direct access must "
+                  "name the objects themselves", index, type_, fid)
+    if all(entry.get(fid) is None for fid in offered):
+        _fail(f"direct access must be bounded by a preselection: at least one of {offered} must list values "
+              "(this server rejects unbounded cds_query_* token requests, WG3-01 §6.2)", index, type_)
 
 
 def _field_shape(fd: Mapping) -> tuple:

@@ -174,6 +174,12 @@ def _new_scope(value: Any, client: Client, descriptions: Mapping[str, Any]) -> l
         if not compatible:
             raise _invalid(f"scope {scope_id} needs other response types, grant types or authentication than "
                            "this Client has; it belongs to another Client")
+    # A scope gated by registration requirements (e.g. internal review of direct access) is reviewed when it is
+    # registered; adding it later through PUT would skip that review.
+    held = set(client.scope.split())
+    gated = [s for s in scopes if s not in held and descriptions[s].registration_requirements]
+    if gated:
+        raise _invalid(f"scopes {' '.join(gated)} need review at registration; register them anew")
     admin_types = [s for s in scopes if descriptions[s].type == "cds_grant_admin"]
     if admin_types and len(admin_types) != len(scopes):
         raise _invalid("Grant Admin scopes cannot share a Client with other scopes")

@@ -2,7 +2,9 @@
 
 Spec: CDS-WG1-01 §3 (Metadata object, capabilities), §4 (Coverage Listing and Coverage Entry, the ``ids`` filter,
 newest first) and CDS-WG1-02 §3.1 (the ``oauth`` capability and ``oauth_metadata``), §3.2 (the RFC 8414 object as
-CDS profiles it), plus the CDS-WG3-01 §5 ``cds_customerdata_version`` field.
+CDS profiles it), plus the CDS-WG3-01 §5 fields: ``cds_customerdata_version``, the data-API URLs of the seven
+listings this gateway serves and ``cds_usagesegments_additional_value_types``. No ``cds_aggregations_api`` or
+``cds_eacs_api``: Green Button data has no aggregations or EACs, and no scope offers them.
 
 Plain functions over plain data: they read the configuration, the :class:`cds.urls.Urls` and the scope
 descriptions they are given and return JSON-ready dicts. No HTTP, no database, no clock.
@@ -28,14 +30,17 @@ from urllib.parse import quote, urlencode
 import msgspec
 
 from cds.registration import rfc3339
-from cds.scopes import metadata_json, oauth_metadata_unions
+from cds.scopes import metadata_json, oauth_metadata_unions, registration_fields
 from cds.urls import Urls
 
 __all__ = [
+    "ADDITIONAL_VALUE_TYPES",
     "CDS_CUSTOMERDATA_VERSION",
     "CDS_METADATA_VERSION",
     "CDS_OAUTH_VERSION",
+    "DATA_API_FIELDS",
     "InvalidCursor",
+    "additional_value_types",
     "canonical_json",
     "client_oauth_metadata_url",
     "client_scope_descriptions",
@@ -52,6 +57,45 @@ CDS_OAUTH_VERSION = "v1"  # WG1-02 §3.2
 CDS_CUSTOMERDATA_VERSION = "v1"  # WG3-01 §5
 BASE_CAPABILITIES = ("coverage", "oauth")  # WG1-01 §3.4 + WG1-02 §3.1
 CLIENT_AUTH_METHODS = ["client_secret_basic"]  # WG1-02 §3.4: the only method any CDS scope of this server uses
+
+#: WG3-01 §5 metadata field → listing name (cds.urls.Urls.data_api); the bill fields are singular in the spec.
+DATA_API_FIELDS = {
+    "cds_accounts_api": "accounts",
+    "cds_servicecontracts_api": "service_contracts",
+    "cds_servicepoints_api": "service_points",
+    "cds_meterdevices_api": "meter_devices",
+    "cds_billstatement_api": "bill_statements",
+    "cds_billsection_api": "bill_sections",
+    "cds_usagesegments_api": "usage_segments",
+}
+
+#: The server-defined usage value types the ESPI translation can emit (docs/mapping.md §4.4, §4.10), described as
+#: WG3-01 §10.8.6 ValueTypeDescriptions (``type``, ``name``, ``description``, ``documentation``): type → (name,
+#: description).
+ADDITIONAL_VALUE_TYPES: Mapping[str, tuple[str, str]] = {
+    "greenbridge_temperature": (
+        "Temperature", "A temperature series of the Green Button feed (ESPI kind 46), in degrees Celsius "
+        "(units \"C\"); value object {\"v\": decimal}."),
+    "greenbridge_reactive_energy": (
+        "Reactive energy", "Reactive energy (ESPI VArh), in kvarh, with the direction when the feed states one; value "
+        "object {\"v\": decimal}, not sign-normalized."),
+    "greenbridge_reactive_power": (
+        "Reactive power", "Reactive power (ESPI VAr), in kvar, with the direction when the feed states one; value "
+        "object {\"v\": decimal}, not sign-normalized."),
+    "greenbridge_natural_gas_energy": (
+        "Natural gas energy", "Natural gas metered as energy in joules or watt-hours (greenbridge_units), which has no "
+        "exact conversion to the CDS gas units; value object {\"v\": decimal}."),
+    "greenbridge_espi_reading": (
+        "Other Green Button reading", "A Green Button series CDS has no type for (voltage, current, power factor, "
+        "codes, an unknown unit …), scaled by its power-of-ten multiplier, with the raw ESPI unit code in "
+        "greenbridge_uom; value object {\"v\": decimal}."),
+    "greenbridge_cost_without_currency": (
+        "Cost without a known currency", "Interval costs of a Green Button series whose currency the feed does not "
+        "state; value object {\"v\": decimal} in that unknown currency."),
+    "greenbridge_power_quality": (
+        "Electric power quality summary", "A Green Button ElectricPowerQualitySummary (Function Block 17) over its "
+        "summary interval: one value object holding the counters present, as integers."),
+}
 
 
 class _Server(Protocol):
@@ -236,6 +280,13 @@ def client_scope_descriptions(descriptions: Mapping[str, Any], scopes: Iterable[
     return {scope_id: desc for scope_id, desc in descriptions.items() if scope_id in wanted}
 
 
+def additional_value_types(urls: Urls) -> dict[str, dict[str, str]]:
+    """``cds_usagesegments_additional_value_types`` (WG3-01 §5, §10.8.6): every server-defined value type."""
+    return {value_type: {"type": value_type, "name": name, "description": description,
+                         "documentation": f"{urls.documentation}/usage-segments#{value_type}"}
+            for value_type, (name, description) in ADDITIONAL_VALUE_TYPES.items()}
+
+
 def oauth_metadata(config: _Config, urls: Urls, descriptions: Mapping[str, Any], *,
                    client_scopes: Iterable[str] | None = None) -> dict[str, Any]:
     """The Authorization Server Metadata object (RFC 8414 as WG1-02 §3.2 profiles it, with WG3-01 §5).
@@ -246,6 +297,10 @@ def oauth_metadata(config: _Config, urls: Urls, descriptions: Mapping[str, Any],
     ``registration_endpoint`` is left out. The flow-valued fields (response and grant types, auth methods, PKCE)
     stay server-wide: they remain "at least the union" of the listed scopes' values and keep the RFC 8414
     ``response_types_supported`` non-empty.
+
+    ``cds_registration_fields`` covers the ids the shown scopes reference (WG1-02 §3.2). The WG3-01 §5 data-API URLs
+    are the same in both documents: every listing is served to whatever grant covers it, and a client reads them
+    from its own document (WG3-01 §5).
     """
     server = config.server
     unions = oauth_metadata_unions(descriptions)
@@ -283,10 +338,11 @@ def oauth_metadata(config: _Config, urls: Urls, descriptions: Mapping[str, Any],
         "cds_grants_api": urls.grants_api,
         "cds_test_accounts": urls.test_accounts,
         "cds_scope_descriptions": metadata_json(shown),
-        "cds_registration_fields": {},
+        "cds_registration_fields": registration_fields(shown, documentation_base=urls.documentation),
         "cds_customerdata_version": CDS_CUSTOMERDATA_VERSION,
-        # The WG3-01 §5 data-API URLs (cds_accounts_api, cds_usagesegments_api…) arrive with the data APIs.
     })
+    body.update({field: urls.data_api(listing) for field, listing in DATA_API_FIELDS.items()})
+    body["cds_usagesegments_additional_value_types"] = additional_value_types(urls)
     return body
 
 

@@ -7,6 +7,12 @@ One registration yields several Client objects sharing a ``registration_id``:
   auth method (§4.3 allows combining such scopes); code-flow clients start in ``sandbox`` with the server-created
   default redirect URI (§4.3);
 * one Grant Admin client per ``grant_admin_scope`` named by a requested scope (§4.3);
+* one client for the requested direct-access scopes (WG3-01 §6.2, ``cds_query_*``), never shared with other scopes
+  (WG3-01 §4.11: direct-access and consent scopes must not share a Client object). Direct access reads the data of
+  any customer the Client can name, so this client is created ``disabled`` with ``cds_status_options``
+  ``["disabled"]`` (the Client cannot enable it through PUT, and a disabled client cannot authenticate) until an
+  operator has done the ``internal_review`` its scopes require and runs ``greenbridge client enable``. A server
+  notification about the pending review is written to the registration's Messages;
 * one Credential for every client with a token endpoint auth method.
 
 RFC 7591 metadata values are checked with Authlib's ``ClientMetadataClaims``; the CDS rules (``cds_client_admin``
@@ -28,6 +34,7 @@ from cds.store.models import Client, Credential
 from cds.urls import Urls
 
 CLIENT_ADMIN = "cds_client_admin"
+DIRECT_ACCESS_PREFIX = "cds_query_"  # WG3-01 §6.2 scope types
 # RFC 7591 §2 fields a client may submit and later edit through PUT (WG1-02 §5.5).
 URI_FIELDS = ("client_uri", "logo_uri", "tos_uri", "policy_uri")
 
@@ -134,6 +141,8 @@ def register(
         d = descriptions[scope_id]
         key = (tuple(d.response_types_supported), tuple(d.grant_types_supported),
                tuple(d.token_endpoint_auth_methods_supported))
+        if is_direct_access(d):
+            key = ("direct_access", *key)  # never together with any other kind of scope
         groups.setdefault(key, []).append(scope_id)
         if d.grant_admin_scope and d.grant_admin_scope not in grant_admin_scopes:
             grant_admin_scopes.append(d.grant_admin_scope)
@@ -145,9 +154,13 @@ def register(
             # Grant Admin gets its own client even when requested alongside other client_credentials scopes.
             groups.setdefault(("grant_admin", ga), []).append(ga)
     created = [admin]
-    for scopes in groups.values():
+    for key, scopes in groups.items():
         is_code = any(descriptions[s].response_types_supported for s in scopes)
-        if is_code:
+        if key[0] == "direct_access":
+            client = new_client(box.new_id(), scopes, status="disabled", options=["disabled"])
+            created.append(client)
+            _review_notice(session, client, urls=urls, box=box, now=now)
+        elif is_code:
             created.append(new_client(box.new_id(), scopes, status="sandbox", options=["sandbox", "disabled"]))
         else:
             created.append(new_client(box.new_id(), scopes, status="production", options=["production", "disabled"]))
@@ -159,6 +172,26 @@ def register(
     response = client_json(admin, urls)
     response["client_secret"] = secrets[admin.client_id]
     return response
+
+
+def is_direct_access(description: Any) -> bool:
+    """A WG3-01 §6.2 direct-access scope: a ``cds_query_*`` type without response types."""
+    return description.type.startswith(DIRECT_ACCESS_PREFIX) and not description.response_types_supported
+
+
+def _review_notice(session: Session, client: Client, *, urls: Urls, box: SecretBox, now: datetime) -> None:
+    """The server notification that a direct-access Client waits for the operator's review (internal_review)."""
+    from cds.messages import changelog  # cds.messages imports this module
+
+    changelog(
+        session, client.registration_id, related_uri=urls.client(client.client_id), related_type="client",
+        name="Direct access: internal review pending",
+        description=f"Client {client.client_id} ({client.scope}) reads the data of any customer it names, so the "
+                    "operator of this server reviews it before enabling it (registration requirement "
+                    "cds_internal_review). Until then it is disabled and cannot get tokens. Send a "
+                    "production_request Message for this Client with what the review needs.",
+        changes=[], box=box, now=now,
+    )
 
 
 def new_credential(session: Session, client: Client, *, box: SecretBox, now: datetime) -> str:

@@ -19,6 +19,20 @@ billing summaries but no aggregations, premises, coordinates, meter apps or bill
 * Fields the spec lists "if data available" are offered only when Green Button data can fill them.
 * History windows (``segment_start``, ``start_date``, ``statement_date_start``) default to their maximum, which is
   the history the gateway can serve; end fields default to ``"infinite"`` (ongoing); ``sync_until`` to ``P1Y``.
+
+Direct-access scopes (WG3-01 §6.2, ``cds_query_*``) let a Client read the data of any customer it can name, so:
+
+* ``response_types_supported`` is ``[]`` and the only grant type is ``client_credentials`` (no PKCE);
+  ``grant_admin_scope`` is null: the Client gets its tokens directly with its own credentials, and a Grant Admin
+  client of the same registration must not be able to mint tokens for these grants (it would not be stopped by the
+  direct-access Client being disabled);
+* every one lists the ``internal_review`` registration requirement ``cds_internal_review``: its Client object is
+  created disabled and only an operator enables it (``greenbridge client enable``, cds/registration.py);
+* the duration fields of the §6.2 table are ``is_required`` (no default: the Client states its window); the §6.2
+  default-true include fields default to true, the few identifier/detail extras offered to false (PII is off by
+  default, WG3-01 §11); the preselection fields are ``string_list_or_null`` (null: no filter from that field) and
+  at least one must be a list (cds/authorization_details.py rejects unbounded requests, WG3-01 §6.2 MAY);
+* no premises, aggregations or EACs: Green Button data has none.
 """
 
 from __future__ import annotations
@@ -31,6 +45,8 @@ from typing import Any
 from cds.authorization_details import load_timezone, parse_duration
 
 __all__ = [
+    "DIRECT_ACCESS_TYPES",
+    "INTERNAL_REVIEW_ID",
     "NO_DEFAULT",
     "AuthorizationDetailsField",
     "Choice",
@@ -42,6 +58,7 @@ __all__ = [
     "metadata_json",
     "oauth_metadata_unions",
     "problems",
+    "registration_fields",
     "response_types_supported",
     "scope_ids_of_type",
     "scopes_supported",
@@ -262,6 +279,17 @@ _INCLUDE = {
                                        "previous balance, new charges and new balance amounts on Bill Statements"),
     "include_bill_sections": ("Include bill sections", "the Bill Section objects related to the shared data"),
     "include_bill_section_line_items": ("Include bill line items", "the line items on Bill Section objects"),
+    "include_usage_segments": ("Include usage segments", "the Usage Segments related to the shared data"),
+}
+
+# Direct access (WG3-01 §6.2): what the Client may name, without the authorization-form special values.
+_DIRECT_PRESELECT = {
+    "account_numbers": "Accounts (and their contracts) with these account numbers",
+    "contract_numbers": "Service Contracts with these contract numbers, and the Accounts owning them",
+    "servicepoint_numbers": "Service Points with these service point numbers, and the objects linked to them",
+    "meter_numbers": "Meter Devices with these meter numbers, and the objects linked to them",
+    "addresses": "the Accounts, Service Contracts and Service Points at these addresses (normalized address "
+                 "matching; see the documentation for the abbreviations, separators and examples)",
 }
 
 _SELECTION = {
@@ -325,8 +353,18 @@ class _Builder:
         return AuthorizationDetailsField(field_id, name, f"Whether to share {what}.", self.field_doc(field_id),
                                          (scope_id,), "boolean", False, default=default)
 
-    def duration(self, field_id: str, scope_id: str) -> AuthorizationDetailsField:
-        zone = f"Relative values are taken from the approval time in {self.timezone}."
+    def direct_preselect(self, field_id: str, scope_id: str) -> AuthorizationDetailsField:
+        name = _PRESELECT[field_id][0].replace("Preselect", "Filter by")
+        return AuthorizationDetailsField(
+            field_id, name, f"Share only {_DIRECT_PRESELECT[field_id]} (null: no filter from this field). At least "
+            "one preselection field must list values: this server rejects unbounded direct-access requests.",
+            self.field_doc(field_id), (scope_id,), "string_list_or_null", False, default=None, maximum=LIST_MAXIMUM,
+            minimum=1)
+
+    def duration(self, field_id: str, scope_id: str, *, required: bool = False) -> AuthorizationDetailsField:
+        # Direct access (the required variant) has no approval: its reference is the first token request (§3.9).
+        moment = "the first token request" if required else "the approval time"
+        zone = f"Relative values are taken from {moment} in {self.timezone}."
         specs = {
             "sync_until": ("Keep data updated until", "How long the shared data keeps being updated.",
                            "relative_or_absolute_datetime", self.sync_until_default, "infinite", "PT0S"),
@@ -346,8 +384,11 @@ class _Builder:
                          "P0D"),
         }
         name, description, fmt, default, maximum, minimum = specs[field_id]
+        if required:  # a required field has no default (WG1-02 §3.8)
+            default = NO_DEFAULT
         return AuthorizationDetailsField(field_id, name, f"{description} {zone}", self.field_doc(field_id),
-                                         (scope_id,), fmt, False, default=default, maximum=maximum, minimum=minimum)
+                                         (scope_id,), fmt, required, default=default, maximum=maximum,
+                                         minimum=minimum)
 
     def common(self, scope_id: str, selections: Sequence[str], default_selection: str) -> list:
         table = {choice_id: _SELECTION[choice_id][0] for choice_id in selections}
@@ -481,8 +522,73 @@ _CONSENT_SCOPES: dict[str, dict[str, Any]] = {
     },
 }
 
+# Direct-access scopes (WG3-01 §6.2): the required (duration) fields of the §6.2 table, then the include fields
+# with their defaults: the table's default-true fields first, then the optional extras (default false).
+_DIRECT_SCOPES: dict[str, dict[str, Any]] = {
+    "cds_query_accounts": {
+        "name": "Account query (direct access)",
+        "description": "Query the Accounts of the customers named in the token request, without their consent "
+                       "through this server (contracted access; reviewed before production).",
+        "durations": ["sync_until"],
+        "include": {"include_accounts": True, "include_account_numbers": False, "include_account_details": False},
+    },
+    "cds_query_service_contracts": {
+        "name": "Service contract query (direct access)",
+        "description": "Query the Service Contracts (and their Accounts) named in the token request "
+                       "(contracted access; reviewed before production).",
+        "durations": ["sync_until"],
+        "include": {"include_accounts": True, "include_service_contracts": True, "include_account_numbers": False,
+                    "include_contract_numbers": False, "include_service_contract_details": False},
+    },
+    "cds_query_service_points": {
+        "name": "Service point query (direct access)",
+        "description": "Query the Service Points named in the token request (contracted access; reviewed before "
+                       "production).",
+        "durations": ["sync_until"],
+        "include": {"include_service_points": True, "include_service_point_addresses": False},
+    },
+    "cds_query_meter_devices": {
+        "name": "Meter query (direct access)",
+        "description": "Query the Meter Devices named in the token request (contracted access; reviewed before "
+                       "production).",
+        "durations": ["sync_until"],
+        "include": {"include_meter_devices": True, "include_meter_numbers": False},
+    },
+    "cds_query_bill_statements": {
+        "name": "Bill statement query (direct access)",
+        "description": "Query the Bill Statements of the Accounts named in the token request (contracted access; "
+                       "reviewed before production).",
+        "durations": ["sync_until", "statement_date_start", "statement_date_end"],
+        "include": {"include_bill_statements": True, "include_account_numbers": False,
+                    "include_bill_statement_charges": False},
+    },
+    "cds_query_bill_sections": {
+        "name": "Bill section query (direct access)",
+        "description": "Query the Bill Sections of the services named in the token request (contracted access; "
+                       "reviewed before production).",
+        "durations": ["sync_until", "start_date", "end_date"],
+        "include": {"include_bill_sections": True, "include_account_numbers": False,
+                    "include_contract_numbers": False, "include_bill_section_line_items": False},
+    },
+    "cds_query_usage": {
+        "name": "Usage query (direct access)",
+        "description": "Query the Usage Segments of the meters and services named in the token request "
+                       "(contracted access; reviewed before production).",
+        "durations": ["sync_until", "segment_start", "segment_end"],
+        "include": {"include_usage_segments": True, "include_meter_devices": False, "include_meter_numbers": False},
+        "value_types": True,  # include_usage_segment_value_types, default-true (every value type)
+    },
+}
+_DIRECT_PRESELECT_FIELDS = ("account_numbers", "contract_numbers", "servicepoint_numbers", "meter_numbers",
+                            "addresses")
+
+#: The direct-access scope types this server offers (WG3-01 §6.2; no ``cds_query_aggregations``: no data).
+DIRECT_ACCESS_TYPES = tuple(_DIRECT_SCOPES)
+
 CLIENT_ADMIN_ID = "cds_client_admin"
 GRANT_ADMIN_ID = "cds_grant_admin_1"
+#: The ``internal_review`` registration requirement (WG1-02 §3.5–3.6) of every direct-access scope.
+INTERNAL_REVIEW_ID = "cds_internal_review"
 
 
 def build_scope_descriptions(
@@ -499,8 +605,9 @@ def build_scope_descriptions(
 ) -> dict[str, ScopeDescription]:
     """The gateway's Scope Descriptions, keyed by scope id (the ``cds_scope_descriptions`` map).
 
-    ``cds_client_admin``, ``cds_grant_admin_1`` and the consent scopes ``cds_usage_1``, ``cds_meters_1``,
-    ``cds_service_contracts_1``, ``cds_accounts_1``, ``cds_bill_statements_1``, ``cds_service_bills_1``.
+    ``cds_client_admin``, ``cds_grant_admin_1``, the consent scopes ``cds_usage_1``, ``cds_meters_1``,
+    ``cds_service_contracts_1``, ``cds_accounts_1``, ``cds_bill_statements_1``, ``cds_service_bills_1`` and the
+    direct-access scopes ``cds_query_accounts_1`` … ``cds_query_usage_1`` (:data:`DIRECT_ACCESS_TYPES`).
     ``documentation_base`` is the URL prefix of the gateway's documentation; ``timezone`` the ``cds_timezone``
     (named in the duration fields' descriptions); ``segment_history`` / ``bill_history`` the furthest-back usage
     and billing history (RFC 3339 durations); ``coverages`` the WG1-01 coverage ids of the consent scopes.
@@ -556,7 +663,54 @@ def build_scope_descriptions(
             grant_admin_scope=GRANT_ADMIN_ID, authorization_details_types_supported=(scope_id,),
             authorization_details_fields_supported=tuple(fields),
         )
+    for scope_type, spec in _DIRECT_SCOPES.items():
+        scope_id = scope_type + "_1"
+        fields = [builder.duration(fid, scope_id, required=True) for fid in spec["durations"]]
+        fields += [builder.direct_preselect(fid, scope_id) for fid in _DIRECT_PRESELECT_FIELDS]
+        fields += [builder.include(fid, scope_id, default) for fid, default in spec["include"].items()]
+        if spec.get("value_types"):
+            fields.append(builder.usage_value_types(scope_id))
+        descriptions[scope_id] = ScopeDescription(
+            id=scope_id, type=scope_type, name=spec["name"], description=spec["description"],
+            documentation=builder.doc("scopes", scope_id), registration_requirements=(INTERNAL_REVIEW_ID,),
+            response_types_supported=(), grant_types_supported=("client_credentials",),
+            token_endpoint_auth_methods_supported=("client_secret_basic",), code_challenge_methods_supported=(),
+            coverages_supported=coverage_ids, grant_admin_scope=None,
+            authorization_details_types_supported=(scope_id,), authorization_details_fields_supported=tuple(fields),
+        )
     return descriptions
+
+
+def registration_fields(descriptions: Mapping[str, Any], *, documentation_base: str) -> dict[str, dict[str, Any]]:
+    """The ``cds_registration_fields`` map (WG1-02 §3.2, §3.5) for ``descriptions``: one Registration Field object
+    for each id their ``registration_requirements``/``registration_optional`` name, ``{}`` when none.
+
+    The only field this server defines is ``cds_internal_review`` (type ``internal_review``): the operator reviews
+    a direct-access Client before enabling it. Its documentation is the support section of the gateway's
+    documentation, where the operator says how to reach them. ``ValueError`` for an id this server does not define.
+    """
+    base = documentation_base.rstrip("/")
+    known = {
+        INTERNAL_REVIEW_ID: {
+            "id": INTERNAL_REVIEW_ID,
+            "type": "internal_review",
+            "description": "Direct access reads the data of any customer the Client can name, so the operator of "
+                           "this server reviews the Client (its purpose, contract with the utility and the customers "
+                           "concerned) before enabling it. Until then its Client object is disabled and cannot get "
+                           "tokens; the review is discussed through the Messages API.",
+            "documentation": f"{base}#support",
+        },
+    }
+    wanted: list[str] = []
+    for description in metadata_json(descriptions).values():
+        for field_id in [*description.get("registration_requirements", ()),
+                         *description.get("registration_optional", ())]:
+            if field_id not in wanted:
+                wanted.append(field_id)
+    unknown = [field_id for field_id in wanted if field_id not in known]
+    if unknown:
+        raise ValueError(f"registration fields {unknown} are not defined by this server")
+    return {field_id: dict(known[field_id]) for field_id in sorted(wanted)}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -629,7 +783,8 @@ def problems(descriptions: Mapping[str, Any]) -> list[str]:
 
     Useful when a deployment customises the descriptions: key = id, PKCE rules, ``grant_admin_scope`` targets,
     ``for_types`` ⊆ the scope's RAR types, limits and choices per format, defaults only on optional fields,
-    consent-scope rules (optional fields, ``jwk`` default null, the selection-type field present).
+    consent-scope rules (optional fields, ``jwk`` default null, the selection-type field present), direct-access
+    rules (``client_credentials``; no merge, purpose or scope-modification fields).
     """
     found: list[str] = []
     docs = metadata_json(descriptions)
@@ -656,6 +811,12 @@ def problems(descriptions: Mapping[str, Any]) -> list[str]:
             ids = {fd["id"] for fd in desc.get("authorization_details_fields_supported") or []}
             if desc.get("type", "").startswith("cds_") and types and "authorization_form_selection_type" not in ids:
                 found.append(f"{where}: authorization_form_selection_type must be offered")
+        elif desc.get("type", "").startswith("cds_query_"):
+            if "client_credentials" not in (desc.get("grant_types_supported") or []):
+                found.append(f"{where}: a direct-access scope needs client_credentials (WG3-01 §6.2)")
+            ids = {fd["id"] for fd in desc.get("authorization_details_fields_supported") or []}
+            for fid in sorted(ids & {"merge_selection_with", "purpose", "allow_scope_modifications"}):
+                found.append(f"{where}: {fid} is not offered without response_types (WG3-01 §7.4)")
         seen: set[str] = set()
         for fd in desc.get("authorization_details_fields_supported") or []:
             fwhere = f"{where} field {fd.get('id')!r}"

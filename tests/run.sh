@@ -7,5 +7,6 @@ gb_setup test
 cd "$GB_ROOT"
 # A missing PostgreSQL or Chromium fails the tests that need them instead of skipping them (tests/conftest.py).
 export GREENBRIDGE_REQUIRE_SERVERS=1
+export GREENBRIDGE_HYPOTHESIS_PROFILE="${GREENBRIDGE_HYPOTHESIS_PROFILE:-repeatable}"
 "$GB_VENV/bin/ruff" check .
 "$GB_VENV/bin/python" -m pytest "$@"

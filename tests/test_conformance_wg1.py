@@ -50,6 +50,13 @@ EXTRA_KEYS: dict[str, dict[str, str]] = {
         "$.cds_scope_descriptions.*.registration_optional":
             "erratum (§6.1 item 17, §6.3): REQUIRED by WG1-02 §3.4, absent from the example's scopes",
         "$.cds_customerdata_version": "WG3-01 §5: REQUIRED of a server implementing CDS-WG3-01",
+        **{f"$.{key}": "WG3-01 §5: the data-API URL of a listing this server serves (REQUIRED with the scopes "
+                       "that include it)"
+           for key in ("cds_accounts_api", "cds_servicecontracts_api", "cds_servicepoints_api",
+                       "cds_meterdevices_api", "cds_billstatement_api", "cds_billsection_api",
+                       "cds_usagesegments_api")},
+        "$.cds_usagesegments_additional_value_types":
+            "WG3-01 §5: REQUIRED with cds_usagesegments_api (the translation's server-defined value types)",
         "$.require_pushed_authorization_requests":
             "RFC 9126 §5: this server takes authorization requests only through PAR and must say so",
         "$.revocation_endpoint_auth_methods_supported": "RFC 8414 §2: stated explicitly (client_secret_basic only)",
@@ -83,7 +90,8 @@ IGNORED_EXAMPLE_VALUES: dict[str, dict[str, str]] = {
             "erratum (§6.3): lacks `type` and lists no RAR types although it is in the top-level "
             "authorization_details_types_supported",
         "$.cds_registration_fields.company_name":
-            "referenced only by example_custom's registration_requirements (§6.3); this server defines no fields",
+            "referenced only by example_custom's registration_requirements (§6.3); this server defines only the "
+            "internal_review field of its direct-access scopes",
     },
 }
 

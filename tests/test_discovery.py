@@ -314,7 +314,13 @@ REQUIRED_OAUTH = ["issuer", "authorization_endpoint", "token_endpoint", "registr
                   "service_documentation", "op_policy_uri", "op_tos_uri", "cds_oauth_version",
                   "cds_human_registration", "cds_timezone", "cds_clients_api", "cds_messages_api",
                   "cds_credentials_api", "cds_grants_api", "cds_test_accounts", "cds_scope_descriptions",
-                  "cds_registration_fields", "cds_customerdata_version"]
+                  "cds_registration_fields", "cds_customerdata_version", "cds_accounts_api",
+                  "cds_servicecontracts_api", "cds_servicepoints_api", "cds_meterdevices_api", "cds_billstatement_api",
+                  "cds_billsection_api", "cds_usagesegments_api", "cds_usagesegments_additional_value_types"]
+DATA_APIS = {"cds_accounts_api": "accounts", "cds_servicecontracts_api": "service_contracts",
+             "cds_servicepoints_api": "service_points", "cds_meterdevices_api": "meter_devices",
+             "cds_billstatement_api": "bill_statements", "cds_billsection_api": "bill_sections",
+             "cds_usagesegments_api": "usage_segments"}
 
 
 def _check_unions(body: dict) -> None:
@@ -360,9 +366,20 @@ def test_oauth_metadata_fields_and_values(client, config):
     assert body["service_documentation"] == config.server.documentation
     assert body["op_policy_uri"] == config.server.op_policy_uri
     assert body["op_tos_uri"] == config.server.op_tos_uri
-    assert body["cds_registration_fields"] == {}
+    # The direct-access scopes' internal review is the only registration field (WG1-02 §3.2: every referenced id).
+    assert list(body["cds_registration_fields"]) == ["cds_internal_review"]
+    assert body["cds_registration_fields"]["cds_internal_review"]["type"] == "internal_review"
+    referenced = {field for desc in body["cds_scope_descriptions"].values()
+                  for field in desc["registration_requirements"] + desc["registration_optional"]}
+    assert referenced == set(body["cds_registration_fields"])
+    # WG3-01 §5: the seven listings served; no aggregations or EACs (Green Button has none).
+    assert {key: body[key] for key in DATA_APIS} == {key: urls.data_api(name) for key, name in DATA_APIS.items()}
     assert not [key for key in body if key.startswith("cds_") and key.endswith("_api") and key not in (
-        "cds_clients_api", "cds_messages_api", "cds_credentials_api", "cds_grants_api")]  # data APIs come later
+        "cds_clients_api", "cds_messages_api", "cds_credentials_api", "cds_grants_api", *DATA_APIS)]
+    value_types = body["cds_usagesegments_additional_value_types"]
+    assert value_types and all(key.startswith("greenbridge_") for key in value_types)
+    for key, description in value_types.items():
+        assert list(description) == ["type", "name", "description", "documentation"] and description["type"] == key
     gateway = client.app.state.gateway
     assert set(body["cds_scope_descriptions"]) == set(gateway.descriptions)
     assert body["scopes_supported"] == sorted(body["scopes_supported"])

@@ -11,6 +11,8 @@ import pytest
 from conftest import REPO
 
 from cds.scopes import (
+    DIRECT_ACCESS_TYPES,
+    INTERNAL_REVIEW_ID,
     NO_DEFAULT,
     AuthorizationDetailsField,
     Choice,
@@ -22,6 +24,7 @@ from cds.scopes import (
     metadata_json,
     oauth_metadata_unions,
     problems,
+    registration_fields,
     response_types_supported,
     scope_ids_of_type,
     scopes_supported,
@@ -42,6 +45,29 @@ FIELD_REQUIRED_KEYS = {"id", "name", "description", "documentation", "for_types"
 CHOICE_KEYS = {"id", "name", "description", "documentation"}
 CONSENT_IDS = ["cds_usage_1", "cds_meters_1", "cds_service_contracts_1", "cds_accounts_1", "cds_bill_statements_1",
                "cds_service_bills_1"]
+DIRECT_IDS = ["cds_query_accounts_1", "cds_query_service_contracts_1", "cds_query_service_points_1",
+              "cds_query_meter_devices_1", "cds_query_bill_statements_1", "cds_query_bill_sections_1",
+              "cds_query_usage_1"]
+# WG3-01 §6.2 (report §4.4 direct-access table): required fields, default-true fields.
+DIRECT_REQUIRED = {
+    "cds_query_accounts": {"sync_until"},
+    "cds_query_service_contracts": {"sync_until"},
+    "cds_query_service_points": {"sync_until"},
+    "cds_query_meter_devices": {"sync_until"},
+    "cds_query_bill_statements": {"sync_until", "statement_date_start", "statement_date_end"},
+    "cds_query_bill_sections": {"sync_until", "start_date", "end_date"},
+    "cds_query_usage": {"sync_until", "segment_start", "segment_end"},
+}
+DIRECT_DEFAULT_TRUE = {
+    "cds_query_accounts": {"include_accounts"},
+    "cds_query_service_contracts": {"include_accounts", "include_service_contracts"},
+    "cds_query_service_points": {"include_service_points"},
+    "cds_query_meter_devices": {"include_meter_devices"},
+    "cds_query_bill_statements": {"include_bill_statements"},
+    "cds_query_bill_sections": {"include_bill_sections"},
+    "cds_query_usage": {"include_usage_segments", "include_usage_segment_value_types"},
+}
+DIRECT_PRESELECTIONS = {"account_numbers", "contract_numbers", "servicepoint_numbers", "meter_numbers", "addresses"}
 COMMON = {"authorization_form_selection_type", "merge_selection_with", "error_if_no_preselections",
           "allow_scope_modifications", "jwk"}
 
@@ -140,11 +166,12 @@ def published(descriptions) -> dict[str, dict]:
 
 
 def test_the_expected_scopes_are_built(descriptions):
-    assert list(descriptions) == ["cds_client_admin", "cds_grant_admin_1", *CONSENT_IDS]
+    assert list(descriptions) == ["cds_client_admin", "cds_grant_admin_1", *CONSENT_IDS, *DIRECT_IDS]
     for scope_id, desc in descriptions.items():
         assert desc.id == scope_id
     assert descriptions["cds_usage_1"].type == "cds_usage"
     assert {descriptions[s].type for s in CONSENT_IDS} == set(REQUIRED_FIELDS)
+    assert [descriptions[s].type for s in DIRECT_IDS] == list(DIRECT_ACCESS_TYPES) == list(DIRECT_REQUIRED)
 
 
 def test_examples_have_the_scope_description_keys_modulo_errata():
@@ -334,16 +361,19 @@ def test_problems_finds_the_example_errata_and_broken_descriptions():
 
 def test_union_helpers(descriptions, published):
     for source in (descriptions, published):
-        assert scopes_supported(source) == sorted(["cds_client_admin", "cds_grant_admin_1", *CONSENT_IDS])
+        assert scopes_supported(source) == sorted(["cds_client_admin", "cds_grant_admin_1", *CONSENT_IDS,
+                                                   *DIRECT_IDS])
         assert scopes_supported(source, extra=["openid"])[-1] == "openid"
         assert response_types_supported(source) == ["code"]
         assert grant_types_supported(source) == ["authorization_code", "client_credentials", "refresh_token"]
         assert token_endpoint_auth_methods_supported(source) == ["client_secret_basic"]
         assert code_challenge_methods_supported(source) == ["S256"]
-        assert authorization_details_types_supported(source) == sorted(["cds_grant_admin_1", *CONSENT_IDS])
+        assert authorization_details_types_supported(source) == sorted(["cds_grant_admin_1", *CONSENT_IDS,
+                                                                        *DIRECT_IDS])
         assert scope_ids_of_type(source, "cds_grant_admin") == ["cds_grant_admin_1"]
         assert scope_ids_of_type(source, "cds_usage") == ["cds_usage_1"]
-        assert scope_ids_of_type(source, "cds_query_usage") == []
+        assert scope_ids_of_type(source, "cds_query_usage") == ["cds_query_usage_1"]
+        assert scope_ids_of_type(source, "cds_query_aggregations") == []
     unions = oauth_metadata_unions(descriptions)
     assert list(unions) == ["scopes_supported", "response_types_supported", "grant_types_supported",
                             "token_endpoint_auth_methods_supported", "code_challenge_methods_supported",
@@ -413,3 +443,83 @@ def test_build_rejects_bad_configuration(kwargs):
     options = {"documentation_base": "https://g.example", "timezone": "America/New_York", **kwargs}
     with pytest.raises(ValueError):
         build_scope_descriptions(**options)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Direct-access scopes (WG3-01 §6.2)
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("scope_id", DIRECT_IDS)
+def test_direct_access_scopes_follow_wg3_section_6_2(published, scope_id):
+    scope = published[scope_id]
+    scope_type = scope["type"]
+    assert scope_type == scope_id.removesuffix("_1")
+    assert scope["response_types_supported"] == []  # MUST be [] (§6.2): no authorization request
+    assert scope["grant_types_supported"] == ["client_credentials"]
+    assert scope["token_endpoint_auth_methods_supported"] == ["client_secret_basic"]
+    assert scope["code_challenge_methods_supported"] == []  # no authorization_code, so no PKCE (WG1-02 §3.4)
+    assert scope["grant_admin_scope"] is None  # tokens come from the client's own credentials, never Grant Admin
+    assert scope["registration_requirements"] == [INTERNAL_REVIEW_ID]
+    assert scope["registration_optional"] == []
+    assert scope["authorization_details_types_supported"] == [scope_id]
+    assert scope["coverages_supported"] == ["coverage-1"]
+    fields = {fd["id"]: fd for fd in scope["authorization_details_fields_supported"]}
+    assert len(fields) == len(scope["authorization_details_fields_supported"])
+    for fd in fields.values():
+        assert fd["for_types"] == [scope_id]
+    # The §6.2 "required" fields: offered, and required in the token request (no default; WG1-02 §3.8).
+    for fid in DIRECT_REQUIRED[scope_type]:
+        assert fields[fid]["is_required"] is True and "default" not in fields[fid], fid
+        assert "maximum" in fields[fid] and "minimum" in fields[fid]
+        assert "first token request" in fields[fid]["description"]
+    assert {fid for fid, fd in fields.items() if fd["is_required"]} == DIRECT_REQUIRED[scope_type]
+    # Default-true fields of the table are true; the extra include fields are off (PII off by default).
+    for fid, fd in fields.items():
+        if fid == "include_usage_segment_value_types":
+            assert fd["default"] == [choice["id"] for choice in fd["choices"]]
+        elif fid.startswith("include_"):
+            assert fd["format"] == "boolean"
+            assert fd["default"] is (fid in DIRECT_DEFAULT_TRUE[scope_type]), fid
+    assert DIRECT_DEFAULT_TRUE[scope_type] <= set(fields)
+    # Preselection: the objects a client may name, as string_list_or_null defaulting to null (no filter).
+    assert set(fields) >= DIRECT_PRESELECTIONS
+    for fid in DIRECT_PRESELECTIONS:
+        assert (fields[fid]["format"], fields[fid]["default"], fields[fid]["minimum"]) == \
+            ("string_list_or_null", None, 1)
+        assert "_all" not in fields[fid]["description"]
+    # Not offered without response_types (WG3-01 §7.4), nor data Green Button lacks.
+    assert not set(fields) & (COMMON - {"error_if_no_preselections", "jwk"})
+    assert not set(fields) & {"premise_numbers", "aggregation_numbers", "include_aggregations", "include_premises",
+                              "include_eacs", "include_coordinates"}
+
+
+def test_direct_access_value_types_match_the_consent_usage_scope(published):
+    direct = {fd["id"]: fd for fd in published["cds_query_usage_1"]["authorization_details_fields_supported"]}
+    consent = {fd["id"]: fd for fd in published["cds_usage_1"]["authorization_details_fields_supported"]}
+    ours, theirs = direct["include_usage_segment_value_types"], consent["include_usage_segment_value_types"]
+    assert ours["choices"] == theirs["choices"] and ours["default"] == theirs["default"]
+    assert ours["for_types"] == ["cds_query_usage_1"]
+
+
+def test_registration_fields_cover_every_referenced_id(descriptions):
+    fields = registration_fields(descriptions, documentation_base="https://gateway.example/docs/")
+    assert list(fields) == [INTERNAL_REVIEW_ID]
+    assert fields[INTERNAL_REVIEW_ID] == {**fields[INTERNAL_REVIEW_ID], "id": INTERNAL_REVIEW_ID,
+                                         "type": "internal_review",
+                                         "documentation": "https://gateway.example/docs#support"}
+    assert set(fields[INTERNAL_REVIEW_ID]) == {"id", "type", "description", "documentation"}
+    consent_only = {scope_id: descriptions[scope_id] for scope_id in ["cds_client_admin", *CONSENT_IDS]}
+    assert registration_fields(consent_only, documentation_base="https://g.example") == {}
+    stranger = json.loads(json.dumps(metadata_json(descriptions)))
+    stranger["cds_usage_1"]["registration_optional"] = ["cds_invite_code"]
+    with pytest.raises(ValueError, match="cds_invite_code"):
+        registration_fields(stranger, documentation_base="https://g.example")
+
+
+def test_problems_checks_direct_access_rules(published):
+    broken = json.loads(json.dumps(published))
+    broken["cds_query_usage_1"]["grant_types_supported"] = ["authorization_code"]
+    fields = broken["cds_query_meter_devices_1"]["authorization_details_fields_supported"]
+    fields.append({**fields[-1], "id": "merge_selection_with"})
+    found = problems(broken)
+    assert any("cds_query_usage_1" in problem and "client_credentials" in problem for problem in found)
+    assert any("cds_query_meter_devices_1" in problem and "merge_selection_with" in problem for problem in found)
