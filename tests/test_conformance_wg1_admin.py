@@ -36,8 +36,9 @@ from cds.store.models import Client
 
 API = "/cds-api/v1"
 WG1_SCOPE = "cds_client_admin cds_usage_1"
-# The WG3-01 §13.1.2 request without the direct-access scopes cds_query_accounts_1 / cds_query_bill_statements_1,
-# which this server does not offer; cds_accounts_1 (the consent-scope equivalent) stands in for the accounts one.
+# The WG3-01 §13.1.2 request without its direct-access scopes cds_query_accounts_1 / cds_query_bill_statements_1:
+# here they need internal review and a client of their own (tests/test_direct_access.py), which would change the
+# set of clients the example shows; cds_accounts_1 (the consent-scope equivalent) stands in for the accounts one.
 WG3_SCOPE = "cds_client_admin cds_grant_admin_1 cds_accounts_1 cds_service_contracts_1 cds_usage_1"
 RAR_KEYS = ("authorization_details", "enabled_authorization_details", "cds_default_authorization_details")
 
@@ -277,7 +278,8 @@ def wg1_02(client, produced: dict[str, Any]) -> None:
 
 def wg3_01(client, produced: dict[str, Any]) -> None:
     """WG3-01 §13.1.2–13.4.3 on a registration for the consent scopes of the example (see WG3_SCOPE)."""
-    # invite_code dropped: this server defines no registration fields (cds_registration_fields is empty).
+    # invite_code dropped: this server defines no such registration field (only cds_internal_review, of type
+    # internal_review, for the direct-access scopes).
     api = Api(client, adapted("wg3-01_client-registration-request.json", drop=("invite_code",), scope=WG3_SCOPE))
     produced["wg3-01 registration"] = api.registration_response
     produced["wg3-01 admin token"] = api.admin_token  # the first one: it created the admin Grant (§8.4)
