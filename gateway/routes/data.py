@@ -1,12 +1,173 @@
 """CDS-WG3-01 customer data listings (§10): accounts, service contracts, service points, meter devices, bill
-statements, bill sections, usage segments."""
+statements, bill sections, usage segments (no Aggregations or EACs: Green Button has no data for them).
+
+Each ``GET`` at the URL of :class:`cds.urls.Urls` (``data_api(listing)``):
+
+1. authenticates the Bearer token (RFC 6750: 401 without a valid token; 403 ``insufficient_scope`` when none of its
+   scopes is a customer data scope, or when its grant does not include this listing at all);
+2. checks the token's grant: it must exist, be tied to a customer, and its status (time applied,
+   :func:`cds.grants.effective_status`) must not remove access (WG1-02 §8.2: future, disabled, suspended, revoked,
+   closed, expired); otherwise 403 ``{"error": "access_denied", "error_description": ...}``. A closed or expired
+   grant revokes its tokens, so such a token is reported as 403 ``access_denied`` naming the grant status rather
+   than 401. The ``expires`` duration field (WG3-01 §7.3) having passed is also 403 ``access_denied``;
+3. projects the customer's data through the token's effective ``authorization_details`` (stored on the token with
+   defaults and absolute dates, :mod:`cds.projection`) and pages it (:mod:`cds.data_api`).
+
+A Grant Admin token (WG1-02 §3.3.2: how clients reach server-created grants) reads with its grant's
+``enabled_scope`` and ``enabled_authorization_details``.
+
+Direct-access grants (``client_credentials``) are not tied to a customer; until an operator binds one (a
+server-created grant with ``customer_id``), they get 403: a dynamically registered client must never read every
+customer's data. Responses are ``CdsJSONResponse`` (exact decimals) with ``Cache-Control: no-store``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
+from cds.api_errors import CdsApiError, query_dict
+from cds.data_api import group_objects, list_objects
+from cds.grants import NO_ACCESS, effective_status
+from cds.ingest import load_objects
+from cds.projection import CUSTOMER_DATA_TYPES, LISTINGS, grant_access
+from cds.store.models import Grant, Token
+from cds.urls import Urls
+from gateway.app import Gateway
 from gateway.config import GatewayConfig
+from gateway.oauth.server import BearerError
+from gateway.routes.common import ApiError, CdsJSONResponse, gateway_of, in_session
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _get(description: Any, name: str) -> Any:
+    return description.get(name) if isinstance(description, Mapping) else getattr(description, name, None)
+
+
+def scope_types(descriptions: Mapping[str, Any]) -> dict[str, str]:
+    """RAR type → scope type, from the published Scope Descriptions."""
+    result: dict[str, str] = {}
+    for description in descriptions.values():
+        for rar_type in _get(description, "authorization_details_types_supported") or ():
+            result.setdefault(rar_type, _get(description, "type"))
+    return result
+
+
+def value_formats(descriptions: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``include_usage_segment_value_types`` choice id → its ``usagesegment_format`` (WG3-01 §5.2)."""
+    result: dict[str, dict[str, Any]] = {}
+    for description in descriptions.values():
+        for fd in _get(description, "authorization_details_fields_supported") or ():
+            if _get(fd, "id") != "include_usage_segment_value_types":
+                continue
+            for choice in _get(fd, "choices") or ():
+                value_format = _get(choice, "usagesegment_format")
+                if value_format is not None:
+                    result.setdefault(_get(choice, "id"), dict(value_format))
+    return result
+
+
+def _data_scopes(descriptions: Mapping[str, Any], scope: str) -> list[str]:
+    return [s for s in scope.split() if s in descriptions and _get(descriptions[s], "type") in CUSTOMER_DATA_TYPES]
+
+
+def _denied(description: str) -> ApiError:
+    return ApiError(403, "access_denied", description)
+
+
+def _token_row(session: Session, gateway: Gateway, header: str | None) -> Token | None:
+    scheme, _, value = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return session.scalar(select(Token).where(Token.access_token_hash == gateway.box.hash(value.strip())))
+
+
+def _grant_admin(descriptions: Mapping[str, Any], scopes: list[str]) -> bool:
+    return len(scopes) == 1 and scopes[0] in descriptions and _get(descriptions[scopes[0]], "type") == \
+        "cds_grant_admin"
+
+
+def _authorize(session: Session, gateway: Gateway, header: str | None, now: datetime
+               ) -> tuple[list[dict[str, Any]], Grant]:
+    """The effective authorization details and the grant behind the token, or BearerError (401/403) / ApiError (403
+    access_denied). A Grant Admin token (WG1-02 §3.3.2) "reaches the Grant's enabled scope": its grant's
+    ``enabled_scope`` and ``enabled_authorization_details`` stand in for the token's own."""
+    row = _token_row(session, gateway, header)
+    scopes = row.scope.split() if row is not None else []
+    data_scopes = _data_scopes(gateway.descriptions, row.scope) if row is not None else []
+    required = data_scopes[0] if data_scopes else (scopes[0] if scopes else "customer_data")
+    try:
+        context = gateway.oauth.run(session, gateway.oauth.authenticate_bearer, header, required)
+    except BearerError as error:
+        if error.status == 401 and row is not None and row.grant_id and \
+                row.issued_at + row.expires_in > int(now.timestamp()):
+            grant = session.get(Grant, row.grant_id)
+            if grant is not None and effective_status(grant, now) in NO_ACCESS:
+                raise _denied(f"The grant of this token is {effective_status(grant, now)}: it no longer gives "
+                              "access to customer data (CDS-WG1-02 §8.2).") from None
+        raise
+    grant = context.grant
+    details = list(context.token.authorization_details or ())
+    if not data_scopes and grant is not None and _grant_admin(gateway.descriptions, scopes):
+        data_scopes = _data_scopes(gateway.descriptions, grant.enabled_scope)
+        details = list(grant.enabled_authorization_details or ())
+    if not data_scopes:
+        raise BearerError(403, "insufficient_scope", "The customer data APIs need a customer data scope.")
+    if grant is None:
+        raise _denied("This token has no grant.")
+    status = effective_status(grant, now)
+    if status in NO_ACCESS:
+        raise _denied(f"The grant of this token is {status}: it no longer gives access to customer data "
+                      "(CDS-WG1-02 §8.2).")
+    if not grant.customer_id:
+        raise _denied("This grant is not tied to a customer's data.")
+    return details, grant
+
+
+def _endpoint(listing: str):
+    async def endpoint(request: Request) -> Response:
+        gateway = gateway_of(request)
+        header = request.headers.get("authorization")
+        params = query_dict(request.query_params.multi_items())
+
+        def work(session: Session) -> dict[str, Any]:
+            now = datetime.now(UTC)
+            details, grant = _authorize(session, gateway, header, now)
+            objects = group_objects(load_objects(session, [grant.customer_id]))
+            access = grant_access(details, objects, now,
+                                  scope_types=scope_types(gateway.descriptions),
+                                  value_formats=value_formats(gateway.descriptions), granted_at=grant.created)
+            if access.expired(now):
+                raise _denied("The grant's access expired (its authorization details 'expires' has passed).")
+            if not access.includes(listing):
+                raise BearerError(403, "insufficient_scope", f"This grant does not include {listing}.")
+            return list_objects(session, listing, access=access, customer_ids=[grant.customer_id], params=params,
+                                urls=gateway.urls, page_size=gateway.config.page_size, objects=objects)
+
+        try:
+            result = await in_session(request, work)
+        except BearerError as error:
+            response = error.response()
+            response.headers.update(NO_STORE)
+            return response
+        except ApiError as error:
+            return CdsJSONResponse({"error": error.error, "error_description": error.description},
+                                   status_code=error.status, headers={**NO_STORE, **error.headers})
+        except CdsApiError as error:
+            return CdsJSONResponse(error.body(), status_code=error.status, headers=NO_STORE)
+        return CdsJSONResponse(result, headers=NO_STORE)
+
+    return endpoint
 
 
 def routes(config: GatewayConfig) -> list[Route]:
-    return []
+    paths = Urls("")  # the same URLs as published, without scheme and host
+    return [Route(paths.data_api(listing), _endpoint(listing), methods=["GET"]) for listing in LISTINGS]
