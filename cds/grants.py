@@ -138,13 +138,17 @@ def client_credentials_grant(
 ) -> tuple[Grant, bool]:
     """The Grant behind a client_credentials token: reused while an active one with the same scope and details
     exists (so repeated admin tokens do not pile up grants), else created. Returns (grant, created)."""
+    customer = (Grant.customer_id.is_(None) if client.customer_id is None
+                else Grant.customer_id == client.customer_id)
     candidates = session.scalars(
-        select(Grant).where(Grant.client_id == client.client_id, Grant.scope == scope, Grant.customer_id.is_(None))
+        select(Grant).where(Grant.client_id == client.client_id, Grant.scope == scope, customer)
     ).all()
     for grant in candidates:
         if grant.authorization_details == authorization_details and has_access(grant):
             return grant, False
-    return create_grant(session, client, scope=scope, authorization_details=authorization_details, box=box), True
+    # A direct-access client bound to a customer by the operator reads that customer's data through its grants.
+    return create_grant(session, client, scope=scope, authorization_details=authorization_details, box=box,
+                        customer_id=client.customer_id), True
 
 
 # --------------------------------------------------------------------------------------------------------------

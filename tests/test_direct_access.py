@@ -279,3 +279,45 @@ def test_an_enabled_client_cannot_add_reviewed_scopes_through_put(client, config
     # narrowing an already reviewed client stays possible
     response = client.put(direct["cds_client_uri"], headers=bearer(admin), json=unchanged)
     assert response.status_code == 200
+
+
+def test_bound_direct_access_reads_only_its_customer_and_preselection(client, config, sample):
+    """The operator binds a reviewed direct-access client to one customer; its tokens read that customer's data,
+    narrowed by the preselection it must send; an unbound client reads nothing."""
+    from cds.ingest import ingest_file
+
+    with client.app.state.gateway.sessions() as session, session.begin():
+        ingest_file(session, sample("hydroone_Retail_Customer_redacted.xml"), customer_id="customer-1")
+        ingest_file(session, sample("cmdtest_threeusagepointsonecustomer.xml"), customer_id="customer-2")
+    registration = register(client, "cds_client_admin cds_query_accounts_1")
+    direct = registration.client_for("cds_query_accounts_1")
+    auth = registration.auth_for("cds_query_accounts_1")
+
+    set_client_status(config, direct["client_id"], "enable")
+    unbound = token(client, auth, "cds_query_accounts_1",
+                    authorization_details=[{"type": "cds_query_accounts_1", "account_numbers": ["x"],
+                                            "sync_until": "P0D"}])
+    assert client.get("/cds-api/v1/accounts", headers=bearer(unbound["access_token"])).status_code == 403
+
+    with pytest.raises(ClientCommandError):  # only direct-access clients are bound
+        set_client_status(config, registration.admin_id, "enable", customer_id="customer-1")
+    set_client_status(config, direct["client_id"], "enable", customer_id="customer-1")
+    with pytest.raises(ClientCommandError, match="already bound"):
+        set_client_status(config, direct["client_id"], "enable", customer_id="customer-2")
+
+    with client.app.state.gateway.sessions() as session:
+        from cds.ingest import load_objects
+
+        numbers = [a.get("account_number") for a in load_objects(session, ["customer-1"], "accounts")]
+    numbers = [n for n in numbers if n]
+    assert numbers, "the customer sample holds account numbers"
+    details = [{"type": "cds_query_accounts_1", "account_numbers": [numbers[0]], "sync_until": "P0D",
+                "include_account_numbers": True}]
+    bound = token(client, auth, "cds_query_accounts_1", authorization_details=details)
+    accounts = client.get("/cds-api/v1/accounts", headers=bearer(bound["access_token"])).json()["accounts"]
+    assert [a["account_number"] for a in accounts] == [numbers[0]]
+    # the preselection is echoed for direct access, and narrows: another number sees nothing
+    assert bound["authorization_details"][0]["account_numbers"] == [numbers[0]]
+    other = token(client, auth, "cds_query_accounts_1", authorization_details=[
+        {**details[0], "account_numbers": ["no-such-account"]}])
+    assert client.get("/cds-api/v1/accounts", headers=bearer(other["access_token"])).json()["accounts"] == []

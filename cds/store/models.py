@@ -52,6 +52,9 @@ class Client(Base):
     default_authorization_details: Mapped[list[Any] | None] = mapped_column(JSON)
     # Editable RFC 7591 URIs (client_uri, logo_uri, tos_uri, policy_uri) and submitted cds_* registration values.
     extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The customer whose data a direct-access (cds_query_*) client reads, bound by the operator when enabling it;
+    # None: its grants reach no customer data.
+    customer_id: Mapped[str | None] = mapped_column(String(128))
 
 
 class Credential(Base):

@@ -16,9 +16,11 @@ Each ``GET`` at the URL of :class:`cds.urls.Urls` (``data_api(listing)``):
 A Grant Admin token (WG1-02 §3.3.2: how clients reach server-created grants) reads with its grant's
 ``enabled_scope`` and ``enabled_authorization_details``.
 
-Direct-access grants (``client_credentials``) are not tied to a customer; until an operator binds one (a
-server-created grant with ``customer_id``), they get 403: a dynamically registered client must never read every
-customer's data. Responses are ``CdsJSONResponse`` (exact decimals) with ``Cache-Control: no-store``.
+Direct-access grants (``client_credentials``) reach the one customer the operator bound the client to when
+enabling it (``greenbridge client enable CLIENT_ID --customer ID``); an unbound client's grants get 403: a dynamically
+registered client must never read every customer's data.
+
+Responses are ``CdsJSONResponse`` (exact decimals) with ``Cache-Control: no-store``.
 """
 
 from __future__ import annotations

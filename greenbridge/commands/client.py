@@ -53,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub = actions.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
         sub.add_argument("client_id", metavar="CLIENT_ID")
         sub.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML configuration file")
+        if action == "enable":
+            sub.add_argument("--customer", metavar="CUSTOMER_ID", default=None,
+                             help="bind a direct-access client to the customer whose data it may read (without "
+                                  "it, its tokens reach no customer data)")
         sub.set_defaults(run=run_action, action=action)
     listing = actions.add_parser("list", help="list every client", description="List every client.")
     listing.add_argument("--status", choices=("production", "sandbox", "disabled"), help="only clients in it")
@@ -92,9 +96,11 @@ def _active_status(client: Any) -> tuple[str, list[str]]:
     return "production", ["production", "disabled"]
 
 
-def set_client_status(config: Any, client_id: str, action: str, *, now: datetime | None = None) -> dict[str, Any]:
+def set_client_status(config: Any, client_id: str, action: str, *, customer_id: str | None = None,
+                      now: datetime | None = None) -> dict[str, Any]:
     """``enable`` or ``disable`` the Client ``client_id`` in the store of ``config`` (a GatewayConfig); returns the
-    Client object afterwards. ``ClientCommandError`` for an unknown Client or action."""
+    Client object afterwards. ``customer_id`` (enable only) binds a direct-access client to the one customer whose
+    data its grants may read. ``ClientCommandError`` for an unknown Client or action."""
     from cds.clients import _disable
     from cds.messages import changelog
     from cds.registration import client_json
@@ -111,6 +117,15 @@ def set_client_status(config: Any, client_id: str, action: str, *, now: datetime
         changes = [{"field": name, "previous_value": old, "new_value": new} for name, old, new in (
             ("cds_status", client.status, status), ("cds_status_options", list(client.status_options), options))
             if old != new]
+        if customer_id is not None and customer_id != client.customer_id:
+            if client.response_types or not any(s.startswith("cds_query_") for s in client.scope.split()):
+                raise ClientCommandError("only direct-access (cds_query_*) clients are bound to a customer")
+            if client.customer_id is not None:
+                # Rebinding would hand the existing grants another customer's data: revoke them first.
+                raise ClientCommandError(f"client {client_id} is already bound to another customer; "
+                                         "disable it and register a new client")
+            client.customer_id = customer_id
+            changes.append({"field": "customer", "previous_value": None, "new_value": customer_id})
         if not changes:
             return client_json(client, store.urls)
         was_disabled = client.status == "disabled"
@@ -155,7 +170,8 @@ def run_action(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError
 
     try:
-        client = set_client_status(_config(args), args.client_id, args.action)
+        client = set_client_status(_config(args), args.client_id, args.action,
+                                   customer_id=getattr(args, "customer", None))
     except (ConfigError, ClientCommandError) as error:
         print(f"{_PROG} {args.action}: {error}", file=sys.stderr)
         return 1
