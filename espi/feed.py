@@ -25,6 +25,9 @@ from espi.model import Diagnostics
 from espi.usage import ElectricPowerQualitySummary, ReadingType, TimeConfiguration, UsagePoint, UsageSummary
 from espi.xmlsafe import Source
 
+#: The summary resources ``FeedGraph`` hangs off UsagePoints, in the order it resolves them.
+SUMMARY_KINDS = ("UsageSummary", "ElectricPowerUsageSummary", "ElectricPowerQualitySummary")
+
 
 @dataclass(frozen=True, slots=True)
 class BlockEntryHeader:
@@ -175,19 +178,21 @@ class FeedGraph:
         ltp_candidates = _Candidates(self.by_kind.get("LocalTimeParameters", ()))
         for up in self.usage_points:
             self._attach_local_time(up, ltp_candidates)
-        for name in ("UsageSummary", "ElectricPowerUsageSummary"):
-            for entry in self.by_kind.get(name, ()):
-                up = self._usage_point_for(entry, name)
-                for resource in entry.resources:
-                    if resource.name == name:
-                        up.summaries.append((entry, resource.value))
-        for entry in self.by_kind.get("ElectricPowerQualitySummary", ()):
-            up = self._usage_point_for(entry, "ElectricPowerQualitySummary")
-            for resource in entry.resources:
-                if resource.name == "ElectricPowerQualitySummary":
-                    up.quality_summaries.append((entry, resource.value))
+        self._attach_summaries()
         if self._implicit_usage_point is not None and self._implicit_usage_point.local_time is None:
             self._attach_local_time(self._implicit_usage_point, ltp_candidates)
+
+    def _attach_summaries(self) -> None:
+        """Summaries to their UsagePoints: every UsageSummary entry, then every ElectricPowerUsageSummary entry, then
+        every ElectricPowerQualitySummary entry, each in document order (a translator that keeps summary entries
+        out of memory overrides this, resolving them in the same order)."""
+        for name in SUMMARY_KINDS:
+            for entry in self.by_kind.get(name, ()):
+                up = self._usage_point_for(entry, name)
+                target = up.quality_summaries if name == "ElectricPowerQualitySummary" else up.summaries
+                for resource in entry.resources:
+                    if resource.name == name:
+                        target.append((entry, resource.value))
 
     def _usage_point_for(self, entry: Entry, what: str) -> UsagePointNode:
         parent, how = self._up_candidates.parent(entry.self_href, entry.up_href, entry.related, entry.seq)

@@ -38,3 +38,27 @@ def test_a_rejected_document_leaves_nothing(tmp_path):
         translate(b'<BatchList xmlns="http://naesb.org/espi"><resources>https://x/y</resources></BatchList>',
                   TranslateOptions(scratch_dir=str(tmp_path)))
     assert list(tmp_path.iterdir()) == []
+
+
+def _alive(predicate) -> int:
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if predicate(obj))
+
+
+def test_summaries_and_bill_sections_wait_in_the_scratch_file(tmp_path):
+    """Memory must not grow with the years a feed covers: one UsageSummary per UsagePoint and month, and the bill
+    section made from it, stay on disk and come back one UsagePoint (or one section) at a time."""
+    from espi.usage import UsageSummary
+
+    feed = "".join(generate_feed(FeedSpec(usage_points=2, days=120, interval=3600))).encode()
+    with translate(feed, TranslateOptions(scratch_dir=str(tmp_path))) as result:
+        assert _alive(lambda o: isinstance(o, UsageSummary)) == 0
+        assert _alive(lambda o: isinstance(o, dict) and "cds_billsection_id" in o and "usage_details" in o) == 0
+        sections = result.bill_sections
+        assert len(sections) == 8  # 2 UsagePoints × 4 whole months
+        assert sections == sorted(sections, key=lambda s: (s["start_date"], s["cds_billsection_id"]))
+        assert list(result.listing("bill_sections")) == sections  # re-iterable
+        billing = [s for s in result.usage_segments() if any(f["id"].endswith("_billing") for f in s["formats"])]
+        assert {s["related_billsections"][0] for s in billing} == {s["cds_billsection_id"] for s in sections}
+    with pytest.raises(RuntimeError, match="closed"):
+        result.bill_sections  # noqa: B018

@@ -12,13 +12,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import sample_files
 from lxml import etree
 
-from cds.from_espi import TranslateOptions, translate
+from cds.from_espi import LISTINGS, TranslateOptions, translate
 from cds.from_espi.translate import DEFAULT_ID_SECRET
 from cds.ids import IdFactory
 from espi.errors import NoUsageDataError
@@ -104,9 +105,12 @@ def oracle(path) -> list[OracleSeries]:
 
 
 def translated(path, **options):
+    """(the translation's listings and key strategy, its usage segments), read while the translation is open (bill
+    sections, like usage segments, come from its scratch file)."""
     with translate(path, TranslateOptions(now=NOW, timezone=ZONE, **options)) as result:
         segments = list(result.usage_segments())
-        return result, segments
+        listings = {name: list(result.listing(name)) for name in LISTINGS if name != "usage_segments"}
+        return SimpleNamespace(**listings, key_strategy=result.key_strategy), segments
 
 
 def column_values(segments, servicepoint_id, predicate):
@@ -307,10 +311,10 @@ def test_every_sample_translates_or_is_rejected_clearly(path):
     try:
         with translate(path, TranslateOptions(now=NOW)) as result:
             segments = list(result.usage_segments())
+            objects = segments + result.service_points + result.accounts + result.bill_sections
     except NoUsageDataError as exc:
         assert path.name in str(exc) and "translate" in str(exc)
         return
-    objects = segments + result.service_points + result.accounts + result.bill_sections
     assert objects, "a translation that produced nothing should have been rejected"
     for segment in segments:
         count = len(segment["values"])

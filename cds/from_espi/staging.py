@@ -5,6 +5,11 @@ in the document, and the segments of one day gather every series of a UsagePoint
 apart. Holding all readings in memory would make memory grow with the file, so blocks go to a temporary SQLite
 database, one row per block (its columns serialised with ``marshal``: compact, fast, and only ever read back by
 this process). After the link graph is resolved, the blocks come back grouped by UsagePoint and ordered by time.
+
+Everything else that grows with the length of the history a document covers lives here too: summary entries (one
+UsageSummary per UsagePoint and billing period; pickled, resolved to their UsagePoint by link headers and read back
+one UsagePoint at a time), the bill sections built from them, and per UsagePoint what its segments need from its
+billing periods. Memory then holds O(UsagePoints) objects, not O(days).
 """
 
 from __future__ import annotations
@@ -12,14 +17,17 @@ from __future__ import annotations
 import contextlib
 import marshal
 import os
+import pickle
 import sqlite3
 import tempfile
 import weakref
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from espi.feed import BlockEntryHeader
+from espi.atom import Entry, Link
+from espi.feed import SUMMARY_KINDS, BlockEntryHeader
 from espi.intervals import IntervalBlock
 from espi.usage import DateTimeInterval
 
@@ -55,7 +63,37 @@ CREATE TABLE assignment (
     usage_point INTEGER NOT NULL,
     series INTEGER NOT NULL
 );
+CREATE TABLE summary_entry (
+    seq INTEGER PRIMARY KEY,
+    self_href TEXT,
+    up_href TEXT,
+    related TEXT NOT NULL,
+    line INTEGER,
+    kinds TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE summary (
+    ordinal INTEGER PRIMARY KEY,
+    usage_point INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    seq INTEGER NOT NULL
+);
+CREATE TABLE entry_id (
+    lower_id TEXT NOT NULL
+);
+CREATE TABLE usage_point_data (
+    usage_point INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+);
+CREATE TABLE bill_section (
+    id INTEGER PRIMARY KEY,
+    start_date TEXT NOT NULL,
+    section_id TEXT NOT NULL,
+    data BLOB NOT NULL
+);
 """
+#: summaries, bill sections and per-UsagePoint data are pickled (dataclasses and Decimals, read back only here)
+_PICKLE = pickle.HIGHEST_PROTOCOL
 
 
 class BlockStaging:
@@ -74,6 +112,7 @@ class BlockStaging:
         self._db.execute("BEGIN")
         self._pending_blocks: list[tuple] = []
         self.blocks = 0
+        self.bill_section_count = 0
 
     def close(self) -> None:
         if self._db is not None:
@@ -86,6 +125,13 @@ class BlockStaging:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def begin(self) -> None:
+        """Starts a transaction for the writes after reading (pseudo-blocks, per-UsagePoint data, bill sections)."""
+        self._db.execute("BEGIN")
+
+    def commit(self) -> None:
+        self._db.execute("COMMIT")
 
     # -- writing ----------------------------------------------------------------------------------------------
 
@@ -102,12 +148,28 @@ class BlockStaging:
         if len(self._pending_blocks) >= 256:
             self._flush()
 
-    def add_pseudo_block(self, seq: int, block: IntervalBlock) -> None:
-        """A block made by the translator (e.g. UsageSummary values), staged under a negative entry seq."""
-        self._db.execute("BEGIN")
-        self.add_block(seq, 0, block)
+    def add_pseudo_blocks(self, blocks: Iterable[tuple[int, int, IntervalBlock]]) -> None:
+        """Blocks made by the translator (e.g. UsageSummary values): (negative entry seq, usage point, block), each
+        its own series (numbered as its seq) and already assigned. Call between ``begin()`` and ``commit()``."""
+        assignments = []
+        for seq, usage_point, block in blocks:
+            self.add_block(seq, 0, block)
+            assignments.append((seq, usage_point, seq))
         self._flush()
-        self._db.execute("COMMIT")
+        self._db.executemany("INSERT OR REPLACE INTO assignment VALUES (?, ?, ?)", assignments)
+
+    def add_summary_entry(self, entry: Entry) -> None:
+        """An entry holding summaries (UsageSummary, ElectricPowerUsageSummary, ElectricPowerQualitySummary): its
+        links, to resolve its UsagePoint, and its summary resources, pickled."""
+        kinds = dict.fromkeys(r.name for r in entry.resources if r.name in SUMMARY_KINDS)
+        data = pickle.dumps([(r.name, r.value) for r in entry.resources if r.name in kinds], _PICKLE)
+        self._db.execute("INSERT INTO summary_entry VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (entry.seq, entry.self_href, entry.up_href, "\n".join(entry.related), entry.line,
+                          "\n".join(kinds), data))
+
+    def add_entry_id(self, lower_id: str) -> None:
+        """One entry's (lower-cased) atom:id, for ``entry_ids_unique``."""
+        self._db.execute("INSERT INTO entry_id VALUES (?)", (lower_id,))
 
     def add_block_entry(self, header: BlockEntryHeader) -> None:
         # microseconds: entries updated within the same second must still order (the newer wins a slot)
@@ -159,9 +221,11 @@ class BlockStaging:
         return total
 
     def duration_histograms(self) -> dict[int, Counter]:
-        """Per series: how many readings have each duration (None = no timePeriod)."""
+        """Per series of the document (not the translator's pseudo-series): how many readings have each duration
+        (None = no timePeriod)."""
         histograms: dict[int, Counter] = {}
-        rows = self._db.execute("SELECT a.series, b.durations FROM block b JOIN assignment a ON a.seq = b.entry_seq")
+        rows = self._db.execute("SELECT a.series, b.durations FROM block b JOIN assignment a ON a.seq = b.entry_seq "
+                                "WHERE a.series >= 0")
         for series, durations in rows:
             histograms.setdefault(series, Counter()).update(marshal.loads(durations))
         return histograms
@@ -184,3 +248,68 @@ class BlockStaging:
                 starts=starts, durations=durations, values=values, costs=costs,
                 qualities=qualities, tous=tous, tiers=tiers, cpps=cpps, line=line)
             yield usage_point, series, lower_bound, -1 if updated is None else updated, seq, index, block
+
+    # -- summaries, and what is built from them -------------------------------------------------------------------
+
+    def entry_ids_unique(self) -> bool:
+        """Whether no two ids given to ``add_entry_id`` are equal."""
+        (duplicates,) = self._db.execute(
+            "SELECT EXISTS (SELECT 1 FROM entry_id GROUP BY lower_id HAVING COUNT(*) > 1)").fetchone()
+        return not duplicates
+
+    def summary_headers(self, kind: str) -> Iterator[Entry]:
+        """The entries holding a summary of ``kind``, in document order, as link-only entries (seq, line, links)."""
+        rows = self._db.cursor().execute(
+            "SELECT seq, self_href, up_href, related, line, kinds FROM summary_entry ORDER BY seq")
+        for seq, self_href, up_href, related, line, kinds in rows:
+            if kind not in kinds.split("\n"):
+                continue
+            links = [Link("self", self_href)] if self_href else []
+            if up_href:
+                links.append(Link("up", up_href))
+            if related:
+                links.extend(Link("related", href) for href in related.split("\n"))
+            yield Entry(seq, line, links=links)
+
+    def assign_summaries(self, assignments: Iterable[tuple[int, str, int]]) -> None:
+        """(usage point index, summary kind, entry seq) in the order the summaries hang off their UsagePoints (may
+        be a generator reading ``summary_headers``)."""
+        writer = self._db.cursor()
+        writer.execute("BEGIN")
+        writer.executemany("INSERT INTO summary (usage_point, kind, seq) VALUES (?, ?, ?)", assignments)
+        writer.execute("COMMIT")
+        writer.execute("CREATE INDEX summary_usage_point ON summary (usage_point, ordinal)")
+
+    def summaries_of(self, usage_point: int) -> list[tuple[str, int | None, Any]]:
+        """(kind, entry line, summary) of one UsagePoint's summaries, in the order they were assigned."""
+        result = []
+        rows = self._db.execute(
+            "SELECT s.kind, e.line, e.data FROM summary s JOIN summary_entry e ON e.seq = s.seq "
+            "WHERE s.usage_point = ? ORDER BY s.ordinal", (usage_point,))
+        for kind, line, data in rows:
+            result.extend((kind, line, value) for name, value in pickle.loads(data) if name == kind)
+        return result
+
+    def put_usage_point_data(self, usage_point: int, data: Any) -> None:
+        self._db.execute("INSERT OR REPLACE INTO usage_point_data VALUES (?, ?)",
+                         (usage_point, pickle.dumps(data, _PICKLE)))
+
+    def usage_point_data(self, usage_point: int) -> Any:
+        row = self._db.execute("SELECT data FROM usage_point_data WHERE usage_point = ?", (usage_point,)).fetchone()
+        return None if row is None else pickle.loads(row[0])
+
+    def add_bill_section(self, section: dict[str, Any]) -> None:
+        self._db.execute("INSERT INTO bill_section (start_date, section_id, data) VALUES (?, ?, ?)",
+                         (section["start_date"], section["cds_billsection_id"], pickle.dumps(section, _PICKLE)))
+        self.bill_section_count += 1
+
+    def replace_bill_section(self, row: int, section: dict[str, Any]) -> None:
+        self._db.execute("UPDATE bill_section SET data = ? WHERE id = ?", (pickle.dumps(section, _PICKLE), row))
+
+    def bill_sections(self, by_date: bool = True) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(row, section) of every bill section, by start date and id (the listing order; ties in the order they
+        were added), or with ``by_date=False`` in the order they were added."""
+        order = "start_date, section_id, id" if by_date else "id"
+        rows = self._db.cursor().execute(f"SELECT id, data FROM bill_section ORDER BY {order}")
+        for row, data in rows:
+            yield row, pickle.loads(data)

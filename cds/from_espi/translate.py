@@ -1,10 +1,12 @@
 """Translating one Green Button document into CDS WG3-01 objects (docs/mapping.md is the full table).
 
 ``translate(source, options)`` reads the document once, streaming: IntervalBlocks go to a scratch SQLite file,
-everything else (UsagePoints, ReadingTypes, summaries, customer data: small) stays in memory and forms the link
-graph. Then it builds the small objects (service points, meter devices, accounts, service contracts, bill sections
-and statements) eagerly and the usage segments lazily, UsagePoint by UsagePoint, so that memory stays flat
-however many readings the file holds. Use the result as a context manager: closing it deletes the scratch file.
+and so do summary entries (one per UsagePoint and billing period: they grow with the years a document covers);
+everything else (UsagePoints, ReadingTypes, customer data: small) stays in memory and forms the link graph. Then it
+builds the small objects (service points, meter devices, accounts, service contracts, statements) eagerly, the bill
+sections UsagePoint by UsagePoint into the scratch file, and the usage segments lazily, UsagePoint by UsagePoint, so
+that memory stays flat however many readings and billing periods the file holds. Use the result as a context
+manager: closing it deletes the scratch file (usage segments and bill sections are read from it).
 """
 
 from __future__ import annotations
@@ -41,10 +43,11 @@ from cds.from_espi.value_formats import SeriesFormat, classify
 from cds.ids import IdFactory
 from espi.atom import BARE_DOCUMENTS, BlockRead, Entry, FeedReader
 from espi.errors import EspiError, NoUsageDataError
-from espi.feed import BlockEntryHeader, FeedGraph, UsagePointNode
+from espi.feed import SUMMARY_KINDS, BlockEntryHeader, FeedGraph, UsagePointNode
 from espi.intervals import IntervalBlock
 from espi.local_time import LocalTimeError, LocalTimeParameters, zone_for
-from espi.usage import DateTimeInterval
+from espi.model import Diagnostics
+from espi.usage import DateTimeInterval, ElectricPowerQualitySummary
 from espi.xmlsafe import Source
 
 #: A development default so that ids are stable run to run; deployments set their own secret.
@@ -55,6 +58,7 @@ CUSTOMER_KINDS = frozenset({"Customer", "RetailCustomer", "CustomerAccount", "Cu
                             "ServiceLocation", "ServiceSupplier", "Meter", "EndDevice", "Statement"})
 LISTINGS = ("usage_segments", "service_points", "meter_devices", "bill_sections", "bill_statements", "accounts",
             "service_contracts")
+QUALITY_SUMMARY = "ElectricPowerQualitySummary"
 
 
 class TranslationError(EspiError):
@@ -111,7 +115,8 @@ class TranslateOptions:
 @dataclass(slots=True)
 class _UsagePointPlan:
     """The CDS ids and series of one UsagePoint, decided before its segments are built (and nothing of the link
-    graph: the graph is freed once the small objects are built)."""
+    graph: the graph is freed once the small objects are built). What grows with its billing periods (bill section
+    windows, billing pseudo-series, power quality segments) waits in the scratch file (``_UsagePointPeriods``)."""
 
     key: str
     zone: tzinfo
@@ -120,19 +125,84 @@ class _UsagePointPlan:
     servicepoint_id: str
     meterdevice_id: str
     series: dict[int, Series]
-    sections: list[SectionWindow]
+
+
+@dataclass(slots=True)
+class _UsagePointPeriods:
+    """What the segments of one UsagePoint need from its summaries; staged, and read back one UsagePoint at a time."""
+
+    sections: list[SectionWindow] = field(default_factory=list)
+    #: the billing values' pseudo-series (D11), in the order they were made
+    pseudo_series: list[Series] = field(default_factory=list)
+    #: power quality segments (FB_17), emitted after the UsagePoint's other segments
+    extra_segments: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _DocumentFacts:
+    """What the checks and the key strategy need from every entry, gathered while reading (O(kinds), not
+    O(entries): the entries' ids go to the scratch file)."""
+
+    def __init__(self, staging: BlockStaging, check_ids: bool):
+        self.staging = staging
+        self.kinds: Counter[str] = Counter()
+        self.keyed = 0
+        self.all_uuid = check_ids
+
+    def add(self, entry: Entry) -> None:
+        self.kinds.update(r.name for r in entry.resources)
+        if not any(r.name in USAGE_KINDS or r.name in CUSTOMER_KINDS or r.name == "ReadingType"
+                   for r in entry.resources):
+            return
+        self.keyed += 1
+        if self.all_uuid:
+            if entry.id and entry.id.lower().startswith("urn:uuid:"):
+                self.staging.add_entry_id(entry.id.lower())
+            else:
+                self.all_uuid = False
+
+    def uuid_keys(self) -> bool:
+        """Every keyed entry has a urn:uuid id, and no two the same (D13 "auto")."""
+        return self.keyed > 0 and self.all_uuid and self.staging.entry_ids_unique()
+
+
+class _StagedSummaryGraph(FeedGraph):
+    """The link graph, with the summary entries left in the scratch file: they are resolved from their links in
+    FeedGraph's order, and only their UsagePoint is recorded (``BlockStaging.summaries_of`` reads them back)."""
+
+    def __init__(self, entries: list[Entry], diagnostics: Diagnostics, staging: BlockStaging):
+        self._staging = staging
+        #: UsagePoints that have a UsageSummary (or ElectricPowerUsageSummary); with any summary at all
+        self.summary_usage_points: set[int] = set()
+        self.summarised_usage_points: set[int] = set()
+        self.has_summaries = False
+        super().__init__(entries, diagnostics)
+
+    def _attach_summaries(self) -> None:
+        def assignments() -> Iterator[tuple[int, str, int]]:
+            for kind in SUMMARY_KINDS:
+                for header in self._staging.summary_headers(kind):
+                    up = self._usage_point_for(header, kind)
+                    self.has_summaries = True
+                    self.summarised_usage_points.add(up.index)
+                    if kind != QUALITY_SUMMARY:
+                        self.summary_usage_points.add(up.index)
+                    yield up.index, kind, header.seq
+
+        self._staging.assign_summaries(assignments())
 
 
 class Translation:
-    """The CDS objects of one document. Small listings are lists; ``usage_segments()`` streams."""
+    """The CDS objects of one document. Small listings are lists; ``usage_segments()`` and ``iter_bill_sections()``
+    stream from the scratch file (``bill_sections`` reads them all into a list), only while the translation is
+    open."""
 
     def __init__(self) -> None:
         self.service_points: list[dict[str, Any]] = []
         self.meter_devices: list[dict[str, Any]] = []
         self.accounts: list[dict[str, Any]] = []
         self.service_contracts: list[dict[str, Any]] = []
-        self.bill_sections: list[dict[str, Any]] = []
         self.bill_statements: list[dict[str, Any]] = []
+        self._bill_section_count = 0
         self.source = ""
         self.root = ""
         self.key_strategy = ""
@@ -144,7 +214,6 @@ class Translation:
         self._plans: dict[int, _UsagePointPlan] = {}
         self._ids: IdFactory | None = None
         self._stamp = ""
-        self._extra_segments: dict[int, list[dict[str, Any]]] = {}
         self._has_blocks: set[int] = set()
         self._tou_names: dict[int, str] = {}
         self.segment_stats: Counter[str] = Counter()
@@ -163,9 +232,25 @@ class Translation:
     def listing(self, name: str) -> list[dict[str, Any]] | Iterator[dict[str, Any]]:
         if name == "usage_segments":
             return self.usage_segments()
+        if name == "bill_sections":
+            return self.iter_bill_sections()
         if name not in LISTINGS:
             raise KeyError(name)
         return getattr(self, name)
+
+    @property
+    def bill_sections(self) -> list[dict[str, Any]]:
+        """The bill sections, by start date (read from the scratch file: only while the translation is open)."""
+        return list(self.iter_bill_sections())
+
+    def iter_bill_sections(self) -> Iterator[dict[str, Any]]:
+        """The bill sections, streamed by start date and id (re-iterable while the translation is open)."""
+        if self._staging is None:
+            if not self._bill_section_count:
+                return
+            raise RuntimeError("the translation is closed")
+        for _row, section in self._staging.bill_sections():
+            yield section
 
     def usage_segments(self) -> Iterator[dict[str, Any]]:
         """The usage segments, UsagePoint by UsagePoint in time order (re-iterable while the translation is open)."""
@@ -176,28 +261,36 @@ class Translation:
         plans = self._plans
         current: Segmenter | None = None
         current_index = None
+        periods = _UsagePointPeriods()
         for usage_point, series, lower_bound, updated, seq, index, block in self._staging.blocks_by_usage_point():
             if usage_point != current_index:
                 if current is not None:
-                    yield from self._finish(current, current_index)
+                    yield from self._finish(current, current_index, periods)
                 current_index = usage_point
-                current = self._segmenter(plans[usage_point])
+                periods = self._periods(usage_point)
+                current = self._segmenter(plans[usage_point], periods)
             yield from current.flush_before(lower_bound)
             current.add(StagedBlock(series, lower_bound, (updated, seq, index), block))
         if current is not None:
-            yield from self._finish(current, current_index)
+            yield from self._finish(current, current_index, periods)
         for index in sorted(set(plans) - self._has_blocks):  # UsagePoints without readings: their extra segments
-            yield from self._extra_segments.get(index, ())
+            yield from self._periods(index).extra_segments
 
-    def _segmenter(self, plan: _UsagePointPlan) -> Segmenter:
+    def _periods(self, usage_point: int) -> _UsagePointPeriods:
+        periods = self._staging.usage_point_data(usage_point)
+        return periods if periods is not None else _UsagePointPeriods()
+
+    def _segmenter(self, plan: _UsagePointPlan, periods: _UsagePointPeriods) -> Segmenter:
+        series = dict(plan.series)
+        series.update((pseudo.index, pseudo) for pseudo in periods.pseudo_series)
         context = UsagePointContext(
-            key=plan.key, zone=plan.zone, series=plan.series, account_ids=[plan.account_id],
+            key=plan.key, zone=plan.zone, series=series, account_ids=[plan.account_id],
             servicecontract_ids=plan.contract_ids, servicepoint_ids=[plan.servicepoint_id],
             meterdevice_ids=[plan.meterdevice_id], meterdevice_id=plan.meterdevice_id,
-            bill_sections=plan.sections, tou_names=self._tou_names)
+            bill_sections=periods.sections, tou_names=self._tou_names)
         return Segmenter(context, self._ids, self._stamp, warn=self.notes.append)
 
-    def _finish(self, segmenter: Segmenter, index: int) -> Iterator[dict[str, Any]]:
+    def _finish(self, segmenter: Segmenter, index: int, periods: _UsagePointPeriods) -> Iterator[dict[str, Any]]:
         yield from segmenter.flush_before(None)
         for series in segmenter.context.series.values():
             series.format.clear_cache()  # value objects of a finished UsagePoint are not needed again
@@ -209,7 +302,7 @@ class Translation:
                               "2147483647 'no time' placeholder) were dropped")
         if segmenter.collisions:
             self.notes.append(f"{segmenter.collisions} readings repeat a slot already read; the newest entry won")
-        yield from self._extra_segments.get(index, ())
+        yield from periods.extra_segments
 
 
 def translate(source: Source, options: TranslateOptions | None = None, name: str | None = None,
@@ -221,6 +314,7 @@ def translate(source: Source, options: TranslateOptions | None = None, name: str
     result = Translation()
     try:
         entries: list[Entry] = []
+        facts = _DocumentFacts(staging, check_ids=options.key_strategy == "auto")
         for item in reader:
             if isinstance(item, BlockRead):
                 staging.add_block(item.entry_seq, item.index, item.block)
@@ -228,16 +322,21 @@ def translate(source: Source, options: TranslateOptions | None = None, name: str
             if item.block_count:
                 staging.add_block_entry(BlockEntryHeader.of(item))
             if item.resources:
+                facts.add(item)
+                if any(r.name in SUMMARY_KINDS for r in item.resources):
+                    staging.add_summary_entry(item)
+                    if all(r.name in SUMMARY_KINDS for r in item.resources):
+                        continue  # the graph resolves it from the scratch file
                 entries.append(item)
         staging.finish_reading()
         result.source = reader.diagnostics.source
         result.root = reader.root or ""
         result.diagnostics = reader.diagnostics
         result.reading_count = reader.reading_count
-        _check_has_data(reader, entries, staging)
-        graph = FeedGraph(entries, reader.diagnostics)
-        _Builder(result, graph, staging, reader, options).build()
-        _check_translated(result, graph, reader)
+        _check_has_data(reader, facts.kinds, staging)
+        graph = _StagedSummaryGraph(entries, reader.diagnostics, staging)
+        _Builder(result, graph, staging, reader, options, facts).build()
+        _check_translated(result, graph, reader, facts.kinds)
     except BaseException:
         staging.close()
         raise
@@ -245,8 +344,7 @@ def translate(source: Source, options: TranslateOptions | None = None, name: str
     return result
 
 
-def _check_has_data(reader: FeedReader, entries: list[Entry], staging: BlockStaging) -> None:
-    kinds = Counter(r.name for e in entries for r in e.resources)
+def _check_has_data(reader: FeedReader, kinds: Counter[str], staging: BlockStaging) -> None:
     if staging.blocks or any(k in USAGE_KINDS or k in CUSTOMER_KINDS for k in kinds):
         return
     if reader.root in BARE_DOCUMENTS:
@@ -260,15 +358,15 @@ def _check_has_data(reader: FeedReader, entries: list[Entry], staging: BlockStag
                            reader.diagnostics.source, None, kind=reader.root or "")
 
 
-def _check_translated(result: Translation, graph: FeedGraph, reader: FeedReader) -> None:
+def _check_translated(result: Translation, graph: _StagedSummaryGraph, reader: FeedReader, kinds: Counter[str]
+                      ) -> None:
     """Rejects documents whose usage data cannot mean anything (readings without units, lone MeterReadings)."""
     real_usage_points = any(up.entry is not None for up in graph.usage_points)
-    summaries = any(up.summaries or up.quality_summaries for up in graph.usage_points)
+    summaries = graph.has_summaries
     placed = result.reading_count - result.untranslated_readings
     if real_usage_points or summaries or (result.accounts and not result.accounts[0].get("greenbridge_synthetic")) \
             or placed > 0:
         return
-    kinds = Counter(r.name for e in graph.entries for r in e.resources)
     held = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
     if result.reading_count:
         held = f"{result.reading_count} readings in IntervalBlocks" + (f" and {held}" if held else "")
@@ -283,10 +381,11 @@ def _check_translated(result: Translation, graph: FeedGraph, reader: FeedReader)
 class _Builder:
     """Builds the small objects and plans the segments of one translation."""
 
-    def __init__(self, result: Translation, graph: FeedGraph, staging: BlockStaging, reader: FeedReader,
-                 options: TranslateOptions):
+    def __init__(self, result: Translation, graph: _StagedSummaryGraph, staging: BlockStaging, reader: FeedReader,
+                 options: TranslateOptions, facts: _DocumentFacts):
         self.result = result
         self.graph = graph
+        self.facts = facts
         self.staging = staging
         self.reader = reader
         self.options = options
@@ -306,12 +405,7 @@ class _Builder:
     def _key_strategy(self) -> str:
         if self.options.key_strategy != "auto":
             return self.options.key_strategy
-        ids = [e.id for e in self.graph.entries if any(r.name in USAGE_KINDS or r.name in CUSTOMER_KINDS
-                                                         or r.name == "ReadingType" for r in e.resources)]
-        if ids and all(i and i.lower().startswith("urn:uuid:") for i in ids) and \
-                len({i.lower() for i in ids}) == len(ids):
-            return "uuid"
-        return "href"
+        return "uuid" if self.facts.uuid_keys() else "href"
 
     def key(self, entry: Entry) -> str:
         if self.strategy == "uuid" and entry.id:
@@ -355,11 +449,12 @@ class _Builder:
 
         self.staging.assign(assignments())
         synthetic_account_id = None
-        usage_points = [up for up in graph.usage_points if up.meter_readings or up.summaries or up.entry]
+        usage_points = [up for up in graph.usage_points
+                        if up.meter_readings or up.index in graph.summary_usage_points or up.entry]
 
-        summary_blocks: list[tuple[int, int, IntervalBlock]] = []  # (usage point, pseudo series, block)
-        pseudo_series: dict[int, tuple[SeriesFormat, str]] = {}
+        pseudo_count = 0
         plans: dict[int, _UsagePointPlan] = {}  # by UsagePoint index in the graph
+        self.staging.begin()  # pseudo-blocks, bill sections and per-UsagePoint data: one transaction
         for node in usage_points:
             key = self.key(node.entry) if node.entry is not None else f"{self.scope}|implicit-usage-point"
             zone, zone_note = self._zone(node)
@@ -387,8 +482,9 @@ class _Builder:
                     synthetic_account_id = self.id_of("account", "subscription", self._account_scope(usage_points))
                     result.accounts.append(synthetic_account(synthetic_account_id, self.stamp, self.options.entity))
                 account_id = synthetic_account_id
-            periods, current_only = billing.merge_summaries([s for _e, s in node.summaries],
-                                                            lambda m: diagnostics.add(m, None, kind=m))
+            summaries = self.staging.summaries_of(node.index) if node.index in graph.summarised_usage_points else []
+            usage_summaries = [s for kind, _line, s in summaries if kind != QUALITY_SUMMARY]
+            periods, current_only = billing.merge_summaries(usage_summaries, lambda m: diagnostics.add(m, None, kind=m))
             if not contract_ids:
                 contract_id = self.id_of("servicecontract", "usage-point", key)
                 rateplan = None
@@ -424,6 +520,8 @@ class _Builder:
 
             # bill sections, and the billing usage values as a pseudo-series (D11)
             sections: list[SectionWindow] = []
+            pseudo_series: list[Series] = []
+            pseudo_blocks: list[tuple[int, int, IntervalBlock]] = []
             series_currency = next((f.cost_currency for f in formats.values() if f.cost_currency), None)
             account_number = customer.account_numbers.get(account_id)
             for period in periods:
@@ -434,17 +532,23 @@ class _Builder:
                     series_currency=series_currency, entity=self.options.entity, contract_id=contract_ids[0],
                     servicepoint_id=servicepoint_id, meterdevice_id=meterdevice_id,
                     dates=lambda start, duration, zone=zone: self._dates(start, duration, zone), id_of=self.id_of)
-                result.bill_sections.append(section)
+                self.staging.add_bill_section(section)
                 sections.append(SectionWindow(section_id, date.fromisoformat(section["start_date"]),
                                               date.fromisoformat(section["end_date"])))
                 fmt = billing.billing_series_format(period.summary, commodity)
                 if fmt is not None:
-                    pseudo = -(len(pseudo_series) + 1)
-                    pseudo_series[pseudo] = (fmt, f"{key}|billing")
+                    # the billing value joins the staged blocks as its own series, so that it lands in the same
+                    # period segment as readings of the same period; its one reading sets its grid
+                    pseudo_count += 1
+                    pseudo = -pseudo_count
+                    pseudo_series.append(Series(pseudo, f"{key}|billing|{pseudo}", fmt, period.duration, None))
                     block = IntervalBlock(interval=DateTimeInterval(period.duration, period.start),
                                           starts=[period.start], durations=[period.duration],
                                           values=[period.summary.overall_consumption_last_period.value])
-                    summary_blocks.append((node.index, pseudo, block))
+                    pseudo_blocks.append((pseudo, node.index, block))
+            if pseudo_blocks:
+                self.staging.add_pseudo_blocks(pseudo_blocks)
+                block_usage_points.add(node.index)
             if current_only:
                 diagnostics.add(f"{len(current_only)} UsageSummary without billingPeriod: current-period data only, "
                                 "kept on no bill section", node.entry.line if node.entry else None,
@@ -454,19 +558,15 @@ class _Builder:
                 mr = next(m for m in node.meter_readings if m.index == mr_index)
                 series[mr_index] = Series(mr_index, self.key(mr.entry) if mr.entry else f"{key}|mr{mr.implicit_for}",
                                           fmt, None, mr.reading_type.interval_length)
-            plans[node.index] = _UsagePointPlan(key, zone, account_id, contract_ids, servicepoint_id, meterdevice_id,
-                                                series, sections)
-            self.result._extra_segments[node.index] = self._power_quality_segments(node, plans[node.index])
+            plan = plans[node.index] = _UsagePointPlan(key, zone, account_id, contract_ids, servicepoint_id,
+                                                       meterdevice_id, series)
+            extra = self._power_quality_segments(
+                [(line, s) for kind, line, s in summaries if kind == QUALITY_SUMMARY], plan)
+            if sections or pseudo_series or extra:
+                self.staging.put_usage_point_data(node.index, _UsagePointPeriods(sections, pseudo_series, extra))
+        self.staging.commit()
+        result._bill_section_count = self.staging.bill_section_count
 
-        # pseudo-series for billing values join the staged blocks, so they land in the same period segments
-        pseudo_assignments = []
-        for usage_point, pseudo, block in summary_blocks:
-            fmt, series_key = pseudo_series[pseudo]
-            plans[usage_point].series[pseudo] = Series(pseudo, f"{series_key}|{pseudo}", fmt, None, None)
-            self.staging.add_pseudo_block(pseudo, block)
-            pseudo_assignments.append((pseudo, usage_point, pseudo))
-            block_usage_points.add(usage_point)
-        self.staging.assign(pseudo_assignments)
         histograms = self.staging.duration_histograms()
         for plan in plans.values():
             for index, series in plan.series.items():
@@ -478,8 +578,16 @@ class _Builder:
             result.notes.append(f"{result.untranslated_readings} readings have no ReadingType (no units) and were "
                                 "not translated")
         if self.options.statements is not None:
-            result.bill_statements = billing.bill_statements(result.bill_sections, self.options.statements,
-                                                             self.stamp, self.id_of, customer.account_numbers)
+            # statements are O(billing periods) themselves; the sections they claim are written back
+            rows = list(self.staging.bill_sections(by_date=False))
+            result.bill_statements = billing.bill_statements([section for _row, section in rows],
+                                                             self.options.statements, self.stamp, self.id_of,
+                                                             customer.account_numbers)
+            self.staging.begin()
+            for row, section in rows:
+                if section["cds_billstatement_id"] is not None:
+                    self.staging.replace_bill_section(row, section)
+            self.staging.commit()
         self._attach_statement_files(customer)
         for meter in customer.meter_devices:
             meter.pop("greenbridge_usage_point_hrefs", None)  # hrefs may hold meter or customer numbers
@@ -532,14 +640,16 @@ class _Builder:
         """CDS dates of an ESPI interval: local date of the start, local date of the last second (end − 1 s)."""
         return local_date(start, zone), local_date(start + max(duration, 1) - 1, zone)
 
-    def _power_quality_segments(self, node: UsagePointNode, plan: _UsagePointPlan) -> list[dict[str, Any]]:
-        """ElectricPowerQualitySummary → ``greenbridge_power_quality`` period segments (FB_17)."""
+    def _power_quality_segments(self, summaries: list[tuple[int | None, ElectricPowerQualitySummary]],
+                                plan: _UsagePointPlan) -> list[dict[str, Any]]:
+        """ElectricPowerQualitySummary (with its entry's line) → ``greenbridge_power_quality`` period segments
+        (FB_17)."""
         segments = []
-        for entry, summary in node.quality_summaries:
+        for line, summary in summaries:
             interval = summary.summary_interval
             if interval is None or interval.start is None or not interval.duration:
                 self.reader.diagnostics.add("ElectricPowerQualitySummary without summaryInterval ignored",
-                                            entry.line, kind="power quality without interval")
+                                            line, kind="power quality without interval")
                 continue
             counters = {name: getattr(summary, name) for name in (
                 "flicker_plt", "flicker_pst", "harmonic_voltage", "long_interruptions", "mains_voltage",
@@ -577,7 +687,7 @@ def _grid(histogram: Counter | None, interval_length: int | None) -> int | None:
 def _sort_listing(result: Translation) -> None:
     for name in ("service_points", "meter_devices", "accounts", "service_contracts"):
         getattr(result, name).sort(key=lambda obj: next(iter(obj.values())))
-    result.bill_sections.sort(key=lambda s: (s["start_date"], s["cds_billsection_id"]))
+    # bill sections come out of the scratch file by (start_date, cds_billsection_id)
 
 
 def source_size(source: Source) -> int | None:
