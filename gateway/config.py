@@ -49,6 +49,43 @@ class TestCustomer:
 
 
 @dataclass(frozen=True)
+class SftpConfig:
+    """Where a custodian's bulk files are fetched over SFTP (ESPI FB_34), with the server's pinned host key."""
+
+    host: str
+    user: str
+    key_path: Path
+    host_key: str  # "ssh-ed25519 AAAA…" as in known_hosts: never trust on first use
+    port: int = 22
+    remote_dir: str = "."
+
+
+@dataclass(frozen=True)
+class CustodianConfig:
+    """One legacy Green Button data custodian behind the gateway (issue 5).
+
+    ``client_secret`` may be given directly (tests, sandbox) or, better, through ``client_secret_env``: the name of an
+    environment variable read at startup, so the secret stays out of configuration files.
+    """
+
+    id: str
+    name: str
+    resource_url: str  # the ESPI resource endpoint, e.g. https://dc.example/espi/1_1/resource
+    authorize_url: str
+    token_url: str
+    client_id: str
+    client_secret: str
+    # Every URL we fetch because a custodian (or a notification) told us to must be on one of these hosts.
+    hosts: tuple[str, ...] = ()
+    application_information_url: str = ""
+    sftp: SftpConfig | None = None
+    coverage: dict[str, Any] | None = None  # the WG1-01 coverage entry for this custodian's customers
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"CustodianConfig(id={self.id!r}, resource_url={self.resource_url!r}, client_id={self.client_id!r})"
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     issuer: str = "http://127.0.0.1:8080"
     database_url: str = ""
@@ -59,6 +96,7 @@ class GatewayConfig:
     timezone: str = "UTC"
     server: ServerInfo = field(default_factory=ServerInfo)
     coverage: tuple[dict[str, Any], ...] = ()
+    custodians: tuple[CustodianConfig, ...] = ()
     test_customers: tuple[TestCustomer, ...] = ()
     max_body_bytes: int = 1024 * 1024
     message_max_bytes: int = 16 * 1024 * 1024
@@ -125,7 +163,7 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
             raise ConfigError(f"{path}: configuration file not found") from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: {error}") from None
-        values.update(_from_toml(document, source))
+        values.update(_from_toml(document, source, environ))
     for name, key in _ENV.items():
         if environ.get(name):
             values[key] = environ[name]
@@ -135,7 +173,7 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
     return _finish(config, source)
 
 
-def _from_toml(document: dict[str, Any], source: str) -> dict[str, Any]:
+def _from_toml(document: dict[str, Any], source: str, environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     gateway = dict(document.get("gateway", {}))
     for key, value in gateway.items():
@@ -167,6 +205,12 @@ def _from_toml(document: dict[str, Any], source: str) -> dict[str, Any]:
             raise ConfigError(f"{source}: coverage must be an array of tables ([[coverage]])")
         values["coverage"] = tuple(_coverage_entry(entry, f"{source}: [[coverage]] #{i + 1}")
                                    for i, entry in enumerate(entries))
+    if "custodians" in document:
+        entries = document["custodians"]
+        if not isinstance(entries, list):
+            raise ConfigError(f"{source}: custodians must be an array of tables ([[custodians]])")
+        values["custodians"] = tuple(_custodian(entry, f"{source}: [[custodians]] #{i + 1}", environ)
+                                     for i, entry in enumerate(entries))
     if "test_customers" in document:
         customers = []
         for i, entry in enumerate(document["test_customers"]):
@@ -177,6 +221,84 @@ def _from_toml(document: dict[str, Any], source: str) -> dict[str, Any]:
                 raise ConfigError(f"{where}: missing {missing}") from None
         values["test_customers"] = tuple(customers)
     return values
+
+
+_CUSTODIAN_URLS = ("resource_url", "authorize_url", "token_url")
+
+
+def _http_url(value: Any, where: str, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: {key} is required (a URL)")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+        raise ConfigError(f"{where}: {key} must be an http(s) URL without fragment: {value!r}")
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(f"{where}: {key} must use https except on loopback: {value!r}")
+    return value
+
+
+def _custodian(entry: Any, where: str, environ: Mapping[str, str]) -> CustodianConfig:
+    """A [[custodians]] table: endpoints, credentials, allowed hosts, optional SFTP and coverage entry."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: must be a table")
+    entry = dict(entry)
+    known = {"id", "name", "client_id", "client_secret", "client_secret_env", "hosts", "application_information_url",
+             "sftp", "coverage", *_CUSTODIAN_URLS}
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}")
+    for key in ("id", "name", "client_id"):
+        if not isinstance(entry.get(key), str) or not entry[key]:
+            raise ConfigError(f"{where}: {key} is required (a non-empty string)")
+    if not all(c.isalnum() or c in "-_" for c in entry["id"]):
+        raise ConfigError(f"{where}: id may contain only letters, digits, '-' and '_'")
+    urls = {key: _http_url(entry.get(key), where, key) for key in _CUSTODIAN_URLS}
+    info_url = entry.get("application_information_url", "")
+    if info_url:
+        _http_url(info_url, where, "application_information_url")
+    if "client_secret_env" in entry:
+        name = entry["client_secret_env"]
+        secret = environ.get(name, "") if isinstance(name, str) else ""
+        if not secret:
+            raise ConfigError(f"{where}: environment variable {name!r} (client_secret_env) is not set")
+    else:
+        secret = entry.get("client_secret")
+        if not isinstance(secret, str) or not secret:
+            raise ConfigError(f"{where}: client_secret or client_secret_env is required")
+    hosts = entry.get("hosts", [])
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
+        raise ConfigError(f"{where}: hosts must be an array of host names")
+    # The configured endpoints' own hosts are always allowed; `hosts` adds others (e.g. a separate bulk host).
+    all_hosts = tuple(dict.fromkeys([*(urlsplit(u).hostname for u in (*urls.values(), info_url) if u), *hosts]))
+    sftp = None
+    if "sftp" in entry:
+        table = entry["sftp"]
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: sftp must be a table")
+        for key in ("host", "user", "key_path", "host_key"):
+            if not isinstance(table.get(key), str) or not table[key]:
+                raise ConfigError(f"{where}: sftp.{key} is required")
+        if len(table["host_key"].split()) < 2:
+            raise ConfigError(f"{where}: sftp.host_key must be 'TYPE BASE64' as in known_hosts (pinned host key)")
+        port = table.get("port", 22)
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ConfigError(f"{where}: sftp.port must be a TCP port")
+        sftp = SftpConfig(host=table["host"], user=table["user"], key_path=Path(table["key_path"]),
+                          host_key=table["host_key"], port=port, remote_dir=str(table.get("remote_dir", ".")))
+    coverage = None
+    if "coverage" in entry:
+        table = dict(entry["coverage"])
+        table.setdefault("id", entry["id"])
+        table.setdefault("entity_name", entry["name"])
+        table.setdefault("name", f"{entry['name']} Green Button customers")
+        table.setdefault("type", "logical")
+        table.setdefault("role", "aggregator")
+        table.setdefault("capabilities", ["oauth"])
+        coverage = _coverage_entry(table, f"{where}: coverage")
+    return CustodianConfig(
+        id=entry["id"], name=entry["name"], client_id=entry["client_id"], client_secret=secret, hosts=all_hosts,
+        application_information_url=info_url, sftp=sftp, coverage=coverage, **urls,
+    )
 
 
 def _datetime(value: Any, where: str) -> datetime:
@@ -246,6 +368,13 @@ def _finish(config: GatewayConfig, source: str) -> GatewayConfig:
         ZoneInfo(config.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"{source}: timezone is not an IANA zone name: {config.timezone!r}") from None
+    custodian_ids = [c.id for c in config.custodians]
+    if len(custodian_ids) != len(set(custodian_ids)):
+        raise ConfigError(f"{source}: custodian ids must be unique")
+    # Each custodian with a coverage table appears as a coverage entry: one CDS front for several utilities.
+    custodian_coverage = tuple(c.coverage for c in config.custodians if c.coverage is not None)
+    if custodian_coverage:
+        config = replace(config, coverage=(*config.coverage, *custodian_coverage))
     ids = [entry["id"] for entry in config.coverage]
     if len(ids) != len(set(ids)):
         raise ConfigError(f"{source}: coverage entry ids must be unique")

@@ -65,3 +65,55 @@ def test_errors_name_the_key(tmp_path, text, fragment):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml", {})
+
+
+CUSTODIAN = '''
+[[custodians]]
+id = "demo-utility"
+name = "Demo Utility"
+resource_url = "https://dc.demo-utility.example/espi/1_1/resource"
+authorize_url = "https://login.demo-utility.example/oauth/authorize"
+token_url = "https://login.demo-utility.example/oauth/token"
+client_id = "tp-123"
+client_secret_env = "DEMO_SECRET"
+hosts = ["bulk.demo-utility.example"]
+
+[custodians.sftp]
+host = "sftp.demo-utility.example"
+user = "tp123"
+key_path = "/etc/greenbridge/demo.key"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"
+
+[custodians.coverage]
+country = "US"
+commodity_types = ["electricity"]
+'''
+
+
+def test_custodians_with_secret_from_the_environment(tmp_path):
+    path = write(tmp_path, CUSTODIAN)
+    config = load_config(path, {"GREENBRIDGE_SECRET_KEY": "k", "DEMO_SECRET": "s3cret"})
+    (custodian,) = config.custodians
+    assert custodian.client_secret == "s3cret" and "s3cret" not in repr(custodian)
+    assert custodian.hosts == ("dc.demo-utility.example", "login.demo-utility.example", "bulk.demo-utility.example")
+    assert custodian.sftp.port == 22 and custodian.sftp.host_key.startswith("ssh-ed25519 ")
+    # the custodian appears as a coverage entry of its own
+    entry = next(e for e in config.coverage if e["id"] == "demo-utility")
+    assert entry["entity_name"] == "Demo Utility" and entry["capabilities"] == ["oauth"]
+    assert entry["type"] == "logical" and entry["role"] == "aggregator"
+
+
+@pytest.mark.parametrize("old, new, fragment", [
+    ('client_secret_env = "DEMO_SECRET"', 'client_secret_env = "MISSING"', "MISSING"),
+    ("https://dc.demo-utility.example", "http://dc.demo-utility.example", "https"),
+    ('id = "demo-utility"', 'id = "demo utility"', "id may contain"),
+    ('host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"', 'host_key = "x"', "host_key"),
+    ('hosts = ["bulk.demo-utility.example"]', 'hosts = "bulk"', "hosts"),
+    ('client_id = "tp-123"', 'client_id = "tp-123"\nsurprise = 1', "surprise"),
+])
+def test_custodian_errors(tmp_path, old, new, fragment):
+    text = CUSTODIAN.replace(old, new)
+    assert text != CUSTODIAN
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text), {"GREENBRIDGE_SECRET_KEY": "k", "DEMO_SECRET": "s"})
+    assert fragment in str(error.value) and "[[custodians]] #1" in str(error.value)
