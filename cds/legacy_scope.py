@@ -19,7 +19,8 @@ The rules (docs/mapping.md "CDS scopes → Green Button Function Blocks" has the
   net FB_7, reverse FB_8, gas FB_10, water FB_11, interval cost FB_12. GBA certifies FB_4 only together with
   one of FB_5/10/11/29, so a request without any of them (net or demand only, cost only, or value types null)
   adds the commodity blocks (FB_5/10/11) of the commodities concerned. A ``service_types`` preselection narrows
-  the commodities.
+  the commodities, and so does ``commodities=`` (what one custodian scope string meters, cds/custodian_scopes.py)
+  when it leaves any.
 * Bill sections: FB_15 (Usage Summary) and FB_16 (its costs: cost details, line items). Bill statements are built
   from those sections only in "utility mode" (docs/mapping.md §6.2): ESPI has no amount due, which is reported
   as unavailable.
@@ -72,6 +73,7 @@ __all__ = [
     "Requirements",
     "ScopeType",
     "Unavailable",
+    "history_fields",
     "legacy_scope",
     "required_function_blocks",
     "requirements",
@@ -265,12 +267,16 @@ def _scope_type(scope_type: str) -> ScopeType:
                          f"({', '.join(SCOPE_TYPES)})") from None
 
 
-def requirements(scope_type: str, details: Mapping[str, Any]) -> Requirements:
+def requirements(scope_type: str, details: Mapping[str, Any], *,
+                 commodities: Iterable[str] | None = None) -> Requirements:
     """The Function Blocks and missing data for one scope type and its effective ``authorization_details`` entry.
 
     ``details`` is the entry with defaults filled in (absent fields count as not requested, except the scope type's
     default-true include fields and ``include_usage_segment_value_types``, whose absence means every value type).
-    ``ValueError`` for a scope type that is not a customer-data type.
+    ``commodities`` (keys of :data:`COMMODITY_BLOCKS`), when given, are the commodities the custodian scope in
+    question meters: the commodity blocks added only so that FB_4 has a metering block (cost only, net or demand
+    only, value types null) are limited to them, unless that leaves none. Explicitly requested value types are never
+    dropped by it. ``ValueError`` for a scope type that is not a customer-data type.
     """
     kind = _scope_type(scope_type)
     reasons: dict[int, set[str]] = {}
@@ -288,7 +294,7 @@ def requirements(scope_type: str, details: Mapping[str, Any]) -> Requirements:
         need = INCLUDE_NEEDS.get(fid)
         add(need if need is not None else _need((), "", unavailable(fid, "no Green Button source is mapped")))
     if includes.get("include_usage_segments"):
-        _usage(details, add)
+        _usage(details, add, None if commodities is None else frozenset(commodities))
     for fid, value in details.items():
         if fid in PRESELECTION_NEEDS and value is not None:
             add(PRESELECTION_NEEDS[fid])
@@ -320,7 +326,7 @@ def _window(kind: ScopeType, details: Mapping[str, Any], fields: tuple[str, ...]
     return [fid for fid in fields if fid in details and (statements or not fid.startswith("statement_date"))]
 
 
-def _usage(details: Mapping[str, Any], add) -> None:
+def _usage(details: Mapping[str, Any], add, metered: frozenset[str] | None = None) -> None:
     """Value types → interval blocks, narrowed by a ``service_types`` preselection (see the module docstring)."""
     value_types = details.get("include_usage_segment_value_types", list(VALUE_TYPE_BLOCKS))
     allowed = set(details.get("service_types") or COMMODITY_BLOCKS)
@@ -340,14 +346,26 @@ def _usage(details: Mapping[str, Any], add) -> None:
         add(_need(blocks, why))
     if not metering & _METERING:
         # FB_4 goes with one of FB_5/10/11/29 (GBA), and costs or value-less segments need a metered series.
-        for commodity in sorted((commodities or allowed) & set(COMMODITY_BLOCKS)):
+        fallback = (commodities or allowed) & set(COMMODITY_BLOCKS)
+        if metered is not None and fallback & metered:
+            fallback &= metered  # the custodian scope meters only these: do not ask it for the others
+        for commodity in sorted(fallback):
             add(_need({COMMODITY_BLOCKS[commodity]}, f"{commodity} interval series that the requested values "
                                                      "ride on (FB_4 needs a metering block)"))
 
 
-def required_function_blocks(scope_type: str, details: Mapping[str, Any]) -> frozenset[int]:
+def required_function_blocks(scope_type: str, details: Mapping[str, Any], *,
+                             commodities: Iterable[str] | None = None) -> frozenset[int]:
     """The Function Block numbers :func:`requirements` gives."""
-    return requirements(scope_type, details).function_blocks
+    return requirements(scope_type, details, commodities=commodities).function_blocks
+
+
+def history_fields(scope_type: str, details: Mapping[str, Any]) -> tuple[str, ...]:
+    """The start fields of ``details`` that bound the history this entry reaches back to (those
+    :func:`scope_terms` turns into ``HistoryLength``): ``segment_start``; ``start_date``; ``statement_date_start``
+    only where statements are shared."""
+    kind = _scope_type(scope_type)
+    return tuple(_window(kind, details, kind.history_fields))
 
 
 _DATE_FIELDS = frozenset({"statement_date_start", "statement_date_end", "start_date", "end_date"})
