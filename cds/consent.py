@@ -98,28 +98,35 @@ def approve(
     box: SecretBox,
     zone: ZoneInfo | None = None,
     now: datetime | None = None,
+    eta: datetime | None = None,
 ) -> tuple[Grant, str]:
     """Create (or, for a ``cds_grant_id`` re-authorization, update) the Grant and issue a receipt.
 
     Returns the grant and the receipt's secret URL handle. The grant is updated immediately (WG1-02 §8.3: the
-    server must not wait for the token request).
+    server must not wait for the token request). With ``eta`` (the upstream hop: the data is still to be fetched
+    from the custodian) the grant is ``pending`` with that ``eta`` and nothing enabled yet, as WG1-02 §8.2 asks of
+    a grant whose data loads asynchronously; otherwise it is ``active`` with everything enabled.
     """
     now = now or datetime.now(UTC)
     expires = _absolute_expiry(authorization_details)
+    status = "pending" if eta is not None else "active"
+    enabled_scope, enabled_details = ("", []) if eta is not None else (scope, authorization_details)
     if grant_id:
         grant = session.get(Grant, grant_id)
         grant.scope = scope
         grant.authorization_details = authorization_details
-        grant.enabled_scope = scope
-        grant.enabled_authorization_details = authorization_details
-        grant.status = "active"
+        grant.enabled_scope = enabled_scope
+        grant.enabled_authorization_details = enabled_details
+        grant.status = status
+        grant.eta = eta
         grant.modified = now
         grant.expires = expires
         if state:
             grant.states = [*grant.states, state]
     else:
         grant = create_grant(session, client, scope=scope, authorization_details=authorization_details, box=box,
-                             customer_id=customer_id, state=state, expires=expires, now=now)
+                             customer_id=customer_id, state=state, expires=expires, now=now, status=status)
+        grant.eta = eta
     handle = box.new_secret(32)
     confirmation = new_confirmation()
     previous = session.scalars(select(Receipt).where(Receipt.grant_id == grant.grant_id,

@@ -80,6 +80,9 @@ class CustodianConfig:
     application_information_url: str = ""
     sftp: SftpConfig | None = None
     coverage: dict[str, Any] | None = None  # the WG1-01 coverage entry for this custodian's customers
+    # The scope strings the custodian offers us, verbatim as in its ApplicationInformation (``FB=…;…``): the consent
+    # hop asks for the narrowest of them that covers a CDS request (cds.custodian_scopes.narrowest_scope).
+    scopes: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # never print the secret
         return f"CustodianConfig(id={self.id!r}, resource_url={self.resource_url!r}, client_id={self.client_id!r})"
@@ -243,7 +246,7 @@ def _custodian(entry: Any, where: str, environ: Mapping[str, str]) -> CustodianC
         raise ConfigError(f"{where}: must be a table")
     entry = dict(entry)
     known = {"id", "name", "client_id", "client_secret", "client_secret_env", "hosts", "application_information_url",
-             "sftp", "coverage", *_CUSTODIAN_URLS}
+             "sftp", "coverage", "scopes", *_CUSTODIAN_URLS}
     unknown = sorted(set(entry) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown keys {unknown}")
@@ -270,6 +273,9 @@ def _custodian(entry: Any, where: str, environ: Mapping[str, str]) -> CustodianC
         raise ConfigError(f"{where}: hosts must be an array of host names")
     # The configured endpoints' own hosts are always allowed; `hosts` adds others (e.g. a separate bulk host).
     all_hosts = tuple(dict.fromkeys([*(urlsplit(u).hostname for u in (*urls.values(), info_url) if u), *hosts]))
+    scopes = entry.get("scopes", [])
+    if not isinstance(scopes, list) or not all(isinstance(s, str) and s.strip() for s in scopes):
+        raise ConfigError(f"{where}: scopes must be an array of the custodian's scope strings (FB=…)")
     sftp = None
     if "sftp" in entry:
         table = entry["sftp"]
@@ -297,7 +303,8 @@ def _custodian(entry: Any, where: str, environ: Mapping[str, str]) -> CustodianC
         coverage = _coverage_entry(table, f"{where}: coverage")
     return CustodianConfig(
         id=entry["id"], name=entry["name"], client_id=entry["client_id"], client_secret=secret, hosts=all_hosts,
-        application_information_url=info_url, sftp=sftp, coverage=coverage, **urls,
+        application_information_url=info_url, sftp=sftp, coverage=coverage,
+        scopes=tuple(s.strip() for s in scopes), **urls,
     )
 
 

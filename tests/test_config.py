@@ -101,6 +101,14 @@ def test_custodians_with_secret_from_the_environment(tmp_path):
     entry = next(e for e in config.coverage if e["id"] == "demo-utility")
     assert entry["entity_name"] == "Demo Utility" and entry["capabilities"] == ["oauth"]
     assert entry["type"] == "logical" and entry["role"] == "aggregator"
+    assert custodian.scopes == ()  # none configured
+
+
+def test_custodian_scope_strings(tmp_path):
+    offered = "FB=4_5_15;IntervalDuration=3600;BlockDuration=monthly;HistoryLength=13"
+    text = CUSTODIAN.replace('client_id = "tp-123"', f'client_id = "tp-123"\nscopes = ["{offered}", " FB=1_3_4_5 "]')
+    (custodian,) = load_config(write(tmp_path, text), {"GREENBRIDGE_SECRET_KEY": "k", "DEMO_SECRET": "s"}).custodians
+    assert custodian.scopes == (offered, "FB=1_3_4_5")
 
 
 @pytest.mark.parametrize("old, new, fragment", [
@@ -110,6 +118,8 @@ def test_custodians_with_secret_from_the_environment(tmp_path):
     ('host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"', 'host_key = "x"', "host_key"),
     ('hosts = ["bulk.demo-utility.example"]', 'hosts = "bulk"', "hosts"),
     ('client_id = "tp-123"', 'client_id = "tp-123"\nsurprise = 1', "surprise"),
+    ('client_id = "tp-123"', 'client_id = "tp-123"\nscopes = "FB=4_5_15"', "scopes"),
+    ('client_id = "tp-123"', 'client_id = "tp-123"\nscopes = ["FB=4_5_15", ""]', "scopes"),
 ])
 def test_custodian_errors(tmp_path, old, new, fragment):
     text = CUSTODIAN.replace(old, new)

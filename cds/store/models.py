@@ -121,7 +121,8 @@ class PushedRequest(Base):
     __tablename__ = "pushed_requests"
 
     handle_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    # "par": a request_uri from the PAR endpoint; "consent": a validated request while the consent form is open.
+    # "par": a request_uri from the PAR endpoint; "consent": a validated request while the consent form is open;
+    # "upstream": an approved request waiting for the custodian's redirect (the hash is of the upstream ``state``).
     kind: Mapped[str] = mapped_column(String(16), default="par")
     client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id"))
     parameters: Mapped[dict[str, Any]]
@@ -154,6 +155,29 @@ class Grant(Base):
     not_after: Mapped[datetime | None]
     eta: Mapped[datetime | None]
     expires: Mapped[datetime | None]
+
+
+class UpstreamAuthorization(Base):
+    """A legacy custodian's OAuth authorization behind a Grant (issue 5): its tokens, encrypted, and ESPI URIs.
+
+    The tokens are sent to the custodian only (the workers decrypt them); no API returns them and no log shows them.
+    """
+
+    __tablename__ = "upstream_authorizations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.grant_id"), index=True)
+    custodian_id: Mapped[str] = mapped_column(String(64), index=True)
+    customer_id: Mapped[str] = mapped_column(String(128))
+    scope: Mapped[str] = mapped_column(Text)  # the custodian scope string, verbatim
+    access_token_encrypted: Mapped[str] = mapped_column(Text)
+    refresh_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime | None]
+    resource_uri: Mapped[str | None] = mapped_column(Text)
+    authorization_uri: Mapped[str | None] = mapped_column(Text)
+    customer_resource_uri: Mapped[str | None] = mapped_column(Text)
+    created: Mapped[datetime]
+    modified: Mapped[datetime]
 
 
 class Receipt(Base):

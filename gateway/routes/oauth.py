@@ -21,11 +21,13 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from cds import consent
+from cds import consent, upstream
+from cds.custodian_scopes import CustodianCannotProvide, narrowest_scope
 from cds.grants import NO_ACCESS, effective_status
 from cds.registration import RegistrationError, register
 from cds.store.models import AuthorizationCode, Client, Grant, PushedRequest, Receipt
-from gateway.config import GatewayConfig
+from espi.custodian_client import CustodianError
+from gateway.config import CustodianConfig, GatewayConfig
 from gateway.oauth.requests import GatewayRequest, RedirectResponse
 from gateway.routes.common import (
     ApiError,
@@ -205,7 +207,8 @@ def _check_grant_id(session: Session, params: dict[str, str], client_id: str) ->
 
 
 def _validate_and_render(request: Request, session: Session, params: dict[str, str],
-                         error_text: str | None = None, customer_id: str | None = None) -> Response:
+                         error_text: str | None = None, customer_id: str | None = None,
+                         error_status: int = 401) -> Response:
     gateway = gateway_of(request)
     try:
         _grant, oauth_req = _validate(request, session, params)
@@ -230,7 +233,10 @@ def _validate_and_render(request: Request, session: Session, params: dict[str, s
         "action": gateway.urls.authorization_endpoint,
         "error": error_text,
         "customer_id": customer_id,
-    }, status=401 if error_text else 200)
+        # With custodians configured the customer picks their utility and signs in there (the upstream hop);
+        # without, the local test customers sign in here.
+        "custodians": [{"id": c.id, "name": c.name} for c in gateway.config.custodians],
+    }, status=error_status if error_text else 200)
 
 
 async def decide(request: Request) -> Response:
@@ -257,6 +263,8 @@ async def decide(request: Request) -> Response:
         redirect_uri = params.get("redirect_uri") or oauth_req.client.get_default_redirect_uri()
         if form.get("decision") != "approve":
             return _redirect_error(redirect_uri, "access_denied", "The customer declined the request.", state)
+        if gateway.config.custodians:
+            return _start_upstream(request, session, params, form, oauth_req, redirect_uri)
         customer = _authenticate_customer(gateway.config, form.get("customer_id", ""), form.get("password", ""))
         if customer is None:
             session.rollback()  # keep the form usable: the consent row stays
@@ -279,6 +287,117 @@ async def decide(request: Request) -> Response:
         oauth_req.user = customer
         log.info("customer approved grant %s for client %s (receipt %s)", record.grant_id, record.client_id,
                  record.receipt_confirmations[-1])
+        return gateway.oauth.run(session, gateway.oauth.create_authorization_response, oauth_req, customer, grant)
+
+    return await _with_session(request, finish)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The upstream hop (issue 5): the customer's custodian authorizes us, then the CDS flow finishes
+# ----------------------------------------------------------------------------------------------------------------
+def _custodian(config: GatewayConfig, custodian_id: str | None) -> CustodianConfig | None:
+    return next((c for c in config.custodians if c.id == custodian_id), None) if custodian_id else None
+
+
+def _start_upstream(request: Request, session: Session, params: dict[str, str], form: dict[str, str],
+                    oauth_req: GatewayRequest, redirect_uri: str) -> Response:
+    """Approved with a utility chosen: keep the request under a fresh ``state`` and send the customer upstream."""
+    gateway = gateway_of(request)
+    state = params.get("state")
+    custodian = _custodian(gateway.config, form.get("custodian"))
+    if custodian is None:
+        session.rollback()  # keep the form usable: the consent row stays
+        return _validate_and_render(request, session, params, "Choose your utility to continue.",
+                                    error_status=400)
+    _grant_id, grant_error = _check_grant_id(session, params, oauth_req.client.get_client_id())
+    if grant_error:
+        return _redirect_error(redirect_uri, grant_error, "cds_grant_id is not valid", state)
+    try:
+        scope = narrowest_scope(oauth_req.scope.split(), oauth_req.details.effective, custodian.scopes,
+                                gateway.descriptions, now=datetime.now(UTC), timezone=gateway.config.timezone)
+    except CustodianCannotProvide as error:
+        return _redirect_error(redirect_uri, error.error, f"{custodian.name}: {error}", state)
+    except ValueError:
+        return _redirect_error(redirect_uri, "invalid_scope",
+                               "The request holds no customer-data scope for the utility to authorize.", state)
+    upstream_state = upstream.start(session, gateway.box, client_id=oauth_req.client.get_client_id(),
+                                    request=params, custodian_id=custodian.id, scope=scope)
+    location = upstream.client(custodian, gateway.config.issuer).authorization_url(scope, upstream_state)
+    log.info("consent for client %s continues at custodian %s", oauth_req.client.get_client_id(), custodian.id)
+    return Response(status_code=303, headers={"Location": location, "Cache-Control": "no-store",
+                                              "Referrer-Policy": "no-referrer"})
+
+
+async def custodian_callback(request: Request) -> Response:
+    """The custodian's redirect back (``/custodians/{id}/callback``): only our stored ``state`` is trusted."""
+    from starlette.concurrency import run_in_threadpool
+
+    gateway = gateway_of(request)
+    custodian = _custodian(gateway.config, request.path_params["custodian_id"])
+    if custodian is None:
+        return invalid_request_page(request, "invalid_request", "No such data custodian.", 404)
+    query = request.url.query
+    params = dict(request.query_params)
+    expired = "This authorization has expired or was already completed; start again from the application."
+
+    def take(session: Session) -> Response | dict[str, Any]:
+        pending = upstream.take(session, gateway.box, params.get("state"), custodian.id)
+        session.commit()  # the state is spent whatever follows
+        if pending is None:
+            return invalid_request_page(request, "invalid_request", expired)
+        return pending
+
+    taken = await _with_session(request, take)
+    if isinstance(taken, Response):
+        return taken
+    cds_params: dict[str, str] = taken["request"]
+    cds_state = cds_params.get("state")
+    tokens = None
+    failure: tuple[str, str] | None = None
+    if "error" in params:
+        failure = ("access_denied", f"{custodian.name} did not authorize the request.")
+    else:
+        client = upstream.client(custodian, gateway.config.issuer)
+        try:
+            # our own callback URL with the custodian's query: Authlib checks the state and reads the code
+            tokens = await run_in_threadpool(client.exchange_code,
+                                             f"{upstream.callback_url(gateway.config.issuer, custodian.id)}?{query}",
+                                             params.get("state", ""))
+        except CustodianError as error:
+            log.warning("code exchange with custodian %s failed: %s", custodian.id, error)
+            failure = ("temporarily_unavailable", f"{custodian.name} could not complete the authorization.")
+
+    def finish(session: Session) -> Response:
+        try:
+            grant, oauth_req = _validate(request, session, cds_params)
+        except OAuth2Error as error:
+            return _oauth_error_response(request, error, cds_state)
+        redirect_uri = cds_params.get("redirect_uri") or oauth_req.client.get_default_redirect_uri()
+        if failure is not None:
+            return _redirect_error(redirect_uri, failure[0], failure[1], cds_state)
+        try:
+            customer = upstream.customer_key(custodian.id, tokens)
+        except ValueError:
+            return _redirect_error(redirect_uri, "temporarily_unavailable",
+                                   f"{custodian.name} answered without naming the authorization.", cds_state)
+        grant_id, grant_error = _check_grant_id(session, cds_params, oauth_req.client.get_client_id())
+        if grant_error:
+            return _redirect_error(redirect_uri, grant_error, "cds_grant_id is not valid", cds_state)
+        if grant_id and session.get(Grant, grant_id).customer_id not in (None, customer):
+            return _redirect_error(redirect_uri, "cds_grant_id_invalid_user",
+                                   "cds_grant_id belongs to another customer", cds_state)
+        now = datetime.now(UTC)
+        record, _receipt_handle = consent.approve(
+            session, oauth_req.client.row, scope=oauth_req.scope, authorization_details=oauth_req.details.effective,
+            customer_id=customer, state=cds_state, grant_id=grant_id, descriptions=gateway.descriptions,
+            box=gateway.box, zone=gateway.config.zone, now=now, eta=now + upstream.PENDING_ETA,
+        )
+        upstream.bind(session, gateway.box, grant_id=record.grant_id, custodian_id=custodian.id,
+                      customer_id=customer, scope=taken["scope"], tokens=tokens, now=now)
+        oauth_req.grant_record = record
+        oauth_req.user = customer
+        log.info("custodian %s authorized grant %s for client %s (receipt %s)", custodian.id, record.grant_id,
+                 record.client_id, record.receipt_confirmations[-1])
         return gateway.oauth.run(session, gateway.oauth.create_authorization_response, oauth_req, customer, grant)
 
     return await _with_session(request, finish)
@@ -373,6 +492,7 @@ def routes() -> list[Route]:
         Route("/oauth/authorize", authorize, methods=["GET"]),
         Route("/oauth/authorize", decide, methods=["POST"]),
         Route("/oauth/default-redirect", default_redirect, methods=["GET"]),
+        Route("/custodians/{custodian_id}/callback", custodian_callback, methods=["GET"]),
         Route("/receipts/{handle}", receipt, methods=["GET"]),
         Route("/receipts/{handle}/revoke", revoke_from_receipt, methods=["POST"]),
     ]

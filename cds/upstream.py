@@ -1,0 +1,140 @@
+"""The upstream hop of the consent flow (issue 5): a legacy custodian's OAuth authorization behind a CDS Grant.
+
+After the customer approves a CDS request and picks their utility, the gateway sends them to that custodian's
+authorize page (ESPI §6.4) and finishes the CDS flow when the custodian redirects back:
+
+* :func:`start` keeps the approved, validated CDS request server-side (a ``pushed_requests`` row of kind
+  ``"upstream"``) under the hash of a random ``state`` sent upstream; :func:`take` is its one-time, time-limited
+  lookup, tied to the custodian the state was issued for. Nothing the custodian's redirect carries is trusted but
+  that state.
+* :func:`bind` keeps the custodian's tokens against the new Grant, encrypted with the :class:`~cds.secrets.SecretBox`
+  (the workers send them to the custodian; no API returns them, no log shows them); :func:`tokens_of` decrypts.
+* :func:`customer_key` is the Grant's ``customer_id`` for the custodian's customer.
+
+Plain parameters in; nothing here reads configuration or does network I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cds.secrets import SecretBox
+from cds.store.models import PushedRequest, UpstreamAuthorization
+from espi.custodian_client import CustodianClient, CustodianEndpoints, CustodianTokens
+
+KIND = "upstream"
+#: How long the customer may take at the custodian's pages (WG3-01 §9.1 asks for at least ten minutes).
+PENDING_SECONDS = 30 * 60
+#: The ``eta`` of a Grant waiting for its first data from the custodian (CDS-WG1-02 §8.2 ``pending``); the fetch
+#: itself comes with the workers (issue 6).
+PENDING_ETA = timedelta(hours=1)
+
+
+class CustodianSettings(Protocol):
+    """What :func:`endpoints` needs of a configured custodian (gateway.config.CustodianConfig)."""
+
+    id: str
+    resource_url: str
+    authorize_url: str
+    token_url: str
+    client_id: str
+    client_secret: str
+    hosts: tuple[str, ...]
+
+
+def callback_url(issuer: str, custodian_id: str) -> str:
+    """Our redirect URI at the custodian (registered there as the third party's redirect URI)."""
+    return f"{issuer.rstrip('/')}/custodians/{custodian_id}/callback"
+
+
+def endpoints(custodian: CustodianSettings) -> CustodianEndpoints:
+    """The custodian's endpoints; every URL the client fetches must be on ``hosts`` (ForeignURLError otherwise)."""
+    return CustodianEndpoints(resource_url=custodian.resource_url, authorize_url=custodian.authorize_url,
+                              token_url=custodian.token_url, client_id=custodian.client_id,
+                              client_secret=custodian.client_secret, hosts=tuple(custodian.hosts))
+
+
+def client(custodian: CustodianSettings, issuer: str, **options: Any) -> CustodianClient:
+    return CustodianClient(endpoints(custodian), redirect_uri=callback_url(issuer, custodian.id), **options)
+
+
+def start(session: Session, box: SecretBox, *, client_id: str, request: dict[str, str], custodian_id: str,
+          scope: str, now: int | None = None) -> str:
+    """Keep the approved CDS request while the customer is at the custodian; returns the upstream ``state``."""
+    state = box.new_secret(32)
+    now = int(time.time()) if now is None else now
+    session.add(PushedRequest(
+        handle_hash=box.hash(state), kind=KIND, client_id=client_id,
+        parameters={"request": dict(request), "custodian_id": custodian_id, "scope": scope},
+        expires_at=now + PENDING_SECONDS,
+    ))
+    session.flush()
+    return state
+
+
+def take(session: Session, box: SecretBox, state: str | None, custodian_id: str) -> dict[str, Any] | None:
+    """The pending request of ``state`` (deleted: one use), or None when unknown, expired or another custodian's.
+
+    The caller commits, so a replayed state finds nothing even when what follows fails.
+    """
+    if not state:
+        return None
+    row = session.get(PushedRequest, box.hash(state))
+    if row is None or row.kind != KIND:
+        return None
+    session.delete(row)
+    session.flush()
+    pending = dict(row.parameters)
+    if row.expires_at <= int(time.time()) or pending.get("custodian_id") != custodian_id:
+        return None
+    return pending
+
+
+def customer_key(custodian_id: str, tokens: CustodianTokens) -> str:
+    """The Grant's ``customer_id`` for the custodian's customer: ``{custodian}:{URI}`` with the customer's
+    RetailCustomer resource when the custodian names it (stable across authorizations), else the Authorization's
+    URI; hashed when longer than the column allows."""
+    uri = tokens.customer_resource_uri or tokens.authorization_uri or tokens.resource_uri
+    if not uri:
+        raise ValueError("the custodian's token response names no resource to key the customer on")
+    key = f"{custodian_id}:{uri}"
+    if len(key) > 128:
+        key = f"{custodian_id}:sha256:{hashlib.sha256(uri.encode()).hexdigest()[:40]}"
+    return key
+
+
+def bind(session: Session, box: SecretBox, *, grant_id: str, custodian_id: str, customer_id: str, scope: str,
+         tokens: CustodianTokens, now: datetime | None = None) -> UpstreamAuthorization:
+    """Store the custodian's tokens (encrypted) and ESPI URIs against ``grant_id``."""
+    now = now or datetime.now(UTC)
+    row = UpstreamAuthorization(
+        grant_id=grant_id, custodian_id=custodian_id, customer_id=customer_id, scope=tokens.scope or scope,
+        access_token_encrypted=box.encrypt(tokens.access_token),
+        refresh_token_encrypted=box.encrypt(tokens.refresh_token) if tokens.refresh_token else None,
+        expires_at=tokens.expires_at, resource_uri=tokens.resource_uri, authorization_uri=tokens.authorization_uri,
+        customer_resource_uri=tokens.customer_resource_uri, created=now, modified=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def authorizations_of(session: Session, grant_id: str) -> list[UpstreamAuthorization]:
+    return list(session.scalars(select(UpstreamAuthorization).where(UpstreamAuthorization.grant_id == grant_id)
+                                .order_by(UpstreamAuthorization.id)))
+
+
+def tokens_of(box: SecretBox, row: UpstreamAuthorization) -> CustodianTokens:
+    """The stored authorization with its tokens decrypted (for the workers; never for an API answer)."""
+    return CustodianTokens(
+        access_token=box.decrypt(row.access_token_encrypted),
+        refresh_token=box.decrypt(row.refresh_token_encrypted) if row.refresh_token_encrypted else None,
+        expires_at=row.expires_at, scope=row.scope, resource_uri=row.resource_uri,
+        authorization_uri=row.authorization_uri, customer_resource_uri=row.customer_resource_uri,
+    )
