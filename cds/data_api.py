@@ -25,8 +25,11 @@ What a token sees comes from :mod:`cds.projection` (an :class:`~cds.projection.A
   A cursor of another listing, a malformed one, or one whose object is gone is a 400 (start again without it).
 * **Usage segments** can be many (one per meter, series and local day): the customer, the grant's windows, the
   ``sync_until`` creation cut, ``before``/``after`` and id filters narrow them in SQL, rows are read in key order
-  in batches, and each is trimmed (:func:`cds.projection.trim_segment`) and projected in Python until the page is
-  full. A trimmed segment has a derived id; ``cds_usagesegment_ids`` matches the id the client was shown.
+  in batches (only the columns needed), and each is trimmed (:func:`cds.projection.trim_segment`) and projected in
+  Python until the page is full, by :class:`cds.projection.StoredSegments`: Value Sets that need no change are
+  written as stored, never parsed into numbers. A trimmed segment has a derived id; ``cds_usagesegment_ids``
+  matches the id the client was shown. The customer's other objects are read only when a filter or the meter
+  narrowing needs them (:class:`CustomerObjects`).
 
 Errors are :class:`cds.api_errors.CdsApiError` (400 ``invalid_request`` with a description).
 """
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -42,16 +46,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select
+from sqlalchemy import String, and_, func, literal, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from cds.api_errors import CdsApiError, bad_request, page_link, query_datetime, space_list
-from cds.ingest import load_objects, segment_object
-from cds.projection import ID_FIELDS, LISTINGS, Access, listing_of, project, q_matches, serve_segment
-from cds.store.models import UsageSegmentRow
+from cds.ingest import data_object, rfc3339
+from cds.projection import ID_FIELDS, LISTINGS, Access, StoredSegments, listing_of, project, q_matches
+from cds.store.models import DataObject, UsageSegmentRow
 from cds.urls import Urls
 
-__all__ = ["FILTERS", "MAX_PAGE_SIZE", "group_objects", "list_objects"]
+__all__ = ["FILTERS", "MAX_PAGE_SIZE", "CustomerObjects", "group_objects", "list_objects"]
 
 MAX_PAGE_SIZE = 100
 _LIKE_LIMIT = 50  # at most this many LIKE alternatives in one SQL narrowing
@@ -88,14 +92,89 @@ _SEGMENT_NUMBER_LINKS = {"account_numbers": "related_accounts", "contract_number
                          "servicepoint_numbers": "related_servicepoints", "meter_numbers": "related_meterdevices"}
 
 
+_OBJECT_LISTINGS = tuple(listing for listing in LISTINGS if listing != "usage_segments")
+
+
 def group_objects(objects: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
     """``load_objects`` output → listing name → objects."""
-    grouped: dict[str, list[Mapping[str, Any]]] = {listing: [] for listing in LISTINGS if listing != "usage_segments"}
+    grouped: dict[str, list[Mapping[str, Any]]] = {listing: [] for listing in _OBJECT_LISTINGS}
     for obj in objects:
         listing = listing_of(obj)
         if listing in grouped:
             grouped[listing].append(obj)
     return grouped
+
+
+class CustomerObjects(Mapping[str, Sequence[Mapping[str, Any]]]):
+    """The customers' non-segment objects by listing, as ``group_objects(load_objects(session, customer_ids))``
+    gives them, each listing read from the store when first used: a usage-segment page needs none of them, or only
+    the meter ids (:meth:`ids`). :meth:`load_all` reads them all at once (what :func:`cds.projection.grant_access`
+    needs) and :meth:`version` names the state of the rows :func:`~cds.projection.grant_access` depends on, so that
+    a caller may keep an Access for as long as the version stays the same."""
+
+    def __init__(self, session: Session, customer_ids: Sequence[str]) -> None:
+        self._session = session
+        self._customer_ids = list(customer_ids)
+        self._loaded: dict[str, list[Mapping[str, Any]]] = {}
+        self._ids: dict[str, frozenset[str]] = {}
+
+    def __getitem__(self, listing: str) -> list[Mapping[str, Any]]:
+        if listing not in _OBJECT_LISTINGS:
+            raise KeyError(listing)
+        found = self._loaded.get(listing)
+        if found is None:
+            found = self._loaded[listing] = [data_object(row) for row in self._session.scalars(
+                self._rows().where(DataObject.kind == listing).order_by(DataObject.object_id))]
+        return found
+
+    def __iter__(self):
+        return iter(_OBJECT_LISTINGS)
+
+    def __len__(self) -> int:
+        return len(_OBJECT_LISTINGS)
+
+    def ids(self, listing: str) -> frozenset[str]:
+        """The ids of the listing's objects (their stored ids, without reading the objects when not loaded)."""
+        if listing in self._loaded:
+            return frozenset(obj.get(ID_FIELDS[listing]) for obj in self._loaded[listing])
+        found = self._ids.get(listing)
+        if found is None:
+            found = self._ids[listing] = frozenset(self._session.scalars(
+                select(DataObject.object_id).where(DataObject.customer_id.in_(self._customer_ids),
+                                                   DataObject.kind == listing)))
+        return found
+
+    def version(self) -> str:
+        """A digest of every object's body hash and creation time (what an Access depends on: bodies, through
+        ``body_hash``, and ``cds_created``); one indexed query, no body read. Timestamps move by whole seconds, so
+        they alone could miss a change made within the same second as the previous one: the hashes do not."""
+        return _digest(self._session.execute(select(DataObject.body_hash, _CREATED_TEXT).where(
+            DataObject.customer_id.in_(self._customer_ids))))
+
+    def load_all(self) -> str:
+        """Reads every listing (as ``load_objects``, in one query); returns the :meth:`version` of the rows read."""
+        loaded: dict[str, list[Mapping[str, Any]]] = {listing: [] for listing in _OBJECT_LISTINGS}
+        keys = []
+        for row, created in self._session.execute(self._rows().add_columns(_CREATED_TEXT).order_by(
+                DataObject.kind, DataObject.object_id)):
+            obj = data_object(row)
+            listing = listing_of(obj)
+            if listing in loaded:
+                loaded[listing].append(obj)
+            keys.append((row.body_hash, created))
+        self._loaded = loaded
+        return _digest(keys)
+
+    def _rows(self) -> Any:
+        return select(DataObject).where(DataObject.customer_id.in_(self._customer_ids))
+
+
+_CREATED_TEXT = type_coerce(DataObject.created, String).label("created_text")  # as stored: no datetime parsing
+
+
+def _digest(rows: Any) -> str:
+    return hashlib.sha256("\n".join(sorted(f"{body_hash} {created}" for body_hash, created in rows)).encode()
+                          ).hexdigest()
 
 
 def list_objects(session: Session, listing: str, *, access: Access, customer_ids: Sequence[str],
@@ -109,7 +188,7 @@ def list_objects(session: Session, listing: str, *, access: Access, customer_ids
     if listing not in FILTERS:
         raise ValueError(f"unknown listing {listing!r}")
     if objects is None:
-        objects = group_objects(load_objects(session, list(customer_ids)))
+        objects = CustomerObjects(session, customer_ids)
     size = max(1, min(int(page_size), MAX_PAGE_SIZE))
     request = _Request.parse(listing, params)
     cursor = _decode_cursor(params.get("cursor"), listing)
@@ -253,6 +332,12 @@ class _Context:
             self._numbers[(listing, key)] = table
         return set().union(*(table.get(v, set()) for v in values))
 
+    def ids(self, listing: str) -> frozenset[str]:
+        """The ids of all the customers' objects of ``listing`` (visible or not)."""
+        if isinstance(self.objects, CustomerObjects):
+            return self.objects.ids(listing)
+        return frozenset(obj.get(ID_FIELDS[listing]) for obj in self.objects.get(listing, ()))
+
     def raw_contract_number(self, contract_id: str) -> str | None:
         if self._contract_numbers is None:
             self._contract_numbers = {c["cds_servicecontract_id"]: c["contract_number"]
@@ -393,7 +478,7 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
     if not rules or not customer_ids:
         return _Page()
     table = UsageSegmentRow
-    statement = select(table).where(table.customer_id.in_(customer_ids))
+    statement = select(*_SEGMENT_COLUMNS).where(table.customer_id.in_(customer_ids))
     starts, ends = [r.start for r in rules], [r.end for r in rules]
     hull_start = None if None in starts else min(starts)
     hull_end = None if None in ends else max(ends)
@@ -448,7 +533,7 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
                                    for column, ascending in columns))
     position: tuple | None = None
     if cursor is not None:
-        anchor = session.get(table, cursor[1])
+        anchor = session.execute(select(table.customer_id, *_KEY_COLUMNS).where(table.segment_id == cursor[1])).first()
         if anchor is None or anchor.customer_id not in customer_ids:
             raise _gone()
         position = _row_key(anchor)
@@ -456,11 +541,12 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
     wanted = size + 1
     batch = wanted
     found: list[tuple[str, dict[str, Any]]] = []
+    segments = StoredSegments(access)
     while len(found) < wanted:
         query = ordered if position is None else ordered.where(_keyset(columns, position, forward))
-        rows = session.scalars(query.limit(batch)).all()
+        rows = session.execute(query.limit(batch)).all()
         for row in rows:
-            served = serve_segment(segment_object(row), access)
+            served = segments.serve(rfc3339(row.created), rfc3339(row.modified), rfc3339(row.synced), row.body)
             if served is not None and all(check(served) for check in exact):
                 found.append((row.segment_id, served))
                 if len(found) == wanted:
@@ -476,7 +562,13 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
     return _links(page, [row_id for row_id, _ in found], "usage_segments", forward, more, cursor is not None, link)
 
 
-def _row_key(row: UsageSegmentRow) -> tuple:
+#: What the listing reads of a usage segment row: its sort key, then what serving it needs (not the whole entity).
+_KEY_COLUMNS = (UsageSegmentRow.account_number, UsageSegmentRow.contract_number, UsageSegmentRow.segment_start,
+                UsageSegmentRow.modified, UsageSegmentRow.segment_id)
+_SEGMENT_COLUMNS = (*_KEY_COLUMNS, UsageSegmentRow.created, UsageSegmentRow.synced, UsageSegmentRow.body)
+
+
+def _row_key(row: Any) -> tuple:
     return (row.account_number or "", row.contract_number or "", row.segment_start, row.modified, row.segment_id)
 
 
@@ -494,7 +586,7 @@ def _narrow_by_ids(statement: Any, values: set[str]) -> Any:
 def _narrow_by_meters(statement: Any, meters: frozenset[str], context: _Context) -> Any:
     """With one rule whose meter selection is a small part of the customer's meters, only their segments (and those
     naming no meter) can be shared."""
-    every = {m.get("cds_meterdevice_id") for m in context.objects.get("meter_devices", ())}
+    every = context.ids("meter_devices")
     if not meters or meters >= every or len(meters) > _LIKE_LIMIT or not all(_SAFE_ID.match(v) for v in meters):
         return statement
     return statement.where(or_(UsageSegmentRow.body.like('%"related_meterdevices":[]%'),

@@ -66,6 +66,10 @@ untrimmed segment keeps its own id) and revealing nothing the original id does n
 Set (a variable-length period such as a billing month, §10.8) that straddles a boundary has no whole slot inside
 and is **dropped**: its total cannot be apportioned, and serving it whole would share usage outside the window.
 
+Serving stored segments (:class:`StoredSegments`): the listing hands over each segment's stored JSON text, and the
+result is :func:`serve_segment`'s, except that Value Sets needing no change stay the stored text (msgspec.Raw),
+which ``cds.jsonenc`` writes back byte for byte; anything unusual takes :func:`serve_segment` itself.
+
 ``q`` (:func:`q_matches`): a case-insensitive "contains" over the spec's ``q`` fields of the listing that are
 present in the *projected* object. Accounts: ``cds_account_id``, ``customer_number``, ``account_number``,
 ``account_address``, ``account_name``, the ``value`` of ``email`` contacts (the spec's ``contact_email``; its
@@ -84,13 +88,17 @@ service address names the location, and matching the account would select all of
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any
+
+import msgspec
 
 __all__ = [
     "ADDRESS_ABBREVIATIONS",
@@ -103,6 +111,8 @@ __all__ = [
     "REQUIRED_FIELDS",
     "Access",
     "SegmentRule",
+    "StoredSegments",
+    "expired_entries",
     "grant_access",
     "listing_of",
     "normalize_input_address",
@@ -422,6 +432,20 @@ def grant_access(details: Sequence[Mapping[str, Any]], objects: Mapping[str, Seq
         start_date=hull.earliest("start_date"), end_date=hull.latest("end_date"),
         sync_until=hull.latest("sync_until"), expires=hull.latest("expires"),
     )
+
+
+def expired_entries(details: Sequence[Mapping[str, Any]], now: datetime) -> tuple[bool, ...]:
+    """Per entry of ``details``, whether its ``expires`` has passed at ``now``: the only way :func:`grant_access`
+    depends on ``now``, so equal details, objects and answers here give equal Accesses (entries whose windows
+    cannot be read count as not expired: they contribute nothing either way)."""
+    states = []
+    for entry in details:
+        try:
+            expires = _Windows.of(entry).expires if isinstance(entry, Mapping) else None
+        except ValueError:
+            expires = None
+        states.append(expires is not None and now >= expires)
+    return tuple(states)
 
 
 def _flags(entry: Mapping[str, Any], base: frozenset[str]) -> dict[str, Any]:
@@ -951,6 +975,166 @@ def _value_set(value_set: Any, keep: list[int]) -> Any:
             value = {k: v for k, v in value.items() if not k.startswith(_EXTENSION_PREFIX)}
         result.append(value)
     return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Stored segments: serve_segment over the stored JSON, Value Sets kept as stored text where that is exact
+# --------------------------------------------------------------------------------------------------------------
+_PARTS = msgspec.json.Decoder(dict[str, msgspec.Raw])  # top-level keys → their JSON text, in stored order
+_EXACT = msgspec.json.Decoder(float_hook=Decimal)  # as json.loads(parse_float=Decimal): int, Decimal, never float
+_SEGMENT_ID = ID_FIELDS["usage_segments"]
+_SEGMENT_BODY_KEYS = REQUIRED_FIELDS["usage_segments"] - {_SEGMENT_ID, *_TIMESTAMPS}
+_SEGMENT_REFERENCES = _REFERENCES["usage_segments"]
+_SELECTION_KEYS = tuple(key for key, _ in _SELECTION_LINKS)
+_TIMESTAMP_SET = frozenset(_TIMESTAMPS)
+_MAX_WIDTH = 64  # formats per segment checked column-wise; wider segments take the general path
+_ROW_DECODERS: dict[int, msgspec.json.Decoder] = {}
+_EXPONENT = re.compile(rb"e[-+0-9]")  # a float in exponent form (msgspec writes 1e-7, 1e16); keys such as "eu" pass
+
+
+def _decode_exact(body: str | bytes) -> Any:
+    try:
+        return _EXACT.decode(body)
+    except msgspec.DecodeError:  # e.g. NaN, which ingest never writes: read as before
+        return json.loads(body, parse_float=Decimal)
+
+
+def _rows_decoder(width: int) -> msgspec.json.Decoder:
+    """Value Sets as tuples of exactly ``width`` members, each member's JSON text (msgspec.Raw), unparsed."""
+    decoder = _ROW_DECODERS.get(width)
+    if decoder is None:
+        decoder = _ROW_DECODERS.setdefault(width, msgspec.json.Decoder(list[tuple[(msgspec.Raw,) * width]]))
+    return decoder
+
+
+def _verbatim(text: bytes) -> bool:
+    """Whether the projection keeps this stored JSON as is and ``cds.jsonenc`` would write it back byte for byte.
+
+    Ingest writes bodies with msgspec (compact, Decimals as ``str(Decimal)``, canonical string escapes), which
+    decode and encode back to the same bytes, except floats in exponent form (``1e-7`` comes back as ``1E-7``;
+    Decimals print an uppercase ``E``). Extension keys (removed by the projection) also exclude the text, and
+    so do whitespace and backslashes, in case a body was ever written some other way."""
+    return (b'"greenbridge_' not in text and b"\\" not in text and b" " not in text and b"\n" not in text
+            and b"\t" not in text and b"\r" not in text and _EXPONENT.search(text) is None)
+
+
+class StoredSegments:
+    """:func:`serve_segment` for one :class:`Access` over stored Usage Segments (one request's worth).
+
+    ``serve(created, modified, synced, body)`` takes a stored segment (its ``cds_*`` timestamps as RFC 3339 text,
+    its body as ingest wrote it: JSON without the timestamps) and gives what ``serve_segment`` gives for the
+    decoded segment (``cds.ingest.segment_object``), except that ``values`` may hold the stored JSON text
+    (msgspec.Raw) of all Value Sets or of their kept members, and tuples for lists: ``cds.jsonenc`` writes the
+    very same bytes. Only the fields the projection keeps are decoded, each stored format list is projected once,
+    and when the segment lies inside its rule's window the Value Sets are not parsed into numbers: passed through
+    whole when every format is kept, picked column by column when a value-type choice keeps some. Everything else
+    (segments to trim or drop, ragged or non-list Value Sets, extension keys among the values, a body msgspec
+    cannot read) takes the general path on the fully decoded segment.
+    """
+
+    def __init__(self, access: Access) -> None:
+        self.access = access
+        self._created_matters = any(rule.created_until is not None for rule in access.segment_rules)
+        self._rules: dict[tuple, SegmentRule | None] = {}
+        self._visible: dict[tuple[str, bytes], list[str]] = {}
+        self._formats: dict[tuple[int, bytes], tuple[list[int], list[dict[str, Any]], int | None]] = {}
+
+    def serve(self, created: str, modified: str, synced: str, body: str | bytes) -> dict[str, Any] | None:
+        try:
+            parts = _PARTS.decode(body)
+        except msgspec.DecodeError:
+            return self._general(created, modified, synced, body)
+        if _SEGMENT_ID not in parts or "segment_start" not in parts or "segment_end" not in parts or \
+                not _TIMESTAMP_SET.isdisjoint(parts):
+            return self._general(created, modified, synced, body)
+        access = self.access
+        # The sharing rule depends on cds_created and the related arrays only: found once per distinct combination.
+        related = tuple(None if raw is None else bytes(raw) for raw in map(parts.get, _SELECTION_KEYS))
+        rule_key = (created if self._created_matters else None, related)
+        try:
+            rule = self._rules[rule_key]
+        except KeyError:
+            probe: dict[str, Any] = {"cds_created": created}
+            for key, text in zip(_SELECTION_KEYS, related, strict=True):
+                if text is not None:
+                    probe[key] = _EXACT.decode(text)
+            rule = self._rules[rule_key] = access.segment_rule(probe)
+        if rule is None:
+            return None
+        start, end = _EXACT.decode(parts["segment_start"]), _EXACT.decode(parts["segment_end"])
+        if (rule.start is not None and _moment(start) < rule.start) or \
+                (rule.end is not None and _moment(end) > rule.end):
+            return self._general(created, modified, synced, body)  # to trim (or drop): trim_segment's business
+        result: dict[str, Any] = {_SEGMENT_ID: _EXACT.decode(parts[_SEGMENT_ID]), "cds_created": created,
+                                  "cds_modified": modified, "cds_synced": synced}
+        keep: list[int] = []
+        width: int | None = 0
+        values = None
+        for key, raw in parts.items():  # stored order, as segment_object and _project_segment keep it
+            if key not in _SEGMENT_BODY_KEYS:
+                continue
+            if key == "values":
+                values = raw  # written last, as _project_segment does
+                continue
+            if key in _SEGMENT_REFERENCES:
+                value = self._visible_ids(key, raw)
+            elif key == "formats":
+                keep, value, width = self._projected_formats(raw, rule)
+            elif key == "segment_start":
+                value = start
+            elif key == "segment_end":
+                value = end
+            else:
+                value = _EXACT.decode(raw)
+            result[key] = value
+        if rule.value_formats is None or values is None:
+            result["values"] = []
+        else:
+            result["values"] = self._values(values, keep, width)
+        _cap_synced(result, access)
+        return result
+
+    def _general(self, created: str, modified: str, synced: str, body: str | bytes) -> dict[str, Any] | None:
+        stored = _decode_exact(body)
+        segment = {_SEGMENT_ID: stored.pop(_SEGMENT_ID), "cds_created": created, "cds_modified": modified,
+                   "cds_synced": synced}
+        segment.update(stored)
+        return serve_segment(segment, self.access)
+
+    def _visible_ids(self, key: str, raw: msgspec.Raw) -> list[str]:
+        memo = (key, bytes(raw))
+        found = self._visible.get(memo)
+        if found is None:
+            found = self._visible[memo] = _visible_ids(_EXACT.decode(raw), _SEGMENT_REFERENCES[key], self.access)
+        return found
+
+    def _projected_formats(self, raw: msgspec.Raw, rule: SegmentRule) -> tuple[list[int], list[dict[str, Any]],
+                                                                                 int | None]:
+        key = (id(rule), bytes(raw))
+        found = self._formats.get(key)
+        if found is None:
+            formats = _EXACT.decode(raw)
+            keep, projected = _formats(formats or [], rule, self.access)
+            found = self._formats[key] = (keep, projected, len(formats) if isinstance(formats, list) else None)
+        return found
+
+    @staticmethod
+    def _values(raw: msgspec.Raw, keep: list[int], width: int | None) -> Any:
+        """``[_value_set(value_set, keep) for value_set in values or ()]`` for the stored ``values`` text."""
+        text = bytes(raw)
+        if width and width <= _MAX_WIDTH and text[:1] == b"[" and _verbatim(text):
+            try:
+                rows = _rows_decoder(width).decode(text)
+            except msgspec.ValidationError:  # a Value Set that is not a list of exactly ``width`` members
+                rows = None
+            if rows is not None:
+                if len(keep) == width:  # every position kept, in order
+                    return raw
+                if not keep:
+                    return [[] for _ in rows]
+                pick = itemgetter(*keep)
+                return [[pick(row)] for row in rows] if len(keep) == 1 else [pick(row) for row in rows]
+        return [_value_set(value_set, keep) for value_set in _EXACT.decode(text) or ()]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -11,7 +11,10 @@ Each ``GET`` at the URL of :class:`cds.urls.Urls` (``data_api(listing)``):
    grant revokes its tokens, so such a token is reported as 403 ``access_denied`` naming the grant status rather
    than 401. The ``expires`` duration field (WG3-01 §7.3) having passed is also 403 ``access_denied``;
 3. projects the customer's data through the token's effective ``authorization_details`` (stored on the token with
-   defaults and absolute dates, :mod:`cds.projection`) and pages it (:mod:`cds.data_api`).
+   defaults and absolute dates, :mod:`cds.projection`) and pages it (:mod:`cds.data_api`). The grant's
+   :class:`~cds.projection.Access` is kept per process for as long as the details, the grant and the version of
+   the customer's objects (a digest of their body hashes, read in the request's transaction) stay the same
+   (:class:`_Derived`): a request then reads only the objects its listing needs (none for usage segments).
 
 A Grant Admin token (WG1-02 §3.3.2: how clients reach server-created grants) reads with its grant's
 ``enabled_scope`` and ``enabled_authorization_details``.
@@ -25,6 +28,10 @@ Responses are ``CdsJSONResponse`` (exact decimals) with ``Cache-Control: no-stor
 
 from __future__ import annotations
 
+import json
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -36,10 +43,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cds.api_errors import CdsApiError, query_dict
-from cds.data_api import group_objects, list_objects
+from cds.data_api import CustomerObjects, list_objects
 from cds.grants import NO_ACCESS, effective_status
-from cds.ingest import load_objects
-from cds.projection import CUSTOMER_DATA_TYPES, LISTINGS, grant_access
+from cds.projection import CUSTOMER_DATA_TYPES, LISTINGS, Access, expired_entries, grant_access
 from cds.store.models import Grant, Token
 from cds.urls import Urls
 from gateway.app import Gateway
@@ -134,6 +140,70 @@ def _authorize(session: Session, gateway: Gateway, header: str | None, now: date
     return details, grant
 
 
+#: Accesses kept per gateway process, least recently used out (each holds the ids a grant sees of its customer's
+#: objects and their enabled fields: kilobytes for a household, a few MB for a customer with thousands of objects).
+ACCESS_CACHE_SIZE = 128
+
+
+class _Derived:
+    """What one gateway derives per request and can keep (per process): the scope-type and value-format maps of its
+    Scope Descriptions, and recent grants' :class:`~cds.projection.Access`, least recently used first out.
+
+    An Access is a function of the effective authorization details, the grant (its id, customer and creation
+    time, ``granted_at``), the customer's non-segment objects and, through the entries' ``expires``, the time. The
+    key holds all of them: the details as canonical JSON, which entries have expired by now
+    (:func:`cds.projection.expired_entries`), and the objects' :meth:`~cds.data_api.CustomerObjects.version`, read
+    in the request's transaction (a digest of every row's body hash and creation time), so any ingest that changes
+    what the grant may see is a new key: a kept Access is never stale.
+    """
+
+    def __init__(self, descriptions: Mapping[str, Any], size: int = ACCESS_CACHE_SIZE) -> None:
+        self.scope_types = scope_types(descriptions)
+        self.value_formats = value_formats(descriptions)
+        self._size = size
+        self._accesses: OrderedDict[tuple, Access] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def access(self, details: list[dict[str, Any]], grant: Grant, objects: CustomerObjects, now: datetime) -> Access:
+        try:
+            fixed = json.dumps(details, sort_keys=True, separators=(",", ":"))
+        except (TypeError, ValueError):  # not JSON data: no key, compute every time
+            fixed = None
+        key = (grant.grant_id, grant.customer_id, grant.created, fixed, expired_entries(details, now))
+        if fixed is not None:
+            current = (*key, objects.version())
+            with self._lock:
+                found = self._accesses.get(current)
+                if found is not None:
+                    self._accesses.move_to_end(current)
+            if found is not None:
+                return found
+        version = objects.load_all()
+        access = grant_access(details, objects, now, scope_types=self.scope_types,
+                              value_formats=self.value_formats, granted_at=grant.created)
+        if fixed is not None:
+            with self._lock:
+                self._accesses[(*key, version)] = access
+                while len(self._accesses) > self._size:
+                    self._accesses.popitem(last=False)
+        return access
+
+
+_DERIVED: weakref.WeakKeyDictionary[Any, _Derived] = weakref.WeakKeyDictionary()
+_DERIVED_LOCK = threading.Lock()
+
+
+def _derived(gateway: Gateway) -> _Derived:
+    """The gateway's :class:`_Derived` (keyed by its OAuth server, built once per gateway with its descriptions)."""
+    found = _DERIVED.get(gateway.oauth)
+    if found is None:
+        with _DERIVED_LOCK:
+            found = _DERIVED.get(gateway.oauth)
+            if found is None:
+                found = _DERIVED[gateway.oauth] = _Derived(gateway.descriptions)
+    return found
+
+
 def _endpoint(listing: str):
     async def endpoint(request: Request) -> Response:
         gateway = gateway_of(request)
@@ -143,10 +213,8 @@ def _endpoint(listing: str):
         def work(session: Session) -> dict[str, Any]:
             now = datetime.now(UTC)
             details, grant = _authorize(session, gateway, header, now)
-            objects = group_objects(load_objects(session, [grant.customer_id]))
-            access = grant_access(details, objects, now,
-                                  scope_types=scope_types(gateway.descriptions),
-                                  value_formats=value_formats(gateway.descriptions), granted_at=grant.created)
+            objects = CustomerObjects(session, [grant.customer_id])
+            access = _derived(gateway).access(details, grant, objects, now)
             if access.expired(now):
                 raise _denied("The grant's access expired (its authorization details 'expires' has passed).")
             if not access.includes(listing):
