@@ -10,6 +10,9 @@ authorize page (ESPI §6.4) and finishes the CDS flow when the custodian redirec
 * :func:`bind` keeps the custodian's tokens against the new Grant, encrypted with the :class:`~cds.secrets.SecretBox`
   (the workers send them to the custodian; no API returns them, no log shows them); :func:`tokens_of` decrypts.
 * :func:`customer_key` is the Grant's ``customer_id`` for the custodian's customer.
+* :func:`link_imported` / :func:`imported_grant_id`: an existing ESPI Authorization migrated to a server-created Grant
+  (``greenbridge custodian import-authorizations``) is linked to it by a row without tokens
+  (``access_token_encrypted`` empty: the gateway never received them), one per custodian and ``authorizationURI``.
 
 Plain parameters in; nothing here reads configuration or does network I/O.
 """
@@ -131,10 +134,43 @@ def authorizations_of(session: Session, grant_id: str) -> list[UpstreamAuthoriza
 
 
 def tokens_of(box: SecretBox, row: UpstreamAuthorization) -> CustodianTokens:
-    """The stored authorization with its tokens decrypted (for the workers; never for an API answer)."""
+    """The stored authorization with its tokens decrypted (for the workers; never for an API answer).
+    ``ValueError`` for an imported Authorization's row, which holds none (:func:`has_tokens`)."""
+    if not has_tokens(row):
+        raise ValueError(f"upstream authorization {row.authorization_uri} was imported: the gateway holds no tokens")
     return CustodianTokens(
         access_token=box.decrypt(row.access_token_encrypted),
         refresh_token=box.decrypt(row.refresh_token_encrypted) if row.refresh_token_encrypted else None,
         expires_at=row.expires_at, scope=row.scope, resource_uri=row.resource_uri,
         authorization_uri=row.authorization_uri, customer_resource_uri=row.customer_resource_uri,
     )
+
+
+#: ``access_token_encrypted`` of an imported Authorization's row: no token was ever issued to the gateway.
+NO_TOKEN = ""
+
+
+def has_tokens(row: UpstreamAuthorization) -> bool:
+    return row.access_token_encrypted != NO_TOKEN
+
+
+def imported_grant_id(session: Session, custodian_id: str, authorization_uri: str) -> str | None:
+    """The Grant already linked to the custodian's Authorization ``authorization_uri`` (imported or consented)."""
+    return session.scalars(select(UpstreamAuthorization.grant_id).where(
+        UpstreamAuthorization.custodian_id == custodian_id,
+        UpstreamAuthorization.authorization_uri == authorization_uri).limit(1)).first()
+
+
+def link_imported(session: Session, *, grant_id: str, custodian_id: str, customer_id: str, scope: str,
+                  resource_uri: str | None, authorization_uri: str, customer_resource_uri: str | None,
+                  now: datetime | None = None) -> UpstreamAuthorization:
+    """Link a server-created Grant to the existing ESPI Authorization it was migrated from (no tokens)."""
+    now = now or datetime.now(UTC)
+    row = UpstreamAuthorization(
+        grant_id=grant_id, custodian_id=custodian_id, customer_id=customer_id, scope=scope,
+        access_token_encrypted=NO_TOKEN, refresh_token_encrypted=None, expires_at=None, resource_uri=resource_uri,
+        authorization_uri=authorization_uri, customer_resource_uri=customer_resource_uri, created=now, modified=now,
+    )
+    session.add(row)
+    session.flush()
+    return row

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 
+from cds.custodian_scopes import custodian_scope_ids, merge_offers, offered_scopes
 from cds.scopes import build_scope_descriptions
 from cds.secrets import SecretBox
 from cds.store.engine import make_engine, make_sessionmaker
@@ -41,6 +42,8 @@ class Gateway:
     box: SecretBox
     descriptions: dict[str, Any]
     oauth: GatewayServer
+    #: Custodian-specific scope id (``cds_usage_sandbox``) → the custodian it implies (issue 5, item 3a).
+    scope_custodians: dict[str, str] = field(default_factory=dict)
 
 
 def build_gateway(config: GatewayConfig, *, migrate: bool = True) -> Gateway:
@@ -49,12 +52,32 @@ def build_gateway(config: GatewayConfig, *, migrate: bool = True) -> Gateway:
     if migrate:
         upgrade(engine)
     box = SecretBox(config.fernet_key, config.derived_key("token-hash"))
-    descriptions = build_scope_descriptions(
+    generic = build_scope_descriptions(
         documentation_base=urls.documentation, timezone=config.timezone, segment_history=config.segment_history,
         coverages=[entry["id"] for entry in config.coverage],
     )
+    descriptions, scope_custodians = with_custodian_scopes(config, generic, urls)
     oauth = GatewayServer(config, descriptions, box, urls)
-    return Gateway(config, urls, engine, make_sessionmaker(engine), box, descriptions, oauth)
+    return Gateway(config, urls, engine, make_sessionmaker(engine), box, descriptions, oauth, scope_custodians)
+
+
+def with_custodian_scopes(config: GatewayConfig, generic: dict[str, Any], urls: Urls
+                          ) -> tuple[dict[str, Any], dict[str, str]]:
+    """The gateway's generic descriptions merged with every custodian's offer (``cds_usage_{custodian}`` …, from
+    its configured scope strings; cds.custodian_scopes, docs/mapping.md §11), and which custodian each of those
+    scope ids implies."""
+    coverage_ids = {entry["id"] for entry in config.coverage}
+    offers: list[dict[str, Any]] = []
+    scope_custodians: dict[str, str] = {}
+    for custodian in config.custodians:
+        if not custodian.scopes:
+            continue
+        offer = offered_scopes(custodian.id, custodian.scopes, documentation_base=urls.documentation,
+                               timezone=config.timezone, custodian_name=custodian.name,
+                               coverages=[custodian.id] if custodian.id in coverage_ids else [])
+        offers.append(offer)
+        scope_custodians.update(dict.fromkeys(custodian_scope_ids(offer, custodian.id), custodian.id))
+    return merge_offers([generic, *offers]), scope_custodians
 
 
 def create_app(config: GatewayConfig | None = None) -> Starlette:

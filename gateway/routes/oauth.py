@@ -219,6 +219,9 @@ def _validate_and_render(request: Request, session: Session, params: dict[str, s
     if grant_error:
         return _redirect_error(redirect_uri, grant_error, "cds_grant_id does not name a grant of this client",
                                params.get("state"))
+    implied, implied_error = _implied_custodian(gateway, oauth_req.scope)
+    if implied_error:
+        return _redirect_error(redirect_uri, "invalid_scope", implied_error, params.get("state"))
     handle = gateway.box.new_secret(32)
     session.add(PushedRequest(handle_hash=gateway.box.hash(handle), kind="consent",
                               client_id=oauth_req.client.get_client_id(), parameters=params,
@@ -234,8 +237,10 @@ def _validate_and_render(request: Request, session: Session, params: dict[str, s
         "error": error_text,
         "customer_id": customer_id,
         # With custodians configured the customer picks their utility and signs in there (the upstream hop);
-        # without, the local test customers sign in here.
-        "custodians": [{"id": c.id, "name": c.name} for c in gateway.config.custodians],
+        # without, the local test customers sign in here. Custodian-specific scopes (cds_usage_sandbox) imply
+        # their custodian: it is the only choice, preselected.
+        "custodians": [{"id": c.id, "name": c.name} for c in gateway.config.custodians
+                       if implied is None or c.id == implied],
     }, status=error_status if error_text else 200)
 
 
@@ -299,12 +304,31 @@ def _custodian(config: GatewayConfig, custodian_id: str | None) -> CustodianConf
     return next((c for c in config.custodians if c.id == custodian_id), None) if custodian_id else None
 
 
+def _implied_custodian(gateway: Any, scope: str | None) -> tuple[str | None, str | None]:
+    """(the custodian the request's custodian-specific scopes imply or None, an error text when they name several)."""
+    owners = dict.fromkeys(gateway.scope_custodians[s] for s in (scope or "").split() if s in gateway.scope_custodians)
+    if len(owners) > 1:
+        return None, ("The request holds scopes of several utilities (" + ", ".join(owners)
+                      + "); one authorization reaches one utility.")
+    return next(iter(owners), None), None
+
+
 def _start_upstream(request: Request, session: Session, params: dict[str, str], form: dict[str, str],
                     oauth_req: GatewayRequest, redirect_uri: str) -> Response:
     """Approved with a utility chosen: keep the request under a fresh ``state`` and send the customer upstream."""
     gateway = gateway_of(request)
     state = params.get("state")
-    custodian = _custodian(gateway.config, form.get("custodian"))
+    implied, implied_error = _implied_custodian(gateway, oauth_req.scope)
+    if implied_error:
+        return _redirect_error(redirect_uri, "invalid_scope", implied_error, state)
+    chosen = form.get("custodian") or implied
+    if implied is not None and chosen != implied:
+        session.rollback()  # keep the form usable: the consent row stays
+        name = _custodian(gateway.config, implied).name
+        return _validate_and_render(request, session, params,
+                                    f"This application asked for data from {name}; only {name} can authorize it.",
+                                    error_status=400)
+    custodian = _custodian(gateway.config, chosen)
     if custodian is None:
         session.rollback()  # keep the form usable: the consent row stays
         return _validate_and_render(request, session, params, "Choose your utility to continue.",
@@ -313,8 +337,11 @@ def _start_upstream(request: Request, session: Session, params: dict[str, str], 
     if grant_error:
         return _redirect_error(redirect_uri, grant_error, "cds_grant_id is not valid", state)
     try:
+        # the generic scopes and this custodian's own (another custodian's are never part of the request)
+        descriptions = {scope_id: description for scope_id, description in gateway.descriptions.items()
+                        if gateway.scope_custodians.get(scope_id, custodian.id) == custodian.id}
         scope = narrowest_scope(oauth_req.scope.split(), oauth_req.details.effective, custodian.scopes,
-                                gateway.descriptions, now=datetime.now(UTC), timezone=gateway.config.timezone)
+                                descriptions, now=datetime.now(UTC), timezone=gateway.config.timezone)
     except CustodianCannotProvide as error:
         return _redirect_error(redirect_uri, error.error, f"{custodian.name}: {error}", state)
     except ValueError:
