@@ -66,9 +66,10 @@ def approve(authorize_url: str, customer: str = "1") -> str:
     return response.headers["location"]
 
 
-def connect(sandbox: str, tmp_path: Path):
+def connect(sandbox: str, tmp_path: Path, scope_with: str = ""):
     client = client_for(sandbox, tmp_path)
-    scope = httpx2.get(f"{sandbox}/sandbox.json").json()["third_parties"][0]["scopes"][0]
+    scopes = httpx2.get(f"{sandbox}/sandbox.json").json()["third_parties"][0]["scopes"]
+    scope = next(s for s in scopes if scope_with in s)
     state = secrets.token_urlsafe(16)
     url = client.authorization_url(scope, state)
     assert f"state={state}" in url and "client_id=gateway" in url
@@ -114,6 +115,16 @@ def test_every_resource_kind_is_fetched_and_parsed(sandbox, tmp_path):
         assert "Authorization" in kinds
     status = client.service_status(admin.access_token)
     assert isinstance(status, Fetched) and b"currentStatus" in status.path.read_bytes()
+    # ApplicationInformation with the registration token (client_credentials, FB_36_40; resourceURI names it)
+    registration = client.client_credentials("FB=36_40")
+    info = client.application_information(registration.resource_uri, registration.access_token)
+    application = read_feed(info.path).entries[0].first("ApplicationInformation").value
+    assert application.client_id == CLIENT_ID and application.scopes
+    # Batch/Bulk with a bulk client token (BR=1): every subscription of the bulk set, as one feed
+    connect(sandbox, tmp_path, scope_with="BR=1")  # a customer joins bulk set 1
+    bulk_token = client.client_credentials("FB=1_3_4_5_10_11_35;BlockDuration=daily;BR=1")
+    bulk = client.bulk("1", bulk_token.access_token)
+    assert isinstance(bulk, Fetched) and read_feed(bulk.path).graph.usage_points
     # the customer's token may not read the third party's Authorization list (ESPI §3.9)
     with pytest.raises(CustodianError) as error:
         client.authorizations(tokens.access_token)
