@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
-from servers import ServerUnavailable, chromium_browser, create_database, drop_database, postgres_cluster
+from servers import (
+    ServerUnavailable,
+    chromium_browser,
+    create_database,
+    drop_database,
+    postgres_cluster,
+    redis_server,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,7 +55,7 @@ def sample():
 
 
 # ---------------------------------------------------------------------------------------------- real servers
-# PostgreSQL and Chromium come from Debian packages (deploy/setup.sh, `gb_setup test`). Where they are genuinely
+# PostgreSQL, Redis and Chromium come from Debian packages (deploy/setup.sh, `gb_setup test`). Where they are genuinely
 # absent, tests that need them are skipped, unless GREENBRIDGE_REQUIRE_SERVERS is set (tests/run.sh, CI sets it),
 # in which case a missing server fails the test. Any other start-up problem is always an error.
 
@@ -71,6 +78,7 @@ def _enter_server(stack: contextlib.ExitStack, start):
 def pytest_configure(config):
     config.addinivalue_line("markers", "postgresql: needs a real PostgreSQL server (postgres_url, database_url)")
     config.addinivalue_line("markers", "browser: needs Debian's chromium through Playwright (browser fixture)")
+    config.addinivalue_line("markers", "redis: needs Debian's redis-server (redis_url fixture)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -85,6 +93,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.postgresql)
         if "browser" in names:
             item.add_marker(pytest.mark.browser)
+        if "redis_url" in names:
+            item.add_marker(pytest.mark.redis)
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)  # stable: order kept otherwise
 
 
@@ -93,6 +103,14 @@ def postgres_url(tmp_path_factory):
     """One throwaway PostgreSQL cluster per test session: ``postgresql+psycopg://greenbridge@127.0.0.1:N/...``."""
     with contextlib.ExitStack() as stack:
         yield _enter_server(stack, lambda: postgres_cluster(tmp_path_factory.mktemp("postgres")))
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """One private redis-server per test session (unix socket, no persistence): ``redis+socket:///…/redis.sock``.
+    Tests sharing it use their own queues' messages only while they run; flush it if a test needs it empty."""
+    with contextlib.ExitStack() as stack:
+        yield _enter_server(stack, lambda: redis_server(tmp_path_factory.mktemp("redis")))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,4 +1,4 @@
-"""Real servers for tests and benchmarks: PostgreSQL, uvicorn and headless Chromium, all on 127.0.0.1.
+"""Real servers for tests and benchmarks: PostgreSQL, uvicorn, Redis and headless Chromium, all on 127.0.0.1.
 
 Plain functions and context managers with no pytest dependency, so bench/ can import them too. Each context manager
 starts its own process(es), waits until they answer, and on exit stops them and removes every directory it made.
@@ -397,6 +397,76 @@ def _wait_http(proc: subprocess.Popen, port: int, path: str, timeout: float) -> 
                 conn.close()
         time.sleep(0.05)
     return f"not ready within {timeout:.0f} s ({last})"
+
+
+# -------------------------------------------------------------------------------------------------------------- Redis
+
+
+class RedisURL(str):
+    """A Celery/kombu broker URL (``redis+socket:///DIR/redis.sock``) that also carries ``pid``, ``socket_path``
+    and ``log_path``; ``redis_py_url`` is the same server as redis-py spells it (``unix:///DIR/redis.sock``)."""
+
+    pid: int
+    socket_path: Path
+    log_path: Path
+
+    @property
+    def redis_py_url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+
+def _redis_ping(socket_path: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            sock.connect(str(socket_path))
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_server(tmpdir: str | os.PathLike, *, startup_timeout: float = 20.0) -> Iterator[RedisURL]:
+    """Debian's ``redis-server`` on a private unix socket in ``tmpdir`` (no TCP port, persistence off).
+
+    Yields the broker URL once the server answers PING; on exit stops it (SIGTERM, then SIGKILL) and removes the
+    socket and log. ``maxmemory-policy noeviction``: an evicted ``_kombu.binding.*`` key breaks Celery routing.
+    """
+    binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server")
+                                              else None)
+    if binary is None:
+        raise ServerUnavailable("redis-server is not installed (Debian package redis-server: "
+                                "apt-get install redis-server)")
+    directory = Path(tempfile.mkdtemp(prefix="gb-redis-", dir=tmpdir))
+    sock_path = directory / "redis.sock"
+    if len(str(sock_path)) > 100:  # sun_path holds 108 bytes
+        shutil.rmtree(directory, ignore_errors=True)
+        directory = Path(tempfile.mkdtemp(prefix="gb-redis-"))
+        sock_path = directory / "redis.sock"
+    log = directory / "redis.log"
+    cmd = [binary, "--port", "0", "--unixsocket", str(sock_path), "--unixsocketperm", "700", "--save", "",
+           "--appendonly", "no", "--dir", str(directory), "--daemonize", "no", "--loglevel", "notice",
+           "--logfile", "", "--maxmemory-policy", "noeviction"]
+    proc: subprocess.Popen | None = None
+    try:
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    cwd=directory)  # fmt: skip
+        deadline = time.monotonic() + startup_timeout
+        while not _redis_ping(sock_path):
+            if proc.poll() is not None:
+                raise ServerStartError(f"redis-server exited with {proc.returncode}:\n{_log_tail(log)}")
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"redis-server not ready within {startup_timeout:.0f} s:\n{_log_tail(log)}")
+            time.sleep(0.05)
+        url = RedisURL(f"redis+socket://{sock_path}")
+        url.pid, url.socket_path, url.log_path = proc.pid, sock_path, log
+        yield url
+    finally:
+        if proc is not None:
+            _stop(proc)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------------------- Chromium

@@ -277,3 +277,34 @@ class UsageSegmentRow(Base):
 
 Index("ix_data_objects_customer_kind", DataObject.customer_id, DataObject.kind)
 Index("ix_usage_segments_customer_start", UsageSegmentRow.customer_id, UsageSegmentRow.segment_start)
+
+
+class Job(Base):
+    """One durable unit of upstream work (issue 6; workers/jobs.py owns its state machine).
+
+    A Celery message carries only ``job_id``; this row is the truth. ``state`` is queued, running, deferred, done,
+    failed (will be retried at ``run_after``) or dead (gave up). ``attempts`` counts claims and doubles as the
+    fencing token of the current run; ``lease_until`` bounds how long a running claim is trusted before the
+    reconciler re-enqueues it. ``dedupe_key`` makes enqueueing idempotent.
+    """
+
+    __tablename__ = "jobs"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    queue: Mapped[str] = mapped_column(String(16))
+    dedupe_key: Mapped[str] = mapped_column(String(255), unique=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    run_after: Mapped[datetime | None]
+    lease_until: Mapped[datetime | None]
+    created: Mapped[datetime]
+    modified: Mapped[datetime]
+    started: Mapped[datetime | None]
+    finished: Mapped[datetime | None]
+
+
+Index("ix_jobs_state_run_after", Job.state, Job.run_after)

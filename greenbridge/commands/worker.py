@@ -1,0 +1,93 @@
+"""``greenbridge worker`` and ``greenbridge beat``: the Celery worker and scheduler, configured like the gateway."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+QUEUE_NAMES = ("http", "sftp", "translate", "notify")  # workers.jobs.QUEUES (kept import-free for --help)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    worker = subparsers.add_parser(
+        "worker",
+        help="run a Celery worker for the upstream jobs (needs Redis)",
+        description="Run a Celery worker that executes greenbridge jobs (fetch, SFTP, translate, notify) from the "
+                    "Redis broker named by redis_url / GREENBRIDGE_REDIS_URL. The store is migrated first. Run one "
+                    "worker per queue set for production (e.g. --queues http --concurrency 32, --queues sftp "
+                    "--concurrency 2), and exactly one `greenbridge beat` next to them.",
+    )
+    worker.add_argument("--config", metavar="FILE", help="TOML configuration file (default: $GREENBRIDGE_CONFIG)")
+    worker.add_argument("--queues", "-Q", default=",".join(QUEUE_NAMES), metavar="LIST",
+                        help=f"comma-separated queues to consume (default: {','.join(QUEUE_NAMES)})")
+    worker.add_argument("--concurrency", "-c", type=int, default=None, metavar="N",
+                        help="pool processes (default: the number of CPUs)")
+    worker.add_argument("--pool", "-P", default="prefork", choices=("prefork", "threads", "solo"),
+                        help="execution pool (default prefork)")
+    worker.add_argument("--hostname", "-n", default=None, help="worker node name (default greenbridge@HOST)")
+    worker.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    worker.set_defaults(run=run_worker)
+
+    beat = subparsers.add_parser(
+        "beat",
+        help="run the Celery beat scheduler (the job reconciler); run exactly one",
+        description="Run Celery beat, which schedules gb.reconcile every minute: it re-publishes jobs whose message "
+                    "was lost and retries that came due. Only one beat may run per deployment.",
+    )
+    beat.add_argument("--config", metavar="FILE", help="TOML configuration file (default: $GREENBRIDGE_CONFIG)")
+    beat.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    beat.set_defaults(run=run_beat)
+
+
+def _app(command: str, config_path: str | None, *, migrate: bool):
+    from gateway.config import ConfigError, load_config
+    from workers.app import make_celery
+
+    try:
+        config = load_config(config_path)
+        app = make_celery(config)
+    except (ConfigError, ValueError) as exc:
+        print(f"greenbridge {command}: {exc}", file=sys.stderr)
+        return None
+    if migrate:
+        from cds.store.engine import make_engine
+        from cds.store.migrate import upgrade
+
+        engine = make_engine(config.database_url)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return app
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    unknown = sorted(set(queues) - set(QUEUE_NAMES))
+    if not queues or unknown:
+        print(f"greenbridge worker: --queues takes {','.join(QUEUE_NAMES)}; unknown: {','.join(unknown) or '(none)'}",
+              file=sys.stderr)
+        return 2
+    if args.concurrency is not None and args.concurrency < 1:
+        print("greenbridge worker: --concurrency must be at least 1", file=sys.stderr)
+        return 2
+    app = _app("worker", args.config, migrate=True)
+    if app is None:
+        return 2
+    argv = ["worker", "--queues", ",".join(queues), "--pool", args.pool, "--loglevel", args.log_level.upper(),
+            "--without-gossip", "--without-mingle"]
+    if args.concurrency is not None:
+        argv += ["--concurrency", str(args.concurrency)]
+    if args.hostname:
+        argv += ["--hostname", args.hostname]
+    app.worker_main(argv)
+    return 0
+
+
+def run_beat(args: argparse.Namespace) -> int:
+    app = _app("beat", args.config, migrate=False)
+    if app is None:
+        return 2
+    app.start(["beat", "--loglevel", args.log_level.upper()])
+    return 0

@@ -1,0 +1,247 @@
+"""The jobs table API: every unit of upstream work is a durable row with a guarded state machine.
+
+States: ``queued`` → ``running`` → ``done``; a run may instead end ``deferred`` (until a time or a notification),
+``failed`` (retried at ``run_after`` with exponential backoff and jitter, or at the upstream's Retry-After, whichever
+is later) or ``dead`` (permanent error, or ``max_attempts`` used up). Celery messages carry only the job id.
+
+Every state change is one ``UPDATE … WHERE job_id = :id AND state = :expected`` (and, for the end of a run,
+``attempts = :attempt``: the attempt number is the run's fencing token), so two workers never both run a job, and
+a worker whose lease expired cannot overwrite the outcome of the run that replaced it. Callers own the transaction.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cds.store.models import Job
+
+QUEUED, RUNNING, DEFERRED, DONE, FAILED, DEAD = "queued", "running", "deferred", "done", "failed", "dead"
+STATES = (QUEUED, RUNNING, DEFERRED, DONE, FAILED, DEAD)
+QUEUES = ("http", "sftp", "translate", "notify")
+
+MAX_ATTEMPTS = 8
+BACKOFF_BASE = 5.0  # seconds before the first retry (upper bound; see backoff_delay)
+BACKOFF_MAX = 600.0  # cap of the exponential part
+RETRY_AFTER_MAX = 24 * 3600.0  # an upstream's Retry-After is honoured up to a day
+LEASE_SECONDS = 3600 + 300  # workers.app.TASK_TIME_LIMIT plus a margin: a live run is never taken over
+ERROR_MAX = 2000  # characters of last_error kept
+
+
+class JobError(Exception):
+    """Base of the outcomes a handler may raise on purpose."""
+
+
+class PermanentError(JobError):
+    """Retrying cannot help (bad file, refused request): the job goes straight to ``dead``."""
+
+
+class RetryLater(JobError):
+    """A transient failure; ``retry_after`` (seconds, from an HTTP Retry-After) sets the earliest retry."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Defer(JobError):
+    """The upstream accepted the request for later (HTTP 202): the job waits, ``deferred``, until ``until``."""
+
+    def __init__(self, until: datetime, message: str = "deferred"):
+        super().__init__(message)
+        self.until = until
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: str
+    run_after: datetime | None = None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def enqueue(session: Session, kind: str, payload: dict[str, Any], dedupe_key: str | None = None, *,
+            queue: str = "translate", max_attempts: int = MAX_ATTEMPTS, now: datetime | None = None) -> Job:
+    """The job for ``dedupe_key``, created ``queued`` if there is none yet (whatever state an existing one is in).
+
+    Safe against a concurrent enqueue of the same key: the insert runs in a savepoint and a unique-key conflict
+    returns the other transaction's row. Publish the job id only after the caller's transaction commits.
+    """
+    if queue not in QUEUES:
+        raise ValueError(f"queue must be one of {', '.join(QUEUES)}, not {queue!r}")
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    job_id = uuid.uuid4().hex
+    key = dedupe_key or f"{kind}:{job_id}"
+    existing = session.scalar(select(Job).where(Job.dedupe_key == key))
+    if existing is not None:
+        return existing
+    now = now or utcnow()
+    job = Job(job_id=job_id, kind=kind, queue=queue, dedupe_key=key, payload=dict(payload), state=QUEUED,
+              attempts=0, max_attempts=max_attempts, created=now, modified=now)
+    try:
+        with session.begin_nested():
+            session.add(job)
+    except IntegrityError:
+        existing = session.scalar(select(Job).where(Job.dedupe_key == key))
+        if existing is None:
+            raise
+        return existing
+    return job
+
+
+def get(session: Session, job_id: str) -> Job | None:
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def claim(session: Session, job_id: str, *, lease_seconds: float = LEASE_SECONDS,
+          now: datetime | None = None) -> Job | None:
+    """Start a run: the job becomes ``running`` with ``attempts + 1`` and a lease, or None when it is not runnable.
+
+    Runnable: ``queued``; ``deferred``/``failed`` whose ``run_after`` has come; ``running`` whose lease expired
+    (its worker died). A message for a job that is done, dead, not yet due or running elsewhere claims nothing, nor
+    does one for a job whose attempts are used up (a deferred job may always resume: waiting is not failing).
+    """
+    now = now or utcnow()
+    runnable = or_(
+        Job.state == QUEUED,
+        and_(Job.state.in_((DEFERRED, FAILED)), or_(Job.run_after.is_(None), Job.run_after <= now)),
+        and_(Job.state == RUNNING, Job.lease_until < now),
+    )
+    result = session.execute(
+        update(Job)
+        .where(Job.job_id == job_id, runnable, or_(Job.attempts < Job.max_attempts, Job.state == DEFERRED))
+        .values(state=RUNNING, attempts=Job.attempts + 1, lease_until=now + timedelta(seconds=lease_seconds),
+                started=now, modified=now, run_after=None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    return get(session, job_id)
+
+
+def _finish_run(session: Session, job: Job, now: datetime | None, **values: Any) -> bool:
+    """Ends the run ``job.attempts`` of a running job; False when that run is no longer the current one."""
+    now = now or utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.job_id == job.job_id, Job.state == RUNNING, Job.attempts == job.attempts)
+        .values(modified=now, lease_until=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def done(session: Session, job: Job, *, now: datetime | None = None) -> bool:
+    now = now or utcnow()
+    return _finish_run(session, job, now, state=DONE, finished=now, last_error=None)
+
+
+def deferred(session: Session, job: Job, until: datetime, *, now: datetime | None = None) -> bool:
+    """The upstream will answer later: wait until ``until`` (a notification may resume it earlier)."""
+    return _finish_run(session, job, now, state=DEFERRED, run_after=until)
+
+
+def dead(session: Session, job: Job, error: str, *, now: datetime | None = None) -> bool:
+    now = now or utcnow()
+    return _finish_run(session, job, now, state=DEAD, finished=now, last_error=error[:ERROR_MAX])
+
+
+def backoff_delay(attempt: int, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_MAX,
+                  rand: Callable[[], float] = random.random) -> float:
+    """Seconds before retry number ``attempt`` (1-based): "equal jitter" over ``min(cap, base·2^(attempt-1))``.
+
+    The result lies in ``[d/2, d]``: exponential growth keeps a struggling upstream from being hammered, the random
+    half spreads the retries of many jobs that failed together, and the fixed half keeps a floor (full jitter can
+    retry at once).
+    """
+    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
+    return ceiling / 2 + rand() * ceiling / 2
+
+
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """An HTTP ``Retry-After`` (RFC 9110 §10.2.3: delay-seconds or an HTTP-date) in seconds, or None if unusable."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), RETRY_AFTER_MAX)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    seconds = (moment - (now or utcnow())).total_seconds()
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX)
+
+
+def failed(session: Session, job: Job, error: str, *, retry_after: float | None = None, now: datetime | None = None,
+           rand: Callable[[], float] = random.random) -> Outcome | None:
+    """Records a failed run: ``failed`` with the next ``run_after``, or ``dead`` when the attempts are used up.
+
+    The delay is :func:`backoff_delay` for this attempt, raised to ``retry_after`` (capped at a day) when the
+    upstream gave one. None when the run was no longer the current one (nothing changed).
+    """
+    now = now or utcnow()
+    if job.attempts >= job.max_attempts:
+        return Outcome(DEAD) if dead(session, job, f"attempt {job.attempts}/{job.max_attempts}: {error}",
+                                     now=now) else None
+    delay = backoff_delay(job.attempts, rand=rand)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, RETRY_AFTER_MAX))
+    at = now + timedelta(seconds=delay)
+    if not _finish_run(session, job, now, state=FAILED, run_after=at, last_error=error[:ERROR_MAX]):
+        return None
+    return Outcome(FAILED, at)
+
+
+def lost(session: Session, *, stale_after: float, now: datetime | None = None, limit: int = 1000) -> list[Job]:
+    """Jobs whose Celery message may be gone, to publish again (the reconciler); duplicates are harmless.
+
+    * ``queued`` and untouched for ``stale_after`` seconds (Redis flushed, or the publish after commit never
+      happened); their ``modified`` is bumped so a long backlog is re-published once per ``stale_after``, not on
+      every tick;
+    * ``deferred``/``failed`` whose ``run_after`` has come (retries too long to hold as a Celery countdown);
+    * ``running`` whose lease expired (the worker died): claimable again, or ``dead`` if the attempts are used up.
+    """
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=stale_after)
+    expired = and_(Job.state == RUNNING, Job.lease_until < now)
+    session.execute(
+        update(Job)
+        .where(expired, Job.attempts >= Job.max_attempts)
+        .values(state=DEAD, finished=now, modified=now, lease_until=None,
+                last_error="lease expired on the last attempt (the worker died or hung)")
+        .execution_options(synchronize_session=False)
+    )
+    rows = list(session.scalars(
+        select(Job)
+        .where(or_(
+            and_(Job.state == QUEUED, Job.modified < cutoff),
+            and_(Job.state.in_((DEFERRED, FAILED)), Job.run_after <= now),
+            expired,
+        ))
+        .order_by(Job.created)
+        .limit(limit)
+    ))
+    stale = [job.job_id for job in rows if job.state == QUEUED]
+    if stale:
+        session.execute(
+            update(Job)
+            .where(Job.job_id.in_(stale), Job.state == QUEUED, Job.modified < cutoff)
+            .values(modified=now)
+            .execution_options(synchronize_session=False)
+        )
+    return rows

@@ -1,0 +1,192 @@
+"""The Celery tasks: thin wrappers over the jobs table (workers.jobs) and the handlers of each job kind.
+
+``gb.run_job(job_id)`` claims the job (a guarded UPDATE: a duplicate or redelivered message claims nothing), runs
+the handler registered for its kind, and records the outcome; the handler's writes and ``done`` commit in one
+transaction, and handlers write with idempotent upserts, so a job re-run after a lost acknowledgement stores
+nothing twice. ``gb.reconcile()`` (beat) re-publishes the jobs whose message may have been lost.
+
+A handler is a plain function ``handler(session, job, config)``; it raises :class:`workers.jobs.RetryLater`,
+:class:`workers.jobs.PermanentError` or :class:`workers.jobs.Defer` to choose the outcome; any other exception is
+a transient failure (retried with backoff until ``max_attempts``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery import shared_task
+from celery.signals import worker_process_init
+from sqlalchemy.orm import Session, sessionmaker
+
+from cds.store.models import Job
+from workers import jobs
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Session, Job, Any], Any]
+
+
+@dataclass(frozen=True)
+class Kind:
+    handler: Handler
+    queue: str
+
+
+HANDLERS: dict[str, Kind] = {}
+
+
+def register(kind: str, *, queue: str) -> Callable[[Handler], Handler]:
+    """Decorator: ``handler`` runs the jobs of ``kind``, published to ``queue``."""
+    if queue not in jobs.QUEUES:
+        raise ValueError(f"queue must be one of {', '.join(jobs.QUEUES)}, not {queue!r}")
+
+    def decorate(handler: Handler) -> Handler:
+        HANDLERS[kind] = Kind(handler, queue)
+        return handler
+
+    return decorate
+
+
+def queue_for(kind: str) -> str:
+    if kind not in HANDLERS:
+        raise KeyError(f"no handler for job kind {kind!r}")
+    return HANDLERS[kind].queue
+
+
+# ------------------------------------------------------------------------------------------------------ handlers
+
+
+@register("ingest_file", queue="translate")
+def ingest_file(session: Session, job: Job, config: Any) -> str:
+    """Payload ``{"path": FILE, "customer_id": ID, "source"?: NAME}``: translate a Green Button file and upsert
+    its objects for the customer (cds.ingest: stable ids, so a re-run confirms rather than duplicates)."""
+    from cds.ingest import IngestError, translate_options_for
+    from cds.ingest import ingest_file as ingest
+    from espi.errors import EspiError
+
+    path, customer = job.payload.get("path"), job.payload.get("customer_id")
+    if not isinstance(path, str) or not isinstance(customer, str) or not customer:
+        raise jobs.PermanentError("ingest_file needs a payload with path and customer_id")
+    try:
+        report = ingest(session, path, customer_id=customer, source=job.payload.get("source"),
+                        options=translate_options_for(config))
+    except FileNotFoundError as exc:
+        raise jobs.PermanentError(f"{path}: no such file") from exc
+    except (EspiError, IngestError) as exc:  # the file itself is wrong: retrying cannot help
+        raise jobs.PermanentError(f"{path}: {exc}") from exc
+    return report.summary()
+
+
+# --------------------------------------------------------------------------------------------------- the runtime
+
+_sessions: dict[str, sessionmaker[Session]] = {}
+
+
+def sessions_for(config: Any) -> sessionmaker[Session]:
+    """One engine per database URL and process (made lazily, so never shared across a fork)."""
+    factory = _sessions.get(config.database_url)
+    if factory is None:
+        from cds.store.engine import make_engine, make_sessionmaker
+
+        factory = _sessions[config.database_url] = make_sessionmaker(make_engine(config.database_url))
+    return factory
+
+
+@worker_process_init.connect
+def _forget_engines(**_kwargs: Any) -> None:
+    _sessions.clear()  # a forked pool process opens its own connections
+
+
+def publish(app: Any, job: Job, *, countdown: float | None = None) -> None:
+    """Send ``gb.run_job(job_id)`` to the job's queue; call after the transaction that wrote the job committed."""
+    app.send_task("gb.run_job", args=(job.job_id,), queue=job.queue, countdown=countdown)
+
+
+def submit(app: Any, session: Session, kind: str, payload: dict[str, Any], dedupe_key: str | None = None,
+           **options: Any) -> Job:
+    """Enqueue (idempotently, in its own transaction) and publish; returns the job."""
+    with session.begin():
+        job = jobs.enqueue(session, kind, payload, dedupe_key, queue=queue_for(kind), **options)
+    if job.state == jobs.QUEUED:
+        publish(app, job)
+    return job
+
+
+def execute(config: Any, job_id: str) -> jobs.Outcome | None:
+    """Claim and run one job, recording its outcome; None when there was nothing to run (not runnable)."""
+    sessions = sessions_for(config)
+    with sessions() as session:
+        with session.begin():
+            job = jobs.claim(session, job_id)
+        if job is None:
+            log.info("job %s: not runnable, message dropped", job_id)
+            return None
+        kind = HANDLERS.get(job.kind)
+        try:
+            if kind is None:
+                raise jobs.PermanentError(f"no handler for job kind {job.kind!r}")
+            with session.begin():
+                result = kind.handler(session, job, config)
+                if not jobs.done(session, job):
+                    raise _Superseded  # another run took over: roll back (its writes are the same upserts)
+            log.info("job %s (%s) done: %s", job.job_id, job.kind, result)
+            return jobs.Outcome(jobs.DONE)
+        except _Superseded:
+            log.warning("job %s: lease lost during the run; the current run records the outcome", job.job_id)
+            return None
+        # The failed transaction rolled back and expired ``job``: each outcome below reloads it and commits.
+        except jobs.Defer as exc:
+            ok = jobs.deferred(session, job, exc.until)
+            session.commit()
+            return jobs.Outcome(jobs.DEFERRED, exc.until) if ok else None
+        except jobs.PermanentError as exc:
+            log.warning("job %s (%s) dead: %s", job.job_id, job.kind, exc)
+            ok = jobs.dead(session, job, str(exc))
+            session.commit()
+            return jobs.Outcome(jobs.DEAD) if ok else None
+        except Exception as exc:  # transient by default; bounded by max_attempts
+            log.warning("job %s (%s) attempt %d failed: %s", job.job_id, job.kind, job.attempts, exc)
+            retry_after = exc.retry_after if isinstance(exc, jobs.RetryLater) else None
+            outcome = jobs.failed(session, job, f"{type(exc).__name__}: {exc}", retry_after=retry_after)
+            session.commit()
+            return outcome
+
+
+class _Superseded(Exception):
+    pass
+
+
+@shared_task(name="gb.run_job", bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_job(self, job_id: str) -> str | None:
+    """Run job ``job_id``; a retry due soon is re-published with a countdown, a later one left to the reconciler."""
+    from workers.app import RETRY_COUNTDOWN_MAX
+
+    config = self.app.greenbridge_config
+    outcome = execute(config, job_id)
+    if outcome is None:
+        return None
+    if outcome.state in (jobs.FAILED, jobs.DEFERRED) and outcome.run_after is not None:
+        delay = (outcome.run_after - jobs.utcnow()).total_seconds()
+        if delay <= RETRY_COUNTDOWN_MAX:
+            with sessions_for(config)() as session:
+                job = jobs.get(session, job_id)
+            if job is not None:
+                publish(self.app, job, countdown=max(0.0, delay))
+    return outcome.state
+
+
+@shared_task(name="gb.reconcile", bind=True, acks_late=True, ignore_result=True)
+def reconcile(self, stale_after: float | None = None) -> int:
+    """Re-publish every job whose message may be lost (workers.jobs.lost); returns how many were published."""
+    from workers.app import RECONCILE_STALE_AFTER
+
+    with sessions_for(self.app.greenbridge_config)() as session, session.begin():
+        found = jobs.lost(session, stale_after=RECONCILE_STALE_AFTER if stale_after is None else stale_after)
+    for job in found:
+        publish(self.app, job)
+    if found:
+        log.info("reconciler re-published %d job(s)", len(found))
+    return len(found)
