@@ -8,6 +8,7 @@ from gateway.config import GatewayConfig
 
 
 def routes(config: GatewayConfig) -> list[BaseRoute]:
-    from gateway.routes import admin, data, discovery, oauth, ops
+    from gateway.routes import admin, data, discovery, notifications, oauth, ops
 
-    return [*ops.routes(), *discovery.routes(), *oauth.routes(), *admin.routes(config), *data.routes(config)]
+    return [*ops.routes(), *discovery.routes(), *oauth.routes(), *admin.routes(config), *data.routes(config),
+            *notifications.routes()]

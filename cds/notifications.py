@@ -1,0 +1,192 @@
+"""Accepting a custodian's BatchList notification: which URIs we trust, and one durable job per accepted URI.
+
+A notification only *tells* us something changed; nothing it names is fetched unless it belongs to a configured
+custodian: ``https`` (``http`` only on loopback) on one of the custodian's ``hosts`` with a path under its resource
+URL's path (or its ApplicationInformation URL's), or ``sftp`` on the custodian's configured SFTP host. Everything
+else is refused, with a reason, and never becomes a job.
+
+Each accepted URI becomes a row of the jobs table (issue 6), kind by what the URI names (espi.notification
+:func:`classify_resource`). The dedupe key is the custodian plus the normalized URI, query included (the
+published-min/max window is part of what is asked), so a repeated notification finds the job it already made.
+
+The rows are written here, not through ``workers.jobs.enqueue``, because ``cds`` must not import ``workers``
+(ARCHITECTURE.md): the insert below keeps the same contract (``queued``, idempotent by dedupe key, safe against a
+concurrent insert of the same key). The caller owns the transaction and publishes the job ids after it commits;
+an unpublished ``queued`` row is picked up by the workers' reconciler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cds.store.models import Job
+from espi.notification import NotificationResource, ResourceKind, classify_resource
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+URI_MAX = 4096
+MAX_ATTEMPTS = 8  # as workers.jobs.MAX_ATTEMPTS
+DEDUPE_MAX = 255  # the jobs.dedupe_key column
+
+#: Job kind and Celery queue for each resource kind a notification may name; other kinds are refused.
+JOB_KINDS: dict[ResourceKind, tuple[str, str]] = {
+    ResourceKind.SUBSCRIPTION: ("fetch_subscription", "http"),
+    ResourceKind.BULK: ("fetch_bulk", "http"),
+    ResourceKind.SFTP_BULK: ("fetch_bulk", "sftp"),
+    ResourceKind.AUTHORIZATION: ("sync_authorization", "http"),
+    ResourceKind.APPLICATION_INFORMATION: ("sync_application_information", "http"),
+}
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job_id: str
+    kind: str
+    queue: str
+    state: str
+    uri: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    uri: str
+    reason: str
+
+    @property
+    def loggable(self) -> str:
+        return loggable_uri(self.uri)
+
+
+def loggable_uri(uri: str) -> str:
+    """The URI without user info, query or fragment, for logs (tidy, and nothing a custodian put there leaks)."""
+    head = uri.split("#", 1)[0].split("?", 1)[0]
+    try:
+        parts = urlsplit(head)
+        netloc = parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))[:300]
+    except ValueError:
+        return head[:300]
+
+
+def _path_under(path: str, prefix: str) -> bool:
+    prefix = prefix.rstrip("/")
+    return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
+def refusal(custodian: Any, uri: str) -> str | None:
+    """Why ``uri`` does not belong to ``custodian`` (a CustodianConfig), or None when it does."""
+    if len(uri) > URI_MAX:
+        return f"URI longer than {URI_MAX} characters"
+    if any(c.isspace() or ord(c) < 0x20 for c in uri):
+        return "URI contains whitespace or control characters"
+    try:
+        parts = urlsplit(uri)
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        return "malformed URI"
+    scheme = parts.scheme.lower()
+    if parts.username is not None or parts.password is not None:
+        return "URI carries user information"
+    if not host:
+        return "URI has no host"
+    path = unquote(parts.path)
+    if any(segment in (".", "..") for segment in path.split("/")) or "\\" in path:
+        return "path has dot segments"
+    if scheme == "sftp":
+        sftp = getattr(custodian, "sftp", None)
+        if sftp is None:
+            return "custodian has no SFTP configuration"
+        if host != sftp.host.lower() or (port is not None and port != sftp.port):
+            return f"SFTP host {host} is not the custodian's SFTP host"
+        return None
+    if scheme not in ("https", "http"):
+        return f"scheme {scheme or '(none)'} is not allowed"
+    if scheme == "http" and host not in LOOPBACK:
+        return "http is allowed only on loopback; use https"
+    if host not in {h.lower() for h in custodian.hosts}:
+        return f"host {host} is not one of the custodian's hosts"
+    prefixes = [urlsplit(url).path for url in (custodian.resource_url, custodian.application_information_url) if url]
+    if not any(_path_under(posixpath.normpath(path) if path else "/", prefix) for prefix in prefixes):
+        return "path is not under the custodian's resource URL"
+    return None
+
+
+def owner_of(custodians: Any, uri: str) -> Any | None:
+    """The first custodian ``uri`` belongs to (generic notification endpoint), or None."""
+    return next((c for c in custodians if refusal(c, uri) is None), None)
+
+
+def normalized(resource: NotificationResource) -> str:
+    """The URI with scheme and host lower-cased, the fragment dropped and the published window canonical."""
+    parts = urlsplit(resource.normalized_uri())
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, ""))
+
+
+def dedupe_key(custodian_id: str, uri: str) -> str:
+    key = f"notification:{custodian_id}:{uri}"
+    if len(key) <= DEDUPE_MAX:
+        return key
+    return f"notification:{custodian_id}:sha256:{hashlib.sha256(uri.encode()).hexdigest()}"
+
+
+def _job_row(session: Session, kind: str, queue: str, key: str, payload: dict[str, Any], now: datetime) -> Job:
+    """The job for ``key``, inserted ``queued`` when new (same contract as workers.jobs.enqueue)."""
+    existing = session.scalar(select(Job).where(Job.dedupe_key == key))
+    if existing is not None:
+        return existing
+    job = Job(job_id=uuid.uuid4().hex, kind=kind, queue=queue, dedupe_key=key, payload=payload, state="queued",
+              attempts=0, max_attempts=MAX_ATTEMPTS, created=now, modified=now)
+    try:
+        with session.begin_nested():
+            session.add(job)
+    except IntegrityError:
+        existing = session.scalar(select(Job).where(Job.dedupe_key == key))
+        if existing is None:
+            raise
+        return existing
+    return job
+
+
+def accept_notification(session: Session, custodian: Any, uris: Any, now: datetime
+                        ) -> tuple[list[Accepted], list[Refused]]:
+    """Checks each URI against ``custodian`` and makes a job of each accepted one, in the caller's transaction.
+
+    Returns the accepted jobs (an existing job for a repeated URI, in whatever state it is) and the refused URIs
+    with their reasons. Nothing is fetched here.
+    """
+    accepted: list[Accepted] = []
+    refused: list[Refused] = []
+    seen: set[str] = set()
+    for uri in uris:
+        reason = refusal(custodian, uri)
+        resource = classify_resource(uri)
+        if reason is None and resource.kind not in JOB_KINDS:
+            reason = f"resource kind {resource.kind.value} is not acted on"
+        if reason is not None:
+            refused.append(Refused(uri, reason))
+            continue
+        kind, queue = JOB_KINDS[resource.kind]
+        target = normalized(resource)
+        key = dedupe_key(custodian.id, target)
+        if key in seen:
+            continue
+        seen.add(key)
+        payload = {
+            "custodian_id": custodian.id, "uri": target, "resource": resource.kind.value,
+            "resource_id": resource.resource_id,
+            "published_min": resource.published_min.isoformat() if resource.published_min else None,
+            "published_max": resource.published_max.isoformat() if resource.published_max else None,
+        }
+        job = _job_row(session, kind, queue, key, payload, now)
+        accepted.append(Accepted(job.job_id, job.kind, job.queue, job.state, target))
+    return accepted, refused

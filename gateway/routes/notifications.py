@@ -1,0 +1,130 @@
+"""The ESPI notification receiver: custodians POST a BatchList here (FB_39 PUSH, espi.md §4.1).
+
+``POST /espi/1_1/Notification`` (the path OpenESPI third parties use; each URI's custodian is found by host and
+path prefix) and ``POST /custodians/{custodian_id}/notify`` (one URL per custodian). The body is parsed with
+espi.notification; each URI is checked by cds.notifications (nothing we are merely told about is fetched unless it
+belongs to a configured custodian), refused URIs are logged without their query, and accepted ones become rows of
+the jobs table. The answer is 200 with an empty body as soon as the rows are committed: fetching is the workers'.
+
+Publishing: when ``redis_url`` is configured, each queued job id is sent, after the answer, as ``gb.run_job`` by
+name through a Celery producer (the gateway never imports ``workers``). Without Redis, or when publishing fails, the
+committed ``queued`` row alone is durable and the workers' reconciler publishes it later (workers.jobs.lost).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from cds.notifications import Accepted, Refused, accept_notification, owner_of
+from espi.errors import EspiError, XmlSecurityError
+from espi.notification import parse_batch_list
+from gateway.routes.common import gateway_of, in_session
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPES = frozenset({"application/atom+xml", "application/xml", "text/xml"})
+
+_producers: dict[str, Any] = {}
+
+
+def _producer(redis_url: str) -> Any:
+    """A Celery app used only to send tasks by name (one per Redis URL and process)."""
+    app = _producers.get(redis_url)
+    if app is None:
+        from celery import Celery
+
+        app = Celery("greenbridge-gateway", broker=redis_url, set_as_current=False)
+        app.conf.update(task_serializer="json", broker_connection_timeout=3,
+                        broker_transport_options={"socket_connect_timeout": 3, "socket_timeout": 5, "max_retries": 1})
+        _producers[redis_url] = app
+    return app
+
+
+def publish(redis_url: str, jobs: list[Accepted]) -> None:
+    """Send ``gb.run_job`` for each new queued job; a failure is logged (the reconciler publishes it later)."""
+    if not redis_url:
+        return
+    for job in jobs:
+        if job.state != "queued":
+            continue
+        try:
+            _producer(redis_url).send_task("gb.run_job", args=(job.job_id,), queue=job.queue, retry=False)
+        except Exception as error:  # the row is committed: the reconciler will publish it
+            log.warning("notification job %s not published (%s); the reconciler will", job.job_id, error)
+
+
+def _bad(status: int, message: str) -> Response:
+    return PlainTextResponse(message, status_code=status)
+
+
+async def _receive(request: Request, custodian_id: str | None) -> Response:
+    gateway = gateway_of(request)
+    config = gateway.config
+    custodian = None
+    if custodian_id is not None:
+        custodian = next((c for c in config.custodians if c.id == custodian_id), None)
+        if custodian is None:
+            return _bad(404, f"no custodian {custodian_id!r}")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in CONTENT_TYPES:
+        return _bad(415, "a BatchList must be sent as application/atom+xml, application/xml or text/xml")
+    body = await request.body()
+    peer = request.client.host if request.client else "unknown"
+    try:
+        batch = parse_batch_list(body, f"notification from {peer}")
+    except XmlSecurityError as error:
+        log.warning("hostile notification refused: %s", error)
+        return _bad(400, str(error))
+    except EspiError as error:
+        log.info("malformed notification: %s", error)
+        return _bad(400, str(error))
+
+    now = datetime.now(UTC)
+    groups: dict[str, tuple[Any, list[str]]] = {}
+    refused: list[Refused] = []
+    for uri in batch.resources:
+        owner = custodian or owner_of(config.custodians, uri)
+        if owner is None:
+            refused.append(Refused(uri, "no configured custodian owns this URI"))
+        else:
+            groups.setdefault(owner.id, (owner, []))[1].append(uri)
+
+    def store(session) -> list[Accepted]:
+        accepted: list[Accepted] = []
+        for owner, uris in groups.values():
+            jobs, refusals = accept_notification(session, owner, uris, now)
+            accepted += jobs
+            refused.extend(refusals)
+        return accepted
+
+    accepted = await in_session(request, store) if groups else []
+    for item in refused:
+        log.warning("notification URI refused (%s): %s", item.reason, item.loggable)
+    if accepted:
+        log.info("notification from %s: %d job(s), %d duplicate URI(s) dropped", peer, len(accepted),
+                 batch.duplicates)
+    # Published after the answer is sent: a slow or absent Redis never delays the 200 (the rows are committed).
+    background = BackgroundTask(publish, config.redis_url, accepted) if accepted and config.redis_url else None
+    return Response(status_code=200, background=background)
+
+
+async def generic(request: Request) -> Response:
+    return await _receive(request, None)
+
+
+async def per_custodian(request: Request) -> Response:
+    return await _receive(request, request.path_params["custodian_id"])
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/espi/1_1/Notification", generic, methods=["POST"]),
+        Route("/custodians/{custodian_id}/notify", per_custodian, methods=["POST"]),
+    ]
