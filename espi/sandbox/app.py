@@ -69,7 +69,7 @@ from espi.sandbox.store import (
     TokenRecord,
     is_customer_scope,
 )
-from gateway.oauth.requests import GatewayRequest
+from espi.starlette_oauth import GatewayRequest
 
 log = logging.getLogger("greenbridge.sandbox")
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))

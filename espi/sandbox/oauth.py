@@ -25,14 +25,13 @@ from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import ClientMixin, grants
 from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidScopeError
 from authlib.oauth2.rfc7636 import CodeChallenge
-from starlette.responses import JSONResponse, Response
 
 from espi.function_blocks import function_block
 from espi.sandbox.config import SandboxConfig, ThirdParty
 from espi.sandbox.data import Customer
 from espi.sandbox.store import AuthorizationRecord, CodeRecord, Store, is_customer_scope, new_token
 from espi.scope import LEGACY_SCOPES, Scope, ScopeError, format_scope, parse_scope
-from gateway.oauth.requests import GatewayRequest, RedirectResponse
+from espi.starlette_oauth import GatewayRequest, StarletteServerMixin
 
 AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 #: client_credentials scopes of a third party that mean a registration_access_token (espi.md §5.1, §6.3)
@@ -207,7 +206,7 @@ class ClientCredentialsGrant(_Mixin, grants.ClientCredentialsGrant):
 # ----------------------------------------------------------------------------------------------------------------
 # The server
 # ----------------------------------------------------------------------------------------------------------------
-class SandboxOAuth(AuthorizationServer):
+class SandboxOAuth(StarletteServerMixin, AuthorizationServer):
     def __init__(self, config: SandboxConfig, store: Store) -> None:
         super().__init__()
         self.config = config
@@ -241,26 +240,6 @@ class SandboxOAuth(AuthorizationServer):
 
     def validate_requested_scope(self, scope) -> None:
         return None  # ESPI scope strings are checked by the grants
-
-    def create_oauth2_request(self, request):
-        if not isinstance(request, GatewayRequest):
-            raise TypeError("the sandbox builds its OAuth requests before calling the server")
-        return request
-
-    def handle_response(self, status: int, body, headers) -> Response:
-        headers = dict(headers or [])
-        if status in (301, 302, 303) and "Location" in headers:
-            return RedirectResponse(headers.pop("Location"), headers=headers)
-        if isinstance(body, dict):
-            response = JSONResponse(body, status_code=status, headers=headers)
-        else:
-            response = Response(body or "", status_code=status, headers=headers)
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Pragma"] = "no-cache"
-        return response
-
-    def send_signal(self, name, *args, **kwargs) -> None:
-        return None
 
     # ----- ESPI -----
     def role_for(self, client: SandboxClient, scope: str | None) -> tuple[str, str]:

@@ -49,8 +49,8 @@ from cds.scopes import metadata_json
 from cds.secrets import SecretBox
 from cds.store.models import AuthFailure, AuthorizationCode, Client, Credential, Grant, PushedRequest, Token
 from cds.urls import Urls
+from espi.starlette_oauth import GatewayRequest, StarletteServerMixin
 from gateway.config import GatewayConfig
-from gateway.oauth.requests import GatewayRequest, RedirectResponse
 
 _session: ContextVar[Session] = ContextVar("greenbridge_oauth_session")
 CLIENT_AUTH = ["client_secret_basic"]
@@ -547,7 +547,7 @@ class BearerError(Exception):
         return JSONResponse(body, status_code=self.status, headers={"WWW-Authenticate": challenge})
 
 
-class GatewayServer(AuthorizationServer):
+class GatewayServer(StarletteServerMixin, AuthorizationServer):
     def __init__(self, config: GatewayConfig, descriptions: Mapping[str, Any], box: SecretBox, urls: Urls) -> None:
         super().__init__(scopes_supported=list(descriptions))
         self.config = config
@@ -597,27 +597,6 @@ class GatewayServer(AuthorizationServer):
             expires_in=int(token["expires_in"]),
             refresh_expires_at=now + self.config.refresh_token_seconds if token.get("refresh_token") else None,
         ))
-
-    def create_oauth2_request(self, request):
-        if not isinstance(request, GatewayRequest):
-            raise TypeError("the gateway builds its OAuth requests before calling the server")
-        return request
-
-    def handle_response(self, status: int, body, headers) -> Response:
-        headers = dict(headers or [])
-        if status in (301, 302, 303) and "Location" in headers:
-            location = headers.pop("Location")
-            return RedirectResponse(location, headers=headers)
-        if isinstance(body, dict):
-            response = JSONResponse(body, status_code=status, headers=headers)
-        else:
-            response = Response(body or "", status_code=status, headers=headers)
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Pragma"] = "no-cache"
-        return response
-
-    def send_signal(self, name, *args, **kwargs) -> None:
-        return None
 
     # ----- CDS additions -----
     def token_body(self, token: dict[str, Any], request: GatewayRequest) -> dict[str, Any]:

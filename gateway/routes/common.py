@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cds.jsonenc import encode
+from espi.starlette_oauth import GatewayRequest
 from gateway.app import Gateway
-from gateway.oauth.requests import GatewayRequest
 
 T = TypeVar("T")
 

@@ -27,8 +27,8 @@ from cds.grants import NO_ACCESS, effective_status
 from cds.registration import RegistrationError, register
 from cds.store.models import AuthorizationCode, Client, Grant, PushedRequest, Receipt
 from espi.custodian_client import CustodianError
+from espi.starlette_oauth import GatewayRequest, RedirectResponse
 from gateway.config import CustodianConfig, GatewayConfig
-from gateway.oauth.requests import GatewayRequest, RedirectResponse
 from gateway.routes.common import (
     ApiError,
     CdsJSONResponse,

@@ -1,7 +1,8 @@
 """Starlette ⇄ Authlib adapters (Authlib's server core is synchronous and framework-neutral).
 
 The body is read in async code first; these objects carry the already-parsed parameters into the threadpool where
-the Authlib server runs (ecosystem notes §1.2).
+the Authlib server runs (ecosystem notes §1.2). Shared by both authorization servers we run: the CDS gateway
+(gateway/oauth) and the sandbox custodian (espi/sandbox) — it lives in espi, the bottom layer, so both may import it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from authlib.oauth2.rfc6749.requests import OAuth2Payload, OAuth2Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 
 class FormPayload(OAuth2Payload):
@@ -78,3 +79,27 @@ class RedirectResponse(Response):
     @location.setter
     def location(self, value: str) -> None:
         self.headers["location"] = value
+
+
+class StarletteServerMixin:
+    """The three AuthorizationServer hooks Authlib leaves to the framework, for Starlette."""
+
+    def create_oauth2_request(self, request):
+        if not isinstance(request, GatewayRequest):
+            raise TypeError("OAuth requests are built from the already-read body before calling the server")
+        return request
+
+    def handle_response(self, status: int, body, headers) -> Response:
+        headers = dict(headers or [])
+        if status in (301, 302, 303) and "Location" in headers:
+            return RedirectResponse(headers.pop("Location"), headers=headers)
+        if isinstance(body, dict):
+            response = JSONResponse(body, status_code=status, headers=headers)
+        else:
+            response = Response(body or "", status_code=status, headers=headers)
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
+        return response
+
+    def send_signal(self, name, *args, **kwargs) -> None:
+        return None
