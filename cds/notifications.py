@@ -19,22 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cds.store.models import Job
+from cds.store.jobs import enqueue
 from espi.notification import NotificationResource, ResourceKind, classify_resource
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 URI_MAX = 4096
-MAX_ATTEMPTS = 8  # as workers.jobs.MAX_ATTEMPTS
 DEDUPE_MAX = 255  # the jobs.dedupe_key column
 
 #: Job kind and Celery queue for each resource kind a notification may name; other kinds are refused.
@@ -139,24 +135,6 @@ def dedupe_key(custodian_id: str, uri: str) -> str:
     return f"notification:{custodian_id}:sha256:{hashlib.sha256(uri.encode()).hexdigest()}"
 
 
-def _job_row(session: Session, kind: str, queue: str, key: str, payload: dict[str, Any], now: datetime) -> Job:
-    """The job for ``key``, inserted ``queued`` when new (same contract as workers.jobs.enqueue)."""
-    existing = session.scalar(select(Job).where(Job.dedupe_key == key))
-    if existing is not None:
-        return existing
-    job = Job(job_id=uuid.uuid4().hex, kind=kind, queue=queue, dedupe_key=key, payload=payload, state="queued",
-              attempts=0, max_attempts=MAX_ATTEMPTS, created=now, modified=now)
-    try:
-        with session.begin_nested():
-            session.add(job)
-    except IntegrityError:
-        existing = session.scalar(select(Job).where(Job.dedupe_key == key))
-        if existing is None:
-            raise
-        return existing
-    return job
-
-
 def accept_notification(session: Session, custodian: Any, uris: Any, now: datetime
                         ) -> tuple[list[Accepted], list[Refused]]:
     """Checks each URI against ``custodian`` and makes a job of each accepted one, in the caller's transaction.
@@ -187,6 +165,6 @@ def accept_notification(session: Session, custodian: Any, uris: Any, now: dateti
             "published_min": resource.published_min.isoformat() if resource.published_min else None,
             "published_max": resource.published_max.isoformat() if resource.published_max else None,
         }
-        job = _job_row(session, kind, queue, key, payload, now)
+        job = enqueue(session, kind, payload, key, queue=queue, now=now)
         accepted.append(Accepted(job.job_id, job.kind, job.queue, job.state, target))
     return accepted, refused

@@ -12,7 +12,6 @@ a worker whose lease expired cannot overwrite the outcome of the run that replac
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,16 +19,24 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+# Creating jobs (enqueue) and the states and queues are shared with the gateway: cds/store/jobs.py.
+from cds.store.jobs import (  # noqa: F401  (re-exported: workers.jobs is the jobs API of the workers)
+    DEAD,
+    DEFERRED,
+    DONE,
+    FAILED,
+    MAX_ATTEMPTS,
+    QUEUED,
+    QUEUES,
+    RUNNING,
+    STATES,
+    enqueue,
+    utcnow,
+)
 from cds.store.models import Job
 
-QUEUED, RUNNING, DEFERRED, DONE, FAILED, DEAD = "queued", "running", "deferred", "done", "failed", "dead"
-STATES = (QUEUED, RUNNING, DEFERRED, DONE, FAILED, DEAD)
-QUEUES = ("http", "sftp", "translate", "notify")
-
-MAX_ATTEMPTS = 8
 BACKOFF_BASE = 5.0  # seconds before the first retry (upper bound; see backoff_delay)
 BACKOFF_MAX = 600.0  # cap of the exponential part
 RETRY_AFTER_MAX = 24 * 3600.0  # an upstream's Retry-After is honoured up to a day
@@ -65,40 +72,6 @@ class Defer(JobError):
 class Outcome:
     state: str
     run_after: datetime | None = None
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def enqueue(session: Session, kind: str, payload: dict[str, Any], dedupe_key: str | None = None, *,
-            queue: str = "translate", max_attempts: int = MAX_ATTEMPTS, now: datetime | None = None) -> Job:
-    """The job for ``dedupe_key``, created ``queued`` if there is none yet (whatever state an existing one is in).
-
-    Safe against a concurrent enqueue of the same key: the insert runs in a savepoint and a unique-key conflict
-    returns the other transaction's row. Publish the job id only after the caller's transaction commits.
-    """
-    if queue not in QUEUES:
-        raise ValueError(f"queue must be one of {', '.join(QUEUES)}, not {queue!r}")
-    if max_attempts < 1:
-        raise ValueError("max_attempts must be at least 1")
-    job_id = uuid.uuid4().hex
-    key = dedupe_key or f"{kind}:{job_id}"
-    existing = session.scalar(select(Job).where(Job.dedupe_key == key))
-    if existing is not None:
-        return existing
-    now = now or utcnow()
-    job = Job(job_id=job_id, kind=kind, queue=queue, dedupe_key=key, payload=dict(payload), state=QUEUED,
-              attempts=0, max_attempts=max_attempts, created=now, modified=now)
-    try:
-        with session.begin_nested():
-            session.add(job)
-    except IntegrityError:
-        existing = session.scalar(select(Job).where(Job.dedupe_key == key))
-        if existing is None:
-            raise
-        return existing
-    return job
 
 
 def get(session: Session, job_id: str) -> Job | None:
