@@ -95,6 +95,7 @@ event_loop_factory = _helpers.event_loop_factory
 print_error_banner = _helpers.print_error_banner
 probe = _helpers.probe
 report = _helpers.report
+run_rounds = _helpers.run_rounds
 tree_cpu_seconds = _helpers.tree_cpu_seconds
 
 USAGE_SCOPE = "cds_usage_1"
@@ -422,19 +423,7 @@ def main() -> int:
                           Target(f"gateway {workload.name}", tuple(gateway + t for t in workload.targets), headers,
                                  pid=gateway.pid)))
 
-        rounds: list[dict[str, Result]] = []
-        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            for number in range(1, args.rounds + 1):
-                results: dict[str, Result] = {}
-                for pair in pairs:
-                    for target in pair:
-                        print(f"round {number}/{args.rounds}: {target.name}…", file=sys.stderr)
-                        result = runner.run(hammer(target, args.concurrency, args.warmup, args.seconds))
-                        results[target.name] = result
-                        print(f"    {result.rps:9.1f} rps, p50 {result.percentile_ms(0.5):.2f} ms, "
-                              f"p99 {result.percentile_ms(0.99):.2f} ms, errors {sum(result.errors.values())}",
-                              file=sys.stderr)
-                rounds.append(results)
+        rounds = run_rounds(args, pairs, hammer)
 
     print()
     print(f"GET {urlsplit(api).path} over {backend}; feeds from greenbridge generate (15-minute electric):")

@@ -268,19 +268,7 @@ def main() -> int:
                           Target("gateway token", "POST", gateway + "/oauth/token", token_headers, TOKEN_FORM,
                                  pid=gateway.pid)))
 
-        rounds: list[dict[str, Result]] = []
-        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            for number in range(1, args.rounds + 1):
-                results: dict[str, Result] = {}
-                for pair in pairs:
-                    for target in pair:
-                        print(f"round {number}/{args.rounds}: {target.name}…", file=sys.stderr)
-                        result = runner.run(hammer(target, args.concurrency, args.warmup, args.seconds))
-                        results[target.name] = result
-                        print(f"    {result.rps:9.1f} rps, p50 {result.percentile_ms(0.5):.2f} ms, "
-                              f"p99 {result.percentile_ms(0.99):.2f} ms, errors {sum(result.errors.values())}",
-                              file=sys.stderr)
-                rounds.append(results)
+        rounds = run_rounds(args, pairs)
 
     report(args, pairs, rounds)
     problems = [f"round {n}, {name}: {kind} × {count}{'' if measured else ' (warm-up or after the window)'}"
@@ -296,6 +284,28 @@ def main() -> int:
 def server_ms_per_request(result: Result) -> float:
     """Server CPU milliseconds per successful request over the window: insensitive to a client-bound rps."""
     return 1000 * result.server_cpu / len(result.latencies_ns) if result.latencies_ns else math.nan
+
+
+def run_rounds(args: argparse.Namespace, pairs: list[tuple[object, object]], load=None) -> list[dict[str, Result]]:
+    """Every target of every pair, interleaved, ``args.rounds`` times (noise hits both sides of a pair alike).
+
+    ``load`` is the coroutine that hammers one target (default :func:`hammer`; bench/data_api.py brings its own).
+    """
+    load = load or hammer
+    rounds: list[dict[str, Result]] = []
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        for number in range(1, args.rounds + 1):
+            results: dict[str, Result] = {}
+            for pair in pairs:
+                for target in pair:
+                    print(f"round {number}/{args.rounds}: {target.name}…", file=sys.stderr)
+                    result = runner.run(load(target, args.concurrency, args.warmup, args.seconds))
+                    results[target.name] = result
+                    print(f"    {result.rps:9.1f} rps, p50 {result.percentile_ms(0.5):.2f} ms, "
+                          f"p99 {result.percentile_ms(0.99):.2f} ms, errors {sum(result.errors.values())}",
+                          file=sys.stderr)
+            rounds.append(results)
+    return rounds
 
 
 def report(args: argparse.Namespace, pairs: list[tuple[Target, Target]], rounds: list[dict[str, Result]]) -> None:
