@@ -468,6 +468,11 @@ async def default_redirect(request: Request) -> Response:
     return await _with_session(request, show)
 
 
+def _receipt_not_found(request: Request) -> HTMLResponse:
+    return _page(request, "error.html", {"title": "Receipt not found", "error": "not_found",
+                                         "description": "No receipt exists at this address."}, 404)
+
+
 async def receipt(request: Request) -> Response:
     gateway = gateway_of(request)
     handle = request.path_params["handle"]
@@ -475,8 +480,7 @@ async def receipt(request: Request) -> Response:
     def show(session: Session) -> Response:
         found = consent.receipt_view(session, gateway.box, handle)
         if found is None:
-            return _page(request, "error.html", {"title": "Receipt not found", "error": "not_found",
-                                                 "description": "No receipt exists at this address."}, 404)
+            return _receipt_not_found(request)
         context = consent.receipt_context(*found)
         context["status"] = effective_status(found[1])
         return _page(request, "receipt.html", {**context, "revoke_action": gateway.urls.receipt(handle) + "/revoke"})
@@ -492,8 +496,7 @@ async def revoke_from_receipt(request: Request) -> Response:
     def revoke(session: Session) -> Response:
         found = consent.receipt_view(session, gateway.box, handle)
         if found is None:
-            return _page(request, "error.html", {"title": "Receipt not found", "error": "not_found",
-                                                 "description": "No receipt exists at this address."}, 404)
+            return _receipt_not_found(request)
         _receipt, grant = found
         if effective_status(grant) not in NO_ACCESS:
             grant.status = "revoked"
