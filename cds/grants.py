@@ -355,6 +355,9 @@ def _by_type(details: list[dict]) -> list[dict]:
 
 
 def _close(session: Session, grant: Grant, now: datetime) -> None:
+    from cds.bridge import end_upstream  # cds.bridge builds on this module
+
+    end_upstream(session, grant.grant_id, now)  # a closed Grant ends the custodian's Authorization too
     grant.status = "closed"
     grant.enabled_scope = ""
     grant.enabled_authorization_details = []

@@ -9,10 +9,10 @@ Each accepted URI becomes a row of the jobs table (issue 6), kind by what the UR
 :func:`classify_resource`). The dedupe key is the custodian plus the normalized URI, query included (the
 published-min/max window is part of what is asked), so a repeated notification finds the job it already made.
 
-The rows are written here, not through ``workers.jobs.enqueue``, because ``cds`` must not import ``workers``
-(ARCHITECTURE.md): the insert below keeps the same contract (``queued``, idempotent by dedupe key, safe against a
-concurrent insert of the same key). The caller owns the transaction and publishes the job ids after it commits;
-an unpublished ``queued`` row is picked up by the workers' reconciler.
+A deferred job (the custodian answered 202) waiting for a resource the BatchList names is resumed instead
+(issue 6 item 3). The rows are written through cds.store.jobs (shared with the workers); the caller owns the
+transaction, and the gateway publishes the jobs after it commits; an unpublished row is picked up by the workers'
+reconciler.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from sqlalchemy.orm import Session
 
-from cds.store.jobs import enqueue
+from cds.store.jobs import enqueue, resume_waiting, waiting_key
 from espi.notification import NotificationResource, ResourceKind, classify_resource
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -91,7 +91,8 @@ def refusal(custodian: Any, uri: str) -> str | None:
     except ValueError:
         return "malformed URI"
     scheme = parts.scheme.lower()
-    if parts.username is not None or parts.password is not None:
+    if parts.password is not None or (parts.username is not None and scheme != "sftp"):
+        # espi.md §7: an sftp URI may name the SFTP user (we log in as the configured one); never a password
         return "URI carries user information"
     if not host:
         return "URI has no host"
@@ -128,6 +129,10 @@ def normalized(resource: NotificationResource) -> str:
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, ""))
 
 
+def _same_request(requested: Any, target: str) -> bool:
+    return isinstance(requested, str) and normalized(classify_resource(requested)) == target
+
+
 def dedupe_key(custodian_id: str, uri: str) -> str:
     key = f"notification:{custodian_id}:{uri}"
     if len(key) <= DEDUPE_MAX:
@@ -159,6 +164,12 @@ def accept_notification(session: Session, custodian: Any, uris: Any, now: dateti
         if key in seen:
             continue
         seen.add(key)
+        # A deferred job (HTTP 202) waiting for this resource resumes now; when it asked for exactly this URI, it
+        # is the fetch the notification announces and no second job is made.
+        resumed = resume_waiting(session, waiting_key(custodian.id, target), now)
+        accepted += [Accepted(job.job_id, job.kind, job.queue, job.state, target) for job in resumed]
+        if any(_same_request(job.payload.get("requested"), target) for job in resumed):
+            continue
         payload = {
             "custodian_id": custodian.id, "uri": target, "resource": resource.kind.value,
             "resource_id": resource.resource_id,

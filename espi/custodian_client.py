@@ -252,6 +252,19 @@ class CustodianClient:
             if path.suffix == ".part":
                 path.unlink(missing_ok=True)
 
+    def delete(self, url: str, access_token: str) -> int:
+        """DELETE ``url`` (e.g. an Authorization, FB_44) with the bearer token; the 2xx status, else CustodianError."""
+        url = self.endpoints.check(url)
+        try:
+            with httpx2.Client(timeout=self.timeout, follow_redirects=False) as http:
+                response = http.delete(url, headers={"Authorization": f"Bearer {access_token}"})
+        except httpx2.HTTPError as error:
+            raise CustodianError(f"DELETE {url} failed: {error}") from None
+        if not 200 <= response.status_code < 300:
+            raise CustodianError(f"DELETE {url} answered {response.status_code}: "
+                                 f"{response.text[:300]}", response.status_code)
+        return response.status_code
+
     def subscription(self, subscription_uri: str, access_token: str, **query: Any) -> Fetched | Deferred:
         """``Batch/Subscription/{id}`` (the Authorization's resourceURI): the customer's whole authorised data."""
         return self.get(subscription_uri, access_token, **query)

@@ -26,6 +26,7 @@ from cds.store.migrate import upgrade
 from cds.urls import Urls
 from gateway import logsafe
 from gateway.config import GatewayConfig, load_config
+from gateway.job_publisher import JobPublisher
 from gateway.oauth.server import GatewayServer
 
 log = logging.getLogger("greenbridge.gateway")
@@ -44,6 +45,8 @@ class Gateway:
     oauth: GatewayServer
     #: Custodian-specific scope id (``cds_usage_sandbox``) → the custodian it implies (issue 5, item 3a).
     scope_custodians: dict[str, str] = field(default_factory=dict)
+    #: Sends the jobs each committed transaction created to the workers (gateway.job_publisher).
+    publisher: JobPublisher | None = None
 
 
 def build_gateway(config: GatewayConfig, *, migrate: bool = True) -> Gateway:
@@ -58,7 +61,10 @@ def build_gateway(config: GatewayConfig, *, migrate: bool = True) -> Gateway:
     )
     descriptions, scope_custodians = with_custodian_scopes(config, generic, urls)
     oauth = GatewayServer(config, descriptions, box, urls)
-    return Gateway(config, urls, engine, make_sessionmaker(engine), box, descriptions, oauth, scope_custodians)
+    sessions = make_sessionmaker(engine)
+    publisher = JobPublisher(config.redis_url)
+    publisher.attach(sessions)
+    return Gateway(config, urls, engine, sessions, box, descriptions, oauth, scope_custodians, publisher)
 
 
 def with_custodian_scopes(config: GatewayConfig, generic: dict[str, Any], urls: Urls
@@ -90,6 +96,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         yield {"gateway": gateway}
+        gateway.publisher.stop()
         gateway.engine.dispose()
 
     async def too_large(request: Request, exc: HTTPException):

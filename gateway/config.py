@@ -110,6 +110,11 @@ class GatewayConfig:
     segment_history: str = "P3Y"
     auth_failures_per_minute: int = 10
     page_size: int = 100
+    # A custodian's 202 Accepted waits this long for its BatchList before the workers poll again (issue 6 item 3).
+    deferred_timeout_seconds: int = 3600
+    # How long a running job's lease lasts; its worker renews it every third of that. A job whose worker was killed
+    # is taken over by the next run once its lease ran out (workers.jobs).
+    job_lease_seconds: int = 60
 
     # ----- derived values -----
     @property
@@ -143,10 +148,13 @@ _ENV = {
     "GREENBRIDGE_DATA_DIR": "data_dir",
     "GREENBRIDGE_SECRET_KEY": "secret_key",
     "GREENBRIDGE_TIMEZONE": "timezone",
+    "GREENBRIDGE_DEFERRED_TIMEOUT_SECONDS": "deferred_timeout_seconds",
+    "GREENBRIDGE_JOB_LEASE_SECONDS": "job_lease_seconds",
 }
 _INT_KEYS = {
     "max_body_bytes", "message_max_bytes", "access_token_seconds", "refresh_token_seconds",
-    "authorization_code_seconds", "par_seconds", "auth_failures_per_minute", "page_size",
+    "authorization_code_seconds", "par_seconds", "auth_failures_per_minute", "page_size", "deferred_timeout_seconds",
+    "job_lease_seconds",
 }
 _STR_KEYS = {"issuer", "database_url", "redis_url", "secret_key", "timezone", "segment_history"}
 
@@ -170,6 +178,14 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
     for name, key in _ENV.items():
         if environ.get(name):
             values[key] = environ[name]
+            if key in _INT_KEYS:
+                problem = f"environment: {name} must be a positive integer, got {environ[name]!r}"
+                try:
+                    values[key] = int(environ[name])
+                except ValueError:
+                    raise ConfigError(problem) from None
+                if values[key] <= 0:
+                    raise ConfigError(problem)
     if "data_dir" in values:
         values["data_dir"] = Path(values["data_dir"])
     config = GatewayConfig(**values)

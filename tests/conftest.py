@@ -140,3 +140,17 @@ def artifacts_dir() -> Path:
     """tests/artifacts/: where tests leave screenshots and logs for a person to look at (git-ignored)."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+# ------------------------------------------------------------------------------------------------------ OpenSSH sshd
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """One OpenSSH sshd per test session serving SFTP on 127.0.0.1 (``servers.sshd_server``): an ``SshdServer`` with
+    host, port, user, root, client_key_path, host_key_line and log_path. Tests put their own files under ``root``
+    (``sshd.write_file``) in a directory of their own; the server object also works as espi.sftp settings."""
+    from servers import sshd_server
+
+    with contextlib.ExitStack() as stack:
+        yield _enter_server(stack, lambda: sshd_server(tmp_path_factory.mktemp("sshd")))

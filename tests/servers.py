@@ -1,4 +1,5 @@
-"""Real servers for tests and benchmarks: PostgreSQL, uvicorn, Redis and headless Chromium, all on 127.0.0.1.
+"""Real servers for tests and benchmarks: PostgreSQL, uvicorn, Redis, headless Chromium and OpenSSH sshd, all on
+127.0.0.1.
 
 Plain functions and context managers with no pytest dependency, so bench/ can import them too. Each context manager
 starts its own process(es), waits until they answer, and on exit stops them and removes every directory it made.
@@ -23,6 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -504,3 +506,204 @@ def chromium_browser(*, args: Sequence[str] = (), timeout_ms: float = 60_000) ->
             yield browser
         finally:
             browser.close()
+
+
+# ---------------------------------------------------------------------------------------------------- OpenSSH sshd
+
+
+@dataclass
+class SshdServer:
+    """A running OpenSSH ``sshd`` that serves ``root`` over SFTP only (``ForceCommand internal-sftp -d root``).
+
+    ``user`` logs in with the private key at ``client_key_path`` (ed25519, OpenSSH format); the server's public host
+    key is ``host_key_line`` (``"ssh-ed25519 AAAA…"``, to pin). ``key_path`` and ``host_key`` repeat those two under
+    the names espi.sftp's settings use, so the server object itself can be passed as settings.
+    """
+
+    host: str
+    port: int
+    user: str
+    root: Path
+    client_key_path: Path
+    host_key_line: str
+    log_path: Path
+    pid: int
+    authorized_keys: Path
+
+    @property
+    def key_path(self) -> Path:
+        return self.client_key_path
+
+    @property
+    def host_key(self) -> str:
+        return self.host_key_line
+
+    def write_file(self, relative: str, data: bytes) -> Path:
+        """Write ``root/relative`` (parents too), owned by the login user, so sshd reads it whoever we are."""
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(0o644)
+        if os.geteuid() == 0:
+            account = pwd.getpwnam(self.user)
+            for item in [path, *path.relative_to(self.root).parents]:
+                os.chown(self.root / item, account.pw_uid, account.pw_gid)
+        return path
+
+    def authorize(self, public_key_line: str) -> None:
+        """Accept one more client key (an ``authorized_keys`` line, ``"ssh-rsa AAAA…"``)."""
+        with open(self.authorized_keys, "a") as out:
+            out.write(public_key_line.strip() + "\n")
+
+    def uri(self, remote_path: str) -> str:
+        """``sftp://user@127.0.0.1:PORT/remote_path``."""
+        return f"sftp://{self.user}@{self.host}:{self.port}/{remote_path.lstrip('/')}"
+
+
+def _binary(name: str, package: str, *candidates: str) -> str:
+    path = shutil.which(name) or next((c for c in candidates if os.access(c, os.X_OK)), None)
+    if path is None:
+        raise ServerUnavailable(f"{name} not found: install the Debian package '{package}' (apt-get install "
+                                f"{package}, or gb_setup test)")  # fmt: skip
+    return path
+
+
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, start time) of every live descendant of ``pid``, from /proc (sshd's connection children call setsid,
+    so they leave its process group; the start time guards against a recycled pid)."""
+    children: dict[int, list[tuple[int, str]]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append((int(entry), fields[19]))
+    found: list[tuple[int, str]] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child[0])
+    return found
+
+
+def _kill_if_same(pid: int, started: str, sig: int) -> None:
+    with contextlib.suppress(OSError, IndexError):
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[19] != started:
+                return
+        os.kill(pid, sig)
+
+
+@contextlib.contextmanager
+def sshd_server(directory: str | os.PathLike, *, startup_timeout: float = 15.0) -> Iterator[SshdServer]:
+    """Debian's OpenSSH ``sshd`` on 127.0.0.1 and a free port, SFTP only, public-key login only.
+
+    Everything lives in a new directory inside ``directory`` (or the system temp dir when the server's user cannot
+    reach it, as with pytest's 0700 temp dirs when running as root): an ed25519 host key and client key pair made
+    by ``ssh-keygen``, ``authorized_keys``, ``sshd_config`` and ``root/``, the served directory. As root, sshd runs
+    as ``nobody`` through ``setpriv`` (no privilege-separation user or /run/sshd needed) and the login user is
+    ``nobody``; otherwise sshd runs as, and accepts, the current user. ``UsePAM yes`` lets ``nobody``, whose
+    password field is locked, log in with a key. Yields once sshd logs "Server listening on"; on exit: SIGTERM,
+    then SIGKILL, for sshd and its connection children, and the directory is removed.
+    """
+    sshd = _binary("sshd", "openssh-server", "/usr/sbin/sshd")
+    keygen = _binary("ssh-keygen", "openssh-client", "/usr/bin/ssh-keygen")
+    account: pwd.struct_passwd | None = None
+    if os.geteuid() == 0:
+        setpriv = _binary("setpriv", "util-linux", "/usr/bin/setpriv")
+        try:
+            account = pwd.getpwnam("nobody")
+        except KeyError:
+            raise ServerUnavailable("running as root and there is no 'nobody' user to run sshd as") from None
+        user = "nobody"
+    else:
+        setpriv = ""
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    base = Path(directory) if directory is not None else None
+    if base is not None and not _can_write(account, base):
+        base = None
+    workdir = Path(tempfile.mkdtemp(prefix="gb-sshd-", dir=base))
+    proc: subprocess.Popen | None = None
+    children: list[tuple[int, str]] = []
+    try:
+        root = workdir / "root"
+        root.mkdir()
+        host_key = workdir / "host_ed25519"
+        client_key = workdir / "client_ed25519"
+        for key, comment in ((host_key, "greenbridge-test-host"), (client_key, "greenbridge-test-client")):
+            made = subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)],
+                                  capture_output=True, text=True)  # fmt: skip
+            if made.returncode != 0:
+                raise ServerStartError(f"ssh-keygen failed (exit {made.returncode}): {made.stderr.strip()}")
+        host_key_line = " ".join(Path(f"{host_key}.pub").read_text().split()[:2])
+        authorized_keys = workdir / "authorized_keys"
+        authorized_keys.write_text(Path(f"{client_key}.pub").read_text())
+        log = workdir / "sshd.log"
+        log.touch()
+        config = workdir / "sshd_config"
+        if account is not None:
+            for path in [workdir, *workdir.rglob("*")]:
+                os.chown(path, account.pw_uid, account.pw_gid)
+        run_as = [setpriv, "--reuid=nobody", f"--regid={account.pw_gid}", "--clear-groups"] if account else []
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C", "TZ": "UTC"}
+        for _attempt in range(3):
+            port = free_port()
+            config.write_text(
+                "# written by tests/servers.py: SFTP only, public-key only, loopback only\n"
+                f"ListenAddress {HOST}\n"
+                f"Port {port}\n"
+                f"HostKey {host_key}\n"
+                "PidFile none\n"
+                f"AuthorizedKeysFile {authorized_keys}\n"
+                "PubkeyAuthentication yes\n"
+                "PasswordAuthentication no\n"
+                "KbdInteractiveAuthentication no\n"
+                "UsePAM yes\n"
+                "StrictModes no\n"
+                "PermitRootLogin prohibit-password\n"
+                # a non-root sshd cannot switch users: refuse others at authentication, not after it
+                f"AllowUsers {user}\n"
+                "AllowTcpForwarding no\n"
+                "X11Forwarding no\n"
+                "PermitTTY no\n"
+                "Subsystem sftp internal-sftp\n"
+                f"ForceCommand internal-sftp -d {root}\n"
+                "LogLevel VERBOSE\n"
+            )
+            with open(log, "ab") as out:
+                proc = subprocess.Popen([*run_as, sshd, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
+                                        stdout=out, stderr=subprocess.STDOUT, cwd=workdir, env=env)  # fmt: skip
+            deadline = time.monotonic() + startup_timeout
+            while "Server listening on" not in log.read_text(errors="replace"):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+            if proc.poll() is None and "Server listening on" in log.read_text(errors="replace"):
+                break
+            reason = (f"exited with {proc.returncode}" if proc.poll() is not None
+                      else f"not listening within {startup_timeout:.0f} s")  # fmt: skip
+            _stop(proc)
+            if "Address already in use" not in _log_tail(log):
+                raise ServerStartError(f"sshd {reason}:\n{_log_tail(log)}")
+        else:
+            raise ServerStartError(f"sshd could not bind a free port:\n{_log_tail(log)}")
+        yield SshdServer(host=HOST, port=port, user=user, root=root, client_key_path=client_key,
+                         host_key_line=host_key_line, log_path=log, pid=proc.pid,
+                         authorized_keys=authorized_keys)  # fmt: skip
+    finally:
+        if proc is not None:
+            children = _descendants(proc.pid)
+            _stop(proc)
+            for pid, started in children:
+                _kill_if_same(pid, started, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while children and time.monotonic() < deadline:
+                children = [(pid, started) for pid, started in children if os.path.exists(f"/proc/{pid}")]
+                time.sleep(0.05)
+            for pid, started in children:
+                _kill_if_same(pid, started, signal.SIGKILL)
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -509,7 +509,8 @@ def test_client_and_registration_tokens(sandbox, receiver):
     assert bulk_token["resourceURI"] == f"{resource}/Batch/Bulk/1"
     bulk = feed_of(get(f"{resource}/Batch/Bulk/1", bulk_token["access_token"]))
     points = {n.self_href for n in bulk.graph.usage_points}
-    assert f"{resource}/RetailCustomer/1/Subscription/1/UsagePoint/1" in points
+    number = bulk_subscription["resourceURI"].rsplit("/", 1)[1]  # a bulk feed's hrefs name each subscription
+    assert f"{resource}/RetailCustomer/1/Subscription/{number}/UsagePoint/1" in points
     assert feed_of(get(f"{resource}/Batch/Bulk/unknown", access)).entries == []  # an empty feed is valid
 
     registration = client_token(sandbox, "FB=36_40")

@@ -33,14 +33,18 @@ from cds.store.jobs import (  # noqa: F401  (re-exported: workers.jobs is the jo
     RUNNING,
     STATES,
     enqueue,
+    take_new_jobs,
     utcnow,
+    waiting_key,
 )
 from cds.store.models import Job
 
 BACKOFF_BASE = 5.0  # seconds before the first retry (upper bound; see backoff_delay)
 BACKOFF_MAX = 600.0  # cap of the exponential part
 RETRY_AFTER_MAX = 24 * 3600.0  # an upstream's Retry-After is honoured up to a day
-LEASE_SECONDS = 3600 + 300  # workers.app.TASK_TIME_LIMIT plus a margin: a live run is never taken over
+# A run's lease; the running worker renews it every third of it (workers.tasks heartbeat), so a live run is never
+# taken over, and the run of a killed worker is reclaimable within a lease (config: job_lease_seconds).
+LEASE_SECONDS = 60
 ERROR_MAX = 2000  # characters of last_error kept
 
 
@@ -61,11 +65,15 @@ class RetryLater(JobError):
 
 
 class Defer(JobError):
-    """The upstream accepted the request for later (HTTP 202): the job waits, ``deferred``, until ``until``."""
+    """The upstream accepted the request for later (HTTP 202): the job waits, ``deferred``, until ``until`` (the
+    polling fallback) or until a BatchList names ``waiting_for`` (:func:`cds.store.jobs.waiting_key`)."""
 
-    def __init__(self, until: datetime, message: str = "deferred"):
+    def __init__(self, until: datetime, message: str = "deferred", waiting_for: str | None = None,
+                 payload: dict[str, Any] | None = None):
         super().__init__(message)
         self.until = until
+        self.waiting_for = waiting_for
+        self.payload = payload or {}  # merged into the job's payload (what was asked, for the resume)
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,18 @@ def claim(session: Session, job_id: str, *, lease_seconds: float = LEASE_SECONDS
     return get(session, job_id)
 
 
+def renew(session: Session, job: Job, *, lease_seconds: float = LEASE_SECONDS, now: datetime | None = None) -> bool:
+    """Extend the lease of run ``job.attempts`` (the heartbeat of a live run); False once the run is not current."""
+    now = now or utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.job_id == job.job_id, Job.state == RUNNING, Job.attempts == job.attempts)
+        .values(lease_until=now + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
 def _finish_run(session: Session, job: Job, now: datetime | None, **values: Any) -> bool:
     """Ends the run ``job.attempts`` of a running job; False when that run is no longer the current one."""
     now = now or utcnow()
@@ -118,12 +138,16 @@ def _finish_run(session: Session, job: Job, now: datetime | None, **values: Any)
 
 def done(session: Session, job: Job, *, now: datetime | None = None) -> bool:
     now = now or utcnow()
-    return _finish_run(session, job, now, state=DONE, finished=now, last_error=None)
+    return _finish_run(session, job, now, state=DONE, finished=now, last_error=None, waiting_for=None)
 
 
-def deferred(session: Session, job: Job, until: datetime, *, now: datetime | None = None) -> bool:
-    """The upstream will answer later: wait until ``until`` (a notification may resume it earlier)."""
-    return _finish_run(session, job, now, state=DEFERRED, run_after=until)
+def deferred(session: Session, job: Job, until: datetime, *, waiting_for: str | None = None,
+             message: str | None = None, payload: dict[str, Any] | None = None, now: datetime | None = None) -> bool:
+    """The upstream will answer later: wait until ``until``, or until a notification names ``waiting_for``;
+    ``payload`` entries are merged into the job's payload."""
+    extra = {"payload": {**job.payload, **payload}} if payload else {}
+    return _finish_run(session, job, now, state=DEFERRED, run_after=until, waiting_for=waiting_for,
+                       last_error=message, **extra)
 
 
 def dead(session: Session, job: Job, error: str, *, now: datetime | None = None) -> bool:

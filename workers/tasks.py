@@ -13,6 +13,7 @@ a transient failure (retried with backoff until ``max_attempts``).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -115,48 +116,123 @@ def submit(app: Any, session: Session, kind: str, payload: dict[str, Any], dedup
     return job
 
 
-def execute(config: Any, job_id: str) -> jobs.Outcome | None:
-    """Claim and run one job, recording its outcome; None when there was nothing to run (not runnable)."""
+AFTER_COMMIT = "greenbridge.after_commit"
+
+
+def after_commit(session: Session, action: Callable[[], Any]) -> None:
+    """Run ``action`` once the handler's transaction has committed (e.g. delete a downloaded file only when what
+    was read from it is stored); dropped when the run fails."""
+    session.info.setdefault(AFTER_COMMIT, []).append(action)
+
+
+def _drop_pending(session: Session) -> None:
+    jobs.take_new_jobs(session)
+    session.info.pop(AFTER_COMMIT, None)
+
+
+def execute(config: Any, job_id: str, publish_job: Callable[[str, str], Any] | None = None
+            ) -> jobs.Outcome | None:
+    """Claim and run one job, recording its outcome; None when there was nothing to run (not runnable).
+
+    Jobs the handler created (fan-out, follow-ups) are passed to ``publish_job(job_id, queue)`` after the commit.
+    """
     sessions = sessions_for(config)
+    lease = float(getattr(config, "job_lease_seconds", jobs.LEASE_SECONDS))
     with sessions() as session:
         with session.begin():
-            job = jobs.claim(session, job_id)
+            job = jobs.claim(session, job_id, lease_seconds=lease)
         if job is None:
             log.info("job %s: not runnable, message dropped", job_id)
             return None
         kind = HANDLERS.get(job.kind)
+        _drop_pending(session)
+        with _Heartbeat(sessions, job, lease):
+            return _run(session, job, kind, config, publish_job)
+
+
+def _run(session: Session, job: Job, kind: Kind | None, config: Any,
+         publish_job: Callable[[str, str], Any] | None) -> jobs.Outcome | None:
+    try:
+        if kind is None:
+            raise jobs.PermanentError(f"no handler for job kind {job.kind!r}")
+        with session.begin():
+            result = kind.handler(session, job, config)
+            if not jobs.done(session, job):
+                raise _Superseded  # another run took over: roll back (its writes are the same upserts)
+        log.info("job %s (%s) done: %s", job.job_id, job.kind, result)
+        _after_commit(session, publish_job)
+        return jobs.Outcome(jobs.DONE)
+    except _Superseded:
+        _drop_pending(session)
+        log.warning("job %s: lease lost during the run; the current run records the outcome", job.job_id)
+        return None
+    # The failed transaction rolled back and expired ``job``: each outcome below reloads it and commits.
+    except jobs.Defer as exc:
+        _drop_pending(session)
+        ok = jobs.deferred(session, job, exc.until, waiting_for=exc.waiting_for, message=str(exc),
+                           payload=exc.payload)
+        session.commit()
+        log.info("job %s (%s) deferred until %s: %s", job.job_id, job.kind, exc.until.isoformat(), exc)
+        return jobs.Outcome(jobs.DEFERRED, exc.until) if ok else None
+    except jobs.PermanentError as exc:
+        _drop_pending(session)
+        log.warning("job %s (%s) dead: %s", job.job_id, job.kind, exc)
+        ok = jobs.dead(session, job, str(exc))
+        session.commit()
+        return jobs.Outcome(jobs.DEAD) if ok else None
+    except Exception as exc:  # transient by default; bounded by max_attempts
+        _drop_pending(session)
+        log.warning("job %s (%s) attempt %d failed: %s", job.job_id, job.kind, job.attempts, exc)
+        retry_after = exc.retry_after if isinstance(exc, jobs.RetryLater) else None
+        outcome = jobs.failed(session, job, f"{type(exc).__name__}: {exc}", retry_after=retry_after)
+        session.commit()
+        return outcome
+
+
+def _after_commit(session: Session, publish_job: Callable[[str, str], Any] | None) -> None:
+    for action in session.info.pop(AFTER_COMMIT, []):
         try:
-            if kind is None:
-                raise jobs.PermanentError(f"no handler for job kind {job.kind!r}")
-            with session.begin():
-                result = kind.handler(session, job, config)
-                if not jobs.done(session, job):
-                    raise _Superseded  # another run took over: roll back (its writes are the same upserts)
-            log.info("job %s (%s) done: %s", job.job_id, job.kind, result)
-            return jobs.Outcome(jobs.DONE)
-        except _Superseded:
-            log.warning("job %s: lease lost during the run; the current run records the outcome", job.job_id)
-            return None
-        # The failed transaction rolled back and expired ``job``: each outcome below reloads it and commits.
-        except jobs.Defer as exc:
-            ok = jobs.deferred(session, job, exc.until)
-            session.commit()
-            return jobs.Outcome(jobs.DEFERRED, exc.until) if ok else None
-        except jobs.PermanentError as exc:
-            log.warning("job %s (%s) dead: %s", job.job_id, job.kind, exc)
-            ok = jobs.dead(session, job, str(exc))
-            session.commit()
-            return jobs.Outcome(jobs.DEAD) if ok else None
-        except Exception as exc:  # transient by default; bounded by max_attempts
-            log.warning("job %s (%s) attempt %d failed: %s", job.job_id, job.kind, job.attempts, exc)
-            retry_after = exc.retry_after if isinstance(exc, jobs.RetryLater) else None
-            outcome = jobs.failed(session, job, f"{type(exc).__name__}: {exc}", retry_after=retry_after)
-            session.commit()
-            return outcome
+            action()
+        except Exception as error:  # cleanup only: the job's outcome is already recorded
+            log.warning("after-commit action failed: %s", error)
+    for job_id, queue in jobs.take_new_jobs(session):
+        if publish_job is None:
+            continue  # left to the reconciler
+        try:
+            publish_job(job_id, queue)
+        except Exception as error:
+            log.warning("job %s not published (%s); the reconciler will", job_id, error)
 
 
 class _Superseded(Exception):
     pass
+
+
+class _Heartbeat:
+    """Renews a running job's lease every third of it, in a thread with its own connection, until the run ends."""
+
+    def __init__(self, sessions: sessionmaker[Session], job: Job, lease: float) -> None:
+        self.sessions, self.job_id, self.attempt, self.lease = sessions, job.job_id, job.attempts, lease
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"lease-{job.job_id}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+
+    def _beat(self) -> None:
+        probe = Job(job_id=self.job_id, attempts=self.attempt)
+        while not self.stopped.wait(self.lease / 3):
+            try:
+                with self.sessions() as session, session.begin():
+                    if not jobs.renew(session, probe, lease_seconds=self.lease):
+                        return  # the run ended or was taken over
+            except Exception as error:  # e.g. SQLite busy while the run writes: the next beat tries again
+                log.warning("job %s: lease not renewed (%s)", self.job_id, error)
 
 
 @shared_task(name="gb.run_job", bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -165,7 +241,8 @@ def run_job(self, job_id: str) -> str | None:
     from workers.app import RETRY_COUNTDOWN_MAX
 
     config = self.app.greenbridge_config
-    outcome = execute(config, job_id)
+    outcome = execute(config, job_id, lambda new_id, queue: self.app.send_task(
+        "gb.run_job", args=(new_id,), queue=queue))
     if outcome is None:
         return None
     if outcome.state in (jobs.FAILED, jobs.DEFERRED) and outcome.run_after is not None:
@@ -190,3 +267,7 @@ def reconcile(self, stale_after: float | None = None) -> int:
     if found:
         log.info("reconciler re-published %d job(s)", len(found))
     return len(found)
+
+
+# The upstream job kinds register themselves on import (after the names above exist: they import this module).
+from workers import upstream as _upstream  # noqa: E402,F401

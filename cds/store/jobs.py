@@ -6,11 +6,13 @@ the row-creating half of the job lifecycle lives here beside the model; the runn
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -20,6 +22,9 @@ QUEUED, RUNNING, DEFERRED, DONE, FAILED, DEAD = "queued", "running", "deferred",
 STATES = (QUEUED, RUNNING, DEFERRED, DONE, FAILED, DEAD)
 QUEUES = ("http", "sftp", "translate", "notify")
 MAX_ATTEMPTS = 8
+#: ``session.info`` key: (job_id, queue) of the jobs this session created, to publish once its transaction commits
+#: (:func:`take_new_jobs`). Publishing before the commit could run a job whose row is not visible yet.
+NEW_JOBS = "greenbridge.new_jobs"
 
 
 def utcnow() -> datetime:
@@ -41,6 +46,8 @@ def enqueue(session: Session, kind: str, payload: dict[str, Any], dedupe_key: st
     key = dedupe_key or f"{kind}:{job_id}"
     existing = session.scalar(select(Job).where(Job.dedupe_key == key))
     if existing is not None:
+        if existing.state == QUEUED:  # publish again: harmless (claims are guarded), and heals a lost message
+            session.info.setdefault(NEW_JOBS, []).append((existing.job_id, existing.queue))
         return existing
     now = now or utcnow()
     job = Job(job_id=job_id, kind=kind, queue=queue, dedupe_key=key, payload=dict(payload), state=QUEUED,
@@ -53,4 +60,40 @@ def enqueue(session: Session, kind: str, payload: dict[str, Any], dedupe_key: st
         if existing is None:
             raise
         return existing
+    session.info.setdefault(NEW_JOBS, []).append((job.job_id, job.queue))
     return job
+
+
+def take_new_jobs(session: Session) -> list[tuple[str, str]]:
+    """The (job_id, queue) pairs created or resumed through ``session`` since the last call, forgotten here.
+
+    Call after the commit to publish them; after a rollback call it too and drop the result (the rows are gone).
+    """
+    return session.info.pop(NEW_JOBS, [])
+
+
+def waiting_key(custodian_id: str, uri: str) -> str:
+    """What a deferred job waits for: custodian and the resource's URI without query or fragment (a BatchList may
+    name the resource with another published window than the request had; OpenESPI's third party also matches
+    notifications to resources with the query stripped)."""
+    parts = urlsplit(uri.strip())
+    resource = f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+    return hashlib.sha256(f"{custodian_id}\n{resource}".encode()).hexdigest()
+
+
+def resume_waiting(session: Session, key: str, now: datetime | None = None) -> list[Job]:
+    """Make the deferred jobs waiting for ``key`` due at once (a notification named their resource); returns them.
+
+    They stay ``deferred`` with ``run_after`` = now, so the next claim runs them; published after the commit.
+    """
+    now = now or utcnow()
+    ids = list(session.scalars(select(Job.job_id).where(Job.waiting_for == key, Job.state == DEFERRED)))
+    if not ids:
+        return []
+    session.execute(
+        update(Job).where(Job.job_id.in_(ids), Job.state == DEFERRED)
+        .values(run_after=now, modified=now).execution_options(synchronize_session=False)
+    )
+    resumed = list(session.scalars(select(Job).where(Job.job_id.in_(ids)).execution_options(populate_existing=True)))
+    session.info.setdefault(NEW_JOBS, []).extend((job.job_id, job.queue) for job in resumed)
+    return resumed

@@ -178,6 +178,9 @@ class UpstreamAuthorization(Base):
     customer_resource_uri: Mapped[str | None] = mapped_column(Text)
     created: Mapped[datetime]
     modified: Mapped[datetime]
+    # Set when either side ended the authorization (the customer at the custodian, or a CDS revocation that the
+    # workers carried upstream); a revoked authorization is never fetched with again.
+    revoked: Mapped[datetime | None]
 
 
 class Receipt(Base):
@@ -305,6 +308,10 @@ class Job(Base):
     modified: Mapped[datetime]
     started: Mapped[datetime | None]
     finished: Mapped[datetime | None]
+    # A deferred job (HTTP 202) waits for a BatchList naming this resource: a digest of custodian and URI path
+    # (cds.store.jobs.waiting_key), so the notification receiver finds the job to resume with one indexed lookup.
+    waiting_for: Mapped[str | None] = mapped_column(String(64))
 
 
 Index("ix_jobs_state_run_after", Job.state, Job.run_after)
+Index("ix_jobs_waiting_for", Job.waiting_for)

@@ -27,9 +27,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from authlib.oauth2 import OAuth2Error
+from lxml import etree
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -40,6 +41,7 @@ from espi import authorization as espi_authorization
 from espi import usage as espi_usage
 from espi.atom import FeedReader
 from espi.errors import EspiError
+from espi.namespaces import local_name
 from espi.notification import normalized_query_time
 from espi.sandbox import data as sandbox_data
 from espi.sandbox.config import SandboxConfig, load_sandbox_config
@@ -70,6 +72,7 @@ from espi.sandbox.store import (
     is_customer_scope,
 )
 from espi.starlette_oauth import GatewayRequest
+from espi.xmlsafe import secure_parse
 
 log = logging.getLogger("greenbridge.sandbox")
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
@@ -77,6 +80,8 @@ OAUTH_PARAMETERS = ("response_type", "client_id", "redirect_uri", "scope", "stat
                     "code_challenge_method")
 TICKET_SECONDS = 30 * 60
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+#: the first ``Subscription/{id}`` path segment pair of an href
+_SUBSCRIPTION_SEGMENT = re.compile(r"(^|/)Subscription/[^/?#]+")
 
 
 @dataclass
@@ -145,14 +150,58 @@ class Sandbox:
         return f"{self.resource}/Batch/Bulk/{bulk_id}"
 
     def bulk_document(self, client_id: str | None, bulk_id: str, query: Query) -> bytes:
+        """The bulk feed: every subscription in bulk set ``bulk_id``, its entries' hrefs under its own id."""
         entries: list[bytes] = []
         for record in sorted(self.store.authorizations.values(), key=lambda a: a.id):
             if record.role != "access" or not record.active or bulk_id not in record.bulk_ids:
                 continue
             if client_id is not None and record.client_id != client_id:
                 continue
-            entries += subscription_entries(record, None, query)
+            entries += self.bulk_entries(record, subscription_entries(record, None, query))
         return feed_document(f"{self.resource}/Batch/Bulk/{bulk_id}", "Bulk", "Green Button Bulk Feed", entries)
+
+    def bulk_entries(self, record: AuthorizationRecord, entries: list[bytes]) -> list[bytes]:
+        """One subscription's entries as a bulk feed carries them, like OpenESPI's: every href names the
+        subscription. The source's ``…/Subscription/{x}/…`` becomes ``…/Subscription/{record.id}/…``; hrefs of
+        UsagePoint data that name no subscription get a ``Subscription/{record.id}/`` prefix (after the resource
+        endpoint, else the host); other hrefs (ReadingType, LocalTimeParameters: shared resources) get an
+        ``Authorization/{record.id}/`` prefix, so that two customers' ``…/ReadingType/1`` never collide. The same
+        rewrite applies to every link (self, up, related), so the link graph resolves as before; links to web
+        pages (``text/…``, e.g. the GBA certificate) and the entries' content and ids are left as they are."""
+        subscription = str(record.id)
+        trees = [secure_parse(xml, name=f"subscription {record.id}").getroot() for xml in entries]
+        usage_hrefs: set[str] = set()
+        for entry in trees:
+            kinds = {local_name(c.tag) for c in entry.iterfind("{*}content/*") if isinstance(c.tag, str)}
+            if kinds & sandbox_data.USAGE_POINT_KINDS:
+                usage_hrefs.update((link.get("href") or "").strip() for link in entry.iterfind("{*}link")
+                                   if link.get("rel") in ("self", "up"))
+
+        def prefixed(href: str, prefix: str) -> str:
+            if href.startswith(self.resource + "/"):
+                return f"{self.resource}/{prefix}{href[len(self.resource):]}"
+            parts = urlsplit(href)
+            if parts.scheme and parts.netloc:
+                head = f"{parts.scheme}://{parts.netloc}"
+                return f"{head}/{prefix}/{href[len(head):].lstrip('/')}"
+            return f"/{prefix}{href}" if href.startswith("/") else f"{prefix}/{href}"
+
+        def rewrite(href: str) -> str:
+            named, count = _SUBSCRIPTION_SEGMENT.subn(rf"\g<1>Subscription/{subscription}", href, count=1)
+            if count:
+                return named
+            if href in usage_hrefs:
+                return prefixed(href, f"Subscription/{subscription}")
+            return prefixed(href, f"Authorization/{subscription}")
+
+        rewritten = []
+        for entry in trees:
+            for link in entry.iterfind("{*}link"):
+                href = (link.get("href") or "").strip()
+                if href and not (link.get("type") or "").startswith("text/"):
+                    link.set("href", rewrite(href))
+            rewritten.append(etree.tostring(entry, encoding="UTF-8"))
+        return rewritten
 
     def write_bulk(self, client_id: str, bulk_id: str, query: Query) -> Path:
         path = self.bulk_file(client_id, bulk_id)
@@ -691,7 +740,8 @@ def _dispatch(request: Request, sandbox: Sandbox, token: TokenRecord, path: str,
         if rest and (rest[0] != "UsagePoint" or len(rest) > 2):
             raise Refused(problem(404, "No such resource"))
         only = rest[1] if len(rest) == 2 else None
-        entries = subscription_entries(record, only, query)  # 404 now, not after a 202
+        # 404 now, not after a 202; hrefs as the bulk feed has them (one identity per resource, however delivered)
+        entries = sandbox.bulk_entries(record, subscription_entries(record, only, query))
         return _deferred(request, sandbox, token, path, lambda: feed_document(
             f"{sandbox.resource}/{path}", "Subscription" if not rest else "UsagePoint",
             "Green Button Subscription Feed", entries))

@@ -6,9 +6,9 @@ espi.notification; each URI is checked by cds.notifications (nothing we are mere
 belongs to a configured custodian), refused URIs are logged without their query, and accepted ones become rows of
 the jobs table. The answer is 200 with an empty body as soon as the rows are committed: fetching is the workers'.
 
-Publishing: when ``redis_url`` is configured, each queued job id is sent, after the answer, as ``gb.run_job`` by
-name through a Celery producer (the gateway never imports ``workers``). Without Redis, or when publishing fails, the
-committed ``queued`` row alone is durable and the workers' reconciler publishes it later (workers.jobs.lost).
+Publishing: the committed jobs (new ones, and deferred jobs the BatchList resumes) are sent to the workers by the
+gateway's JobPublisher (gateway/job_publisher.py) off the request path. Without Redis, or when publishing fails, the
+committed row alone is durable and the workers' reconciler publishes it later (workers.jobs.lost).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -30,35 +29,6 @@ from gateway.routes.common import gateway_of, in_session
 log = logging.getLogger(__name__)
 
 CONTENT_TYPES = frozenset({"application/atom+xml", "application/xml", "text/xml"})
-
-_producers: dict[str, Any] = {}
-
-
-def _producer(redis_url: str) -> Any:
-    """A Celery app used only to send tasks by name (one per Redis URL and process)."""
-    app = _producers.get(redis_url)
-    if app is None:
-        from celery import Celery
-
-        app = Celery("greenbridge-gateway", broker=redis_url, set_as_current=False)
-        app.conf.update(task_serializer="json", broker_connection_timeout=3,
-                        broker_transport_options={"socket_connect_timeout": 3, "socket_timeout": 5, "max_retries": 1})
-        _producers[redis_url] = app
-    return app
-
-
-def publish(redis_url: str, jobs: list[Accepted]) -> None:
-    """Send ``gb.run_job`` for each new queued job; a failure is logged (the reconciler publishes it later)."""
-    if not redis_url:
-        return
-    for job in jobs:
-        if job.state != "queued":
-            continue
-        try:
-            _producer(redis_url).send_task("gb.run_job", args=(job.job_id,), queue=job.queue, retry=False)
-        except Exception as error:  # the row is committed: the reconciler will publish it
-            log.warning("notification job %s not published (%s); the reconciler will", job.job_id, error)
-
 
 def _bad(status: int, message: str) -> Response:
     return PlainTextResponse(message, status_code=status)
@@ -110,9 +80,8 @@ async def _receive(request: Request, custodian_id: str | None) -> Response:
     if accepted:
         log.info("notification from %s: %d job(s), %d duplicate URI(s) dropped", peer, len(accepted),
                  batch.duplicates)
-    # Published after the answer is sent: a slow or absent Redis never delays the 200 (the rows are committed).
-    background = BackgroundTask(publish, config.redis_url, accepted) if accepted and config.redis_url else None
-    return Response(status_code=200, background=background)
+    # The jobs are published after the commit by the gateway's JobPublisher thread: Redis never delays the 200.
+    return Response(status_code=200)
 
 
 async def generic(request: Request) -> Response:

@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from cds import consent, upstream
+from cds import bridge, consent, upstream
 from cds.custodian_scopes import CustodianCannotProvide, narrowest_scope
 from cds.grants import NO_ACCESS, effective_status
 from cds.registration import RegistrationError, register
@@ -419,8 +419,9 @@ async def custodian_callback(request: Request) -> Response:
             customer_id=customer, state=cds_state, grant_id=grant_id, descriptions=gateway.descriptions,
             box=gateway.box, zone=gateway.config.zone, now=now, eta=now + upstream.PENDING_ETA,
         )
-        upstream.bind(session, gateway.box, grant_id=record.grant_id, custodian_id=custodian.id,
-                      customer_id=customer, scope=taken["scope"], tokens=tokens, now=now)
+        row = upstream.bind(session, gateway.box, grant_id=record.grant_id, custodian_id=custodian.id,
+                            customer_id=customer, scope=taken["scope"], tokens=tokens, now=now)
+        bridge.first_fetch(session, row, now)  # published once this transaction commits (gateway.job_publisher)
         oauth_req.grant_record = record
         oauth_req.user = customer
         log.info("custodian %s authorized grant %s for client %s (receipt %s)", custodian.id, record.grant_id,
@@ -499,6 +500,7 @@ async def revoke_from_receipt(request: Request) -> Response:
             return _receipt_not_found(request)
         _receipt, grant = found
         if effective_status(grant) not in NO_ACCESS:
+            bridge.end_upstream(session, grant.grant_id, datetime.now(UTC))  # revoke at the custodian too
             grant.status = "revoked"
             grant.enabled_scope = ""
             grant.enabled_authorization_details = []

@@ -1,0 +1,178 @@
+"""The store side of the bridge flow (ARCHITECTURE.md "The bridge flow"): which Grant a custodian's resource feeds,
+and what happens to the Grant as its upstream authorization lives and ends.
+
+Grant lifecycle (CDS-WG1-02 §8.2 statuses; issue 6 item 7):
+
+* the consent hop creates the Grant ``pending`` with an ``eta`` and nothing enabled, and :func:`first_fetch` queues
+  the fetch of the customer's subscription;
+* :func:`activate`: once the first data is stored the Grant becomes ``active`` with its scope and details enabled
+  (a changelog Message records it, as every Grant change does);
+* later BatchList notifications bring new data; :func:`keeps_syncing` stops fetching after the details'
+  ``sync_until`` (what is stored stays visible as the projection allows) and after ``expires``;
+* a CDS-side end (the customer's revocation from the receipt, the client closing the Grant) calls
+  :func:`end_upstream`, which queues ``revoke_upstream`` jobs: the workers revoke the custodian's Authorization;
+* an upstream revocation (a BatchList naming the Authorization, whose status then reads 0 Revoked or 2 Denied)
+  calls :func:`revoke_from_upstream`: the Grant becomes ``revoked`` and its tokens stop working at once.
+
+Resource matching (espi.md §4.1): a notification's ``Batch/Subscription/{id}`` URI is matched to an authorization's
+``resourceURI`` with the query stripped; a bulk part is matched by its subscription id. Revoked authorizations and
+imported ones without tokens (cds.upstream.has_tokens) never fetch.
+
+Plain functions over a session; no network, no configuration reading.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from cds.grants import FINAL, effective_status
+from cds.messages import changelog
+from cds.secrets import SecretBox
+from cds.store.jobs import enqueue
+from cds.store.models import Grant, Job, Token, UpstreamAuthorization
+from cds.urls import Urls
+
+#: The statuses a Grant may still receive data in (a ``future`` Grant is fetched ahead of its start).
+FETCHING = frozenset({"pending", "active", "future"})
+
+
+def resource_key(uri: str | None) -> str:
+    """A resource URI compared without query, fragment, trailing slash or case of scheme and host."""
+    if not uri:
+        return ""
+    parts = urlsplit(uri.strip())
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
+def subscription_id_of(uri: str | None) -> str | None:
+    """``{id}`` of a ``…/Subscription/{id}`` resource URI (the Authorization's resourceURI), else None."""
+    segments = [s for s in urlsplit(uri or "").path.split("/") if s]
+    for index in range(len(segments) - 1, 0, -1):
+        if segments[index - 1] == "Subscription":
+            return segments[index]
+    return None
+
+
+def first_fetch(session: Session, row: UpstreamAuthorization, now: datetime) -> Job:
+    """Queue the first fetch of a new upstream authorization's subscription (published after the commit)."""
+    return enqueue(session, "fetch_subscription",
+                   {"custodian_id": row.custodian_id, "upstream_id": row.id, "uri": row.resource_uri},
+                   f"first-fetch:{row.id}", queue="http", now=now)
+
+
+def _live(query: Any) -> Any:
+    return query.where(UpstreamAuthorization.revoked.is_(None), UpstreamAuthorization.access_token_encrypted != "")
+
+
+def authorizations_for_resource(session: Session, custodian_id: str, uri: str) -> list[UpstreamAuthorization]:
+    """The live authorizations whose subscription ``uri`` names (query stripped), oldest first."""
+    key = resource_key(uri)
+    rows = session.scalars(_live(select(UpstreamAuthorization).where(
+        UpstreamAuthorization.custodian_id == custodian_id)).order_by(UpstreamAuthorization.id))
+    return [row for row in rows if resource_key(row.resource_uri) == key]
+
+
+def authorizations_for_subscription(session: Session, custodian_id: str, subscription_id: str
+                                    ) -> list[UpstreamAuthorization]:
+    """The live authorizations whose resourceURI is ``…/Subscription/{subscription_id}`` (a bulk part's owner)."""
+    rows = session.scalars(_live(select(UpstreamAuthorization).where(
+        UpstreamAuthorization.custodian_id == custodian_id)).order_by(UpstreamAuthorization.id))
+    return [row for row in rows if subscription_id_of(row.resource_uri) == subscription_id]
+
+
+def authorizations_for_authorization(session: Session, custodian_id: str, uri: str) -> list[UpstreamAuthorization]:
+    """Every authorization (live or not) whose authorizationURI is ``uri`` (query stripped)."""
+    key = resource_key(uri)
+    rows = session.scalars(select(UpstreamAuthorization).where(
+        UpstreamAuthorization.custodian_id == custodian_id).order_by(UpstreamAuthorization.id))
+    return [row for row in rows if resource_key(row.authorization_uri) == key]
+
+
+def keeps_syncing(grant: Grant, now: datetime) -> bool:
+    """Whether new data should still be fetched for ``grant``: a status with access or pending, before every
+    entry's ``sync_until`` (an entry without one syncs for the Grant's life)."""
+    if effective_status(grant, now) not in FETCHING:
+        return False
+    ends = [entry.get("sync_until") for entry in grant.authorization_details if isinstance(entry, dict)]
+    if not ends or any(end in (None, "") for end in ends):
+        return True
+    latest = max(_instant(end) for end in ends)
+    return latest is None or now < latest
+
+
+def _instant(value: Any) -> datetime | None:
+    from datetime import UTC
+
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _log_change(session: Session, grant: Grant, before: dict[str, Any], *, urls: Urls, box: SecretBox,
+                now: datetime, why: str) -> None:
+    after = {"status": grant.status, "enabled_scope": grant.enabled_scope,
+             "enabled_authorization_details": list(grant.enabled_authorization_details)}
+    changes = [{"field": key, "previous_value": before[key], "new_value": after[key]}
+               for key in after if before[key] != after[key]]
+    if changes:
+        changelog(session, grant.registration_id, related_uri=urls.grant(grant.grant_id), related_type="grant",
+                  name="Grant updated", description=f"Grant {grant.grant_id} of Client {grant.client_id}: {why}.",
+                  changes=changes, box=box, now=now)
+
+
+def _before(grant: Grant) -> dict[str, Any]:
+    return {"status": grant.status, "enabled_scope": grant.enabled_scope,
+            "enabled_authorization_details": list(grant.enabled_authorization_details)}
+
+
+def activate(session: Session, grant: Grant, *, urls: Urls, box: SecretBox, now: datetime) -> bool:
+    """A ``pending`` Grant whose first data is stored becomes ``active`` with its scope and details enabled."""
+    if grant.status != "pending":
+        return False
+    before = _before(grant)
+    grant.status = "active"
+    grant.enabled_scope = grant.scope
+    grant.enabled_authorization_details = list(grant.authorization_details)
+    grant.eta = None
+    grant.modified = now
+    _log_change(session, grant, before, urls=urls, box=box, now=now,
+                why="the customer's data arrived from the data custodian")
+    return True
+
+
+def revoke_from_upstream(session: Session, row: UpstreamAuthorization, *, urls: Urls, box: SecretBox,
+                         now: datetime, why: str) -> bool:
+    """The custodian's Authorization ended: mark the row, and revoke its Grant (tokens dead at once) unless the Grant
+    still has another live upstream authorization. True when the Grant changed."""
+    if row.revoked is None:
+        row.revoked = now
+        row.modified = now
+    others = session.scalars(_live(select(UpstreamAuthorization.id).where(
+        UpstreamAuthorization.grant_id == row.grant_id, UpstreamAuthorization.id != row.id))).first()
+    grant = session.get(Grant, row.grant_id)
+    if grant is None or others is not None or grant.status in FINAL:
+        return False
+    before = _before(grant)
+    grant.status = "revoked"
+    grant.enabled_scope = ""
+    grant.enabled_authorization_details = []
+    grant.eta = None
+    grant.modified = now
+    session.execute(update(Token).where(Token.grant_id == grant.grant_id)
+                    .values(access_revoked=True, refresh_revoked=True))
+    _log_change(session, grant, before, urls=urls, box=box, now=now, why=why)
+    return True
+
+
+def end_upstream(session: Session, grant_id: str, now: datetime) -> list[Job]:
+    """The Grant ended on the CDS side: queue the revocation of each of its live upstream authorizations."""
+    rows = session.scalars(_live(select(UpstreamAuthorization).where(UpstreamAuthorization.grant_id == grant_id)))
+    return [enqueue(session, "revoke_upstream", {"custodian_id": row.custodian_id, "upstream_id": row.id},
+                    f"revoke-upstream:{row.id}", queue="http", now=now) for row in rows]

@@ -1,0 +1,162 @@
+"""Bulk deliveries end to end (issue 6 item 5): the sandbox writes a bulk feed into a real OpenSSH sshd's tree and
+announces its sftp:// URI; the workers download it (paramiko, pinned host key, key authentication), split it per
+subscription and store each customer's part under the right Grant. Then the same under failure: a worker killed
+with SIGKILL in the middle of the bulk ingest, and Redis flushed in the middle of the run.
+
+The data a bulk brings is new: the sandbox customers' data grows after consent (without notifications), so only
+the bulk can deliver the extra days, and each Grant's totals must equal its own customer's source exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+import uuid
+
+import httpx2
+import pytest
+from bridge_stack import (
+    BULK_SCOPE,
+    consent,
+    generate_start,
+    register,
+    segment_totals,
+    source_totals,
+    start_bridge,
+    usage_segments,
+    wait_grant,
+)
+
+pytestmark = pytest.mark.slow
+DAYS = 3
+GROWTH = 4
+
+
+def _sftp_toml(sshd) -> str:
+    return f"""
+[custodians.sftp]
+host = "127.0.0.1"
+port = {sshd.port}
+user = "{sshd.user}"
+key_path = "{sshd.client_key_path}"
+host_key = "{sshd.host_key_line}"
+"""
+
+
+@contextlib.contextmanager
+def bulk_bridge(tmp_path, sshd, customers: int, **options):
+    bulk_dir = sshd.root / f"bulk-{uuid.uuid4().hex[:8]}"
+    bulk_dir.mkdir(mode=0o755)
+    sandbox_env = {"GREENBRIDGE_SANDBOX_BULK_DIR": str(bulk_dir),
+                   "GREENBRIDGE_SANDBOX_SFTP_URI": f"sftp://{sshd.user}@127.0.0.1:{sshd.port}{bulk_dir}",
+                   "GREENBRIDGE_SANDBOX_NOTIFY_ON_NEW_DATA": "false"}
+    with start_bridge(tmp_path, scopes=(BULK_SCOPE,), sandbox_env=sandbox_env, custodian_toml=_sftp_toml(sshd),
+                      customers=customers, days=DAYS, **options) as bridge:
+        yield bridge
+
+
+def _consent_all(bridge, customers: int):
+    client = register(bridge.gateway)
+    granted = [consent(bridge, client, customer_index=i) for i in range(customers)]
+    for one in granted:
+        wait_grant(bridge, client, one.grant_id, "active")
+    return client, granted
+
+
+def _grow_and_request_bulk(bridge, customers: int) -> None:
+    """Every customer's data grows by GROWTH days (no notification); then the bulk is asked for: the sandbox
+    writes the file into sshd's tree and POSTs the BatchList naming its sftp:// URI."""
+    for number in range(1, customers + 1):
+        grown = httpx2.post(f"{bridge.sandbox}/sandbox/customers/customer-{number}/advance", data={"days": GROWTH},
+                            timeout=30)
+        assert grown.status_code == 200, grown.text
+        assert grown.json()["notified"] == []
+    answer = httpx2.get(f"{bridge.sandbox}/espi/1_1/resource/Batch/Bulk/1", timeout=60,
+                        headers={"Authorization": f"Bearer {bridge.sandbox_client_token()}"})
+    assert answer.status_code == 202, answer.text
+
+
+def _assert_each_grant_holds_its_own_customer(bridge, granted, days: int) -> None:
+    for number, one in enumerate(granted, start=1):
+        expected = source_totals(number, days, generate_start(DAYS))
+        assert segment_totals(usage_segments(bridge, one.access_token)) == expected, f"customer {number}"
+
+
+def test_sftp_bulk_of_three_customers_lands_under_the_right_grants(tmp_path, sshd):
+    with bulk_bridge(tmp_path, sshd, customers=3) as bridge:
+        _client, granted = _consent_all(bridge, 3)
+        _assert_each_grant_holds_its_own_customer(bridge, granted, DAYS)  # the first fetch, before the bulk
+        _grow_and_request_bulk(bridge, 3)
+        jobs = bridge.wait_jobs_settled(expect=lambda jobs: sum(j.kind == "ingest_bulk_part" for j in jobs) == 3)
+        assert all(j.state == "done" for j in jobs), [(j.kind, j.state, j.last_error) for j in jobs]
+        (bulk,) = [j for j in jobs if j.kind == "fetch_bulk"]
+        assert bulk.queue == "sftp" and bulk.payload["uri"].startswith("sftp://")
+        _assert_each_grant_holds_its_own_customer(bridge, granted, DAYS + GROWTH)
+        # downloads and split parts are removed once stored
+        var = bridge.directory / "var"
+        assert not [p for p in (var / "downloads").rglob("*") if p.is_file()]
+        assert not [p for p in (var / "bulk").rglob("*") if p.is_file()]
+
+
+def _running(bridge, kind: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = [j for j in bridge.jobs() if j.kind == kind and j.state == "running"]
+        if running:
+            return running
+        time.sleep(0.02)
+    raise AssertionError(f"no {kind} job ran within {timeout} s: {[(j.kind, j.state) for j in bridge.jobs()]}")
+
+
+def _settle_with_reconciler(bridge, expected_parts: int, timeout: float = 120.0):
+    """The reconciler's job (beat runs it every minute): re-publish lost and expired-lease jobs until all done."""
+    deadline = time.monotonic() + timeout
+    while True:
+        bridge.reconcile(stale_after=0)
+        jobs = bridge.jobs()
+        parts = [j for j in jobs if j.kind == "ingest_bulk_part"]
+        if len(parts) == expected_parts and all(j.state in ("done", "dead") for j in jobs):
+            return jobs
+        assert time.monotonic() < deadline, f"{[(j.kind, j.state, j.last_error) for j in jobs]}\n{bridge.logs()}"
+        time.sleep(1.0)
+
+
+CUSTOMERS_UNDER_FAILURE = 6
+LEASE = {"GREENBRIDGE_JOB_LEASE_SECONDS": "3"}
+
+
+def test_worker_killed_mid_bulk_ingest_ends_exact(tmp_path, sshd):
+    with bulk_bridge(tmp_path, sshd, customers=CUSTOMERS_UNDER_FAILURE, gateway_env=LEASE) as bridge:
+        _client, granted = _consent_all(bridge, CUSTOMERS_UNDER_FAILURE)
+        bridge.stop_workers()
+        bridge.start_worker(concurrency=1)
+        _grow_and_request_bulk(bridge, CUSTOMERS_UNDER_FAILURE)
+        victim = _running(bridge, "ingest_bulk_part")[0]
+        (worker,) = bridge.workers
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker and its pool: no chance to ack, requeue or record
+        worker.wait()
+        bridge.workers.clear()
+        assert next(j for j in bridge.jobs() if j.job_id == victim.job_id).state == "running"
+        bridge.start_worker(concurrency=2)
+        jobs = _settle_with_reconciler(bridge, CUSTOMERS_UNDER_FAILURE)
+        assert all(j.state == "done" for j in jobs), [(j.kind, j.state, j.last_error) for j in jobs]
+        assert next(j for j in jobs if j.job_id == victim.job_id).attempts >= 2
+        _assert_each_grant_holds_its_own_customer(bridge, granted, DAYS + GROWTH)
+
+
+def test_redis_flushed_mid_run_ends_exact(tmp_path, sshd):
+    import redis
+
+    with bulk_bridge(tmp_path, sshd, customers=CUSTOMERS_UNDER_FAILURE, gateway_env=LEASE) as bridge:
+        _client, granted = _consent_all(bridge, CUSTOMERS_UNDER_FAILURE)
+        bridge.stop_workers()
+        bridge.start_worker(concurrency=1)
+        _grow_and_request_bulk(bridge, CUSTOMERS_UNDER_FAILURE)
+        _running(bridge, "ingest_bulk_part")
+        broker = redis.Redis(unix_socket_path=bridge.redis_url.split("://", 1)[1])
+        assert broker.flushall()  # every queued and unacknowledged message is gone
+        jobs = _settle_with_reconciler(bridge, CUSTOMERS_UNDER_FAILURE)
+        assert all(j.state == "done" for j in jobs), [(j.kind, j.state, j.last_error) for j in jobs]
+        _assert_each_grant_holds_its_own_customer(bridge, granted, DAYS + GROWTH)

@@ -1,0 +1,396 @@
+"""The per-subscription fan-out of a bulk feed (espi.bulk): one standalone feed per subscription that translates
+to exactly that customer's data; shared resources where they are linked; what belongs to nobody reported."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from cds.from_espi import TranslateOptions, translate
+from espi.bulk import BulkSplitError, split_bulk, subscription_id_of, subscription_of_href
+from espi.errors import EspiError, NotEspiError, XmlSecurityError, XmlSyntaxError
+from espi.feed import read_feed
+from espi.generate import FeedSpec, GeneratedTotals, generate_feed, write_feed
+from espi.namespaces import ATOM, ESPI
+from espi.sandbox.app import build_sandbox, subscription_entries
+from espi.sandbox.config import DEFAULT_SCOPES, load_sandbox_config
+from espi.sandbox.resources import Query, feed_document
+from espi.validation import validate
+from greenbridge.cli import main
+
+R = "https://dc.example/DataCustodian/espi/1_1/resource"
+BULK_SCOPE = DEFAULT_SCOPES[3]  # ...;BR=1
+HEAD = (f'<?xml version="1.0" encoding="UTF-8"?>\n<feed xmlns="{ATOM}" xmlns:espi="{ESPI}">\n'
+        "<id>urn:uuid:8f7a0e36-3b0d-4a4e-9c1a-5f8e9b3c2d10</id><title>Green Button Bulk Feed</title>"
+        f'<updated>2026-01-01T00:00:00Z</updated><link rel="self" href="{R}/Batch/Bulk/1" type="espi-feed/Bulk"/>\n')
+
+
+def spec_of(number: int, **overrides) -> FeedSpec:
+    """Customer ``number``'s feed: three profiles in turn (net metering; electric, gas and water; hourly with
+    gaps), subscription ``100 + number``, one base URL for everyone."""
+    profile = (number - 1) % 3
+    settings = {"days": 33, "seed": number, "base_url": R, "subscription": str(100 + number)}
+    if profile == 0:
+        settings.update(net_metering=True)
+    elif profile == 1:
+        settings.update(usage_points=3, commodity="mixed")
+    else:
+        settings.update(interval=3600, quality_gaps=True)
+    settings.update(overrides)
+    return FeedSpec(**settings)
+
+
+def bulk_chunks(number: int, spec: FeedSpec, totals: GeneratedTotals | None = None) -> tuple[list[str], str]:
+    """A customer's entries for a bulk feed, and its LocalTimeParameters entry (left out: the caller shares one).
+
+    The generator names its ReadingTypes ``{base}/ReadingType/1…``, the same for every customer; a real bulk has
+    one id per ReadingType, so each customer's get their own."""
+    entries, ltp = [], ""
+    chunks = generate_feed(spec) if totals is None else _generate(spec, totals)
+    for chunk in chunks:
+        if not chunk.startswith("<entry>"):
+            continue  # the feed's head and tail
+        chunk = chunk.replace(f"{R}/ReadingType/", f"{R}/ReadingType/c{number}-")
+        if "<espi:LocalTimeParameters>" in chunk:
+            ltp = chunk
+        else:
+            entries.append(chunk)
+    return entries, ltp
+
+
+def _generate(spec: FeedSpec, totals: GeneratedTotals):
+    class Sink:
+        def __init__(self):
+            self.chunks = []
+
+        def write(self, text):
+            self.chunks.append(text)
+
+    sink = Sink()
+    result = write_feed(sink, spec)
+    totals.readings, totals.series = result.readings, result.series
+    return sink.chunks
+
+
+def source_feed(spec: FeedSpec) -> bytes:
+    return "".join(generate_feed(spec)).encode()
+
+
+def translated_totals(source) -> dict:
+    """What a translation holds, as exact numbers: readings, service points, bill sections, and per value format
+    the count and Decimal sum of each number."""
+    sums: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    with translate(source, TranslateOptions()) as result:
+        for segment in result.usage_segments():
+            for position, fmt in enumerate(segment["formats"]):
+                for values in segment["values"]:
+                    for key, number in (values[position] or {}).items():
+                        if isinstance(number, int | Decimal):
+                            sums[fmt["id"], key] += Decimal(number)
+                            counts[fmt["id"], key] += 1
+        return {"readings": result.reading_count, "placed": result.segment_stats["readings"],
+                "service_points": len(result.service_points), "bill_sections": len(result.bill_sections),
+                "sums": dict(sums), "counts": dict(counts)}
+
+
+def self_hrefs(path: Path) -> list[str]:
+    return [e.self_href for e in read_feed(path).entries]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# URIs
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("uri", "expected"), [
+    (f"{R}/Batch/Subscription/503888", "503888"),
+    (f"{R}/Batch/Subscription/503888?published-min=2025-01-01T00:00:00Z&published-max=2025-02-01T00:00:00Z",
+     "503888"),
+    (f"  {R}/Batch/Subscription/7/  ", "7"),
+    (f"{R}/Batch/Subscription/7/UsagePoint/2", "7"),
+    (f"{R}/Batch/Bulk/1", None),
+    (f"{R}/Subscription/7/UsagePoint", None),  # resource level, not a Batch URI
+    (f"{R}/Batch/Subscription", None),
+    ("", None),
+])
+def test_subscription_id_of_batch_uris(uri, expected):
+    assert subscription_id_of(uri) == expected
+
+
+@pytest.mark.parametrize(("href", "expected"), [
+    (f"{R}/Subscription/5/UsagePoint/1/MeterReading/1", "5"),
+    (f"{R}/Batch/Subscription/5", "5"),
+    ("Subscription/9/UsagePoint", "9"),
+    (f"{R}/ReadingType/1", None),
+    (f"{R}/Subscription", None),
+    (f"{R}/Subscription1/UsagePoint/1", None),  # the 2016 sandbox typo is not a subscription
+    (f"{R}/UsagePoint/1?x=/Subscription/5", None),
+])
+def test_subscription_of_href(href, expected):
+    assert subscription_of_href(href) == expected
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A bulk feed built by hand from three customers' feeds
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("max_open", [64, 1], ids=["pooled", "one-open-file"])
+def test_hand_built_bulk_splits_into_one_translatable_feed_per_subscription(tmp_path, max_open):
+    specs = {number: spec_of(number) for number in (1, 2, 3)}
+    body, ltp = [], ""
+    for number, spec in specs.items():
+        entries, ltp = bulk_chunks(number, spec)
+        body += entries
+    # One LocalTimeParameters for everyone, after the entries that link to it; and a ReadingType nobody uses.
+    spare = ltp.replace(f"{R}/LocalTimeParameters/1", f"{R}/LocalTimeParameters/99")
+    bulk = tmp_path / "bulk.xml"
+    bulk.write_text(HEAD + "".join(body) + ltp + spare + "</feed>\n", encoding="utf-8")
+
+    split = split_bulk(bulk, tmp_path / "parts", max_open=max_open)
+
+    assert list(split.parts) == ["101", "102", "103"]
+    assert split.self_href == f"{R}/Batch/Bulk/1"
+    assert split.unassigned == [] and split.unassigned_readings == 0
+    reading_types = {1: 2, 2: 3, 3: 1}  # forward and reverse; electric, gas, water; electric
+    assert split.shared_entries == sum(reading_types.values()) + 2 and split.unlinked_shared_entries == 1
+    assert sum(split.reading_counts.values()) == split.readings == read_feed(bulk).reading_count
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == [
+        "subscription-101.xml", "subscription-102.xml", "subscription-103.xml"]  # no temporary files left
+    for number, spec in specs.items():
+        part = split.part_info[str(100 + number)]
+        assert part.path == split.parts[part.subscription] and part.path.is_file()
+        assert part.self_href == f"{R}/Batch/Bulk/1/Subscription/{100 + number}"
+        report = validate(part.path, strict=True)
+        assert report.valid, [str(issue) for issue in report.errors[:5]]
+        source = source_feed(spec)
+        expected = translated_totals(source)
+        assert expected["readings"] > 0
+        assert translated_totals(part.path) == expected  # counts and Decimal sums, exactly
+        assert part.readings == expected["readings"]
+        # shared entries where they are linked: this customer's ReadingTypes and the common LocalTimeParameters,
+        # plus the ReadingType nobody links to (copied everywhere); no other customer's ReadingTypes
+        hrefs = self_hrefs(part.path)
+        own = [h for h in hrefs if "/ReadingType/" in h]
+        assert sorted(own) == sorted(f"{R}/ReadingType/c{number}-{k}" for k in range(1, reading_types[number] + 1))
+        assert hrefs.count(f"{R}/LocalTimeParameters/1") == 1 and f"{R}/LocalTimeParameters/99" in hrefs
+        assert part.shared_entries == reading_types[number] + 2
+        assert part.entries == len(read_feed(source).entries) + 1  # its own entries, the shared ones, the spare
+        feed = read_feed(part.path)
+        assert feed.header.self_href == part.self_href
+        assert all(node.local_time is not None for node in feed.graph.usage_points)
+        assert not [i for i in feed.diagnostics.issues if "only candidate" in i.message or "order" in i.message]
+
+
+def test_a_part_translates_with_greenbridge_translate(tmp_path):
+    entries, ltp = bulk_chunks(1, spec_of(1, days=3))
+    bulk = tmp_path / "bulk.xml"
+    bulk.write_text(HEAD + ltp + "".join(entries) + "</feed>\n", encoding="utf-8")
+    split = split_bulk(bulk, tmp_path / "parts")
+    out = tmp_path / "part.json"
+    assert main(["translate", str(split.parts["101"]), "-q", "-o", str(out)]) == 0
+    assert out.stat().st_size > 0
+
+
+def test_entries_without_a_subscription_go_where_they_are_linked_or_are_reported(tmp_path):
+    body = []
+    for number in (1, 3):
+        entries, ltp = bulk_chunks(number, spec_of(number, days=2, summaries=False))
+        body += entries
+    block = next(e for e in body if "/Subscription/101/UsagePoint/1/MeterReading/1/IntervalBlock/" in e)
+    readings_per_block = block.count("<espi:IntervalReading>")
+    # an IntervalBlock under no subscription that names its MeterReading by a reverse link: it is 101's
+    linked = (block.replace(f'href="{R}/Subscription/101/UsagePoint/1/MeterReading/1/IntervalBlock',
+                            f'href="{R}/loose/IntervalBlock')
+              .replace('<content>', f'<link rel="related" href="{R}/Subscription/101/UsagePoint/1/MeterReading/1" '
+                                    'type="espi-entry/MeterReading"/><content>', 1))
+    # readings nobody links to: reported, never copied to every customer
+    orphan = block.replace(f"{R}/Subscription/101/", f"{R}/Elsewhere/")
+    bulk = tmp_path / "bulk.xml"
+    text = HEAD + ltp + "".join(body) + linked + orphan + "</feed>\n"
+    bulk.write_text(text, encoding="utf-8")
+    orphan_line = text[:text.index(orphan)].count("\n") + 1
+
+    split = split_bulk(bulk, tmp_path / "parts")
+
+    assert list(split.parts) == ["101", "103"]
+    (unassigned,) = split.unassigned
+    assert unassigned.kinds == ("IntervalBlock",) and unassigned.readings == readings_per_block
+    assert unassigned.line == orphan_line and unassigned.self_href.startswith(f"{R}/Elsewhere/")
+    assert "no subscription links to it" in unassigned.reason
+    assert split.readings == sum(split.reading_counts.values()) + split.unassigned_readings
+    assert f"{R}/loose/IntervalBlock/2025-01-01" in self_hrefs(split.parts["101"])
+    assert not any(h.startswith(f"{R}/Elsewhere/") for p in split.parts.values() for h in self_hrefs(p))
+    two_days = translated_totals(source_feed(spec_of(1, days=2, summaries=False)))["readings"]
+    assert split.reading_counts["101"] == two_days + readings_per_block
+
+
+def test_an_empty_bulk_feed_has_no_parts(tmp_path):
+    bulk = tmp_path / "bulk.xml"
+    bulk.write_text(HEAD + "</feed>\n", encoding="utf-8")
+    split = split_bulk(bulk, tmp_path / "parts")
+    assert split.parts == {} and split.entries == 0 and list((tmp_path / "parts").iterdir()) == []
+
+
+@pytest.mark.samples
+def test_harness_bulk_sample(tmp_path, sample):
+    """The GBA harness's Batch/Bulk answer: resource-level hrefs, ``ns3:`` Atom entries under a default-namespace
+    feed, shared ReadingType and LocalTimeParameters."""
+    source = sample("cmdtest_soapui_BatchBulk.xml")
+    split = split_bulk(source, tmp_path / "parts")
+    assert list(split.parts) == ["5"] and split.unassigned == []
+    assert split.shared_entries == 2 and split.unlinked_shared_entries == 0
+    part = split.part_info["5"]
+    assert part.entries == split.entries and part.readings == split.readings > 0
+    assert part.self_href == split.self_href  # it is one subscription's Batch answer
+    assert translated_totals(part.path) == translated_totals(source)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The sandbox's bulk feed
+# ---------------------------------------------------------------------------------------------------------------
+def test_sandbox_bulk_feed_splits_back_into_its_subscriptions(tmp_path):
+    config = load_sandbox_config(env={}, base_url="https://dc.example/DataCustodian", generate_customers=3,
+                                 generate_days=10)
+    sandbox = build_sandbox(config)
+    store = sandbox.store
+    client = config.third_parties[0].client_id
+    records = [store.create_subscription(client, c, BULK_SCOPE, tuple(c.usage.usage_point_ids))
+               for c in store.customers]
+    # the same customer granted twice: identical source hrefs, which the bulk must keep apart
+    records.append(store.create_subscription(client, store.customers[0], BULK_SCOPE,
+                                             tuple(store.customers[0].usage.usage_point_ids)))
+    store.create_subscription(client, store.customers[1], DEFAULT_SCOPES[0],
+                              tuple(store.customers[1].usage.usage_point_ids))  # not in bulk set 1
+    document = sandbox.bulk_document(client, "1", Query())
+    report = validate(document, strict=True, name="bulk")
+    assert report.valid, [str(issue) for issue in report.errors[:5]]
+    bulk = tmp_path / "bulk.xml"
+    bulk.write_bytes(document)
+    resource = sandbox.resource
+
+    split = split_bulk(bulk, tmp_path / "parts")
+
+    assert list(split.parts) == [str(r.id) for r in records]
+    assert split.unassigned == [] and split.unlinked_shared_entries == 0
+    assert sum(split.reading_counts.values()) == split.readings == read_feed(bulk).reading_count
+    for record in records:
+        part = split.part_info[str(record.id)]
+        assert subscription_id_of(f"{resource}/Batch/Subscription/{record.id}") == part.subscription
+        # what Batch/Subscription/{id} answers is unchanged, and the part holds the same data
+        answer = feed_document(f"{resource}/Batch/Subscription/{record.id}", "Subscription",
+                               "Green Button Subscription Feed", subscription_entries(record, None, Query()))
+        assert all(e.self_href.startswith(f"{resource}/RetailCustomer/{record.customer.number}/Subscription/1/")
+                   for e in read_feed(answer).entries if e.first("UsagePoint"))
+        assert translated_totals(part.path) == translated_totals(answer)
+        feed = read_feed(part.path)
+        expected = read_feed(answer)
+        assert sorted(e.id for e in feed.entries) == sorted(e.id for e in expected.entries)  # ids kept
+        for entry in feed.entries:
+            if entry.first("ReadingType", "LocalTimeParameters"):
+                assert entry.self_href.startswith(f"{resource}/Authorization/{record.id}/")
+            else:
+                assert f"/Subscription/{record.id}/" in entry.self_href
+        points = [n for n in feed.graph.usage_points if not n.implicit]
+        assert len(points) == len(record.usage_points)
+        assert all(n.local_time is not None and n.meter_readings for n in points)
+        assert all(m.reading_type is not None for m in feed.graph.meter_readings)
+        assert not [i for i in feed.diagnostics.issues if "by " in i.message or "only candidate" in i.message]
+    # the two grants of customer 1: their own copies of the shared resources, nothing of each other's
+    first, again = (self_hrefs(split.parts[str(r.id)]) for r in (records[0], records[-1]))
+    assert len(first) == len(again) and not set(first) & set(again)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------------------------------
+def test_malformed_bulk_names_file_and_line_and_leaves_nothing(tmp_path):
+    entries, ltp = bulk_chunks(1, spec_of(1, days=2))
+    text = HEAD + ltp + "".join(entries) + "</feed>\n"
+    broken = text.replace("</espi:IntervalBlock></content>", "</espi:IntervalBlock></contents>", 1)
+    line = broken[:broken.index("</contents>")].count("\n") + 1
+    bulk = tmp_path / "bulk.xml"
+    bulk.write_text(broken, encoding="utf-8")
+    parts = tmp_path / "parts"
+    with pytest.raises(XmlSyntaxError) as caught:
+        split_bulk(bulk, parts)
+    assert str(caught.value).startswith(f"{bulk}:{line}: not well-formed XML")
+    assert caught.value.source == str(bulk) and caught.value.line == line
+    assert list(parts.iterdir()) == []
+
+    truncated = tmp_path / "truncated.xml"
+    truncated.write_text(text[: len(text) // 2], encoding="utf-8")
+    with pytest.raises(XmlSyntaxError) as caught:
+        split_bulk(truncated, parts)
+    assert caught.value.source == str(truncated) and caught.value.line
+    assert list(parts.iterdir()) == []
+
+
+def test_not_a_bulk_feed(tmp_path):
+    entries, _ltp = bulk_chunks(1, spec_of(1, days=1))
+    single = tmp_path / "entry.xml"
+    single.write_text(entries[0].replace("<entry>", f'<entry xmlns="{ATOM}" xmlns:espi="{ESPI}">', 1),
+                      encoding="utf-8")
+    with pytest.raises(NotEspiError, match=rf"^{single}:1: not a bulk feed"):
+        split_bulk(single, tmp_path / "parts")
+    other = tmp_path / "other.xml"
+    other.write_text("<html><body/></html>", encoding="utf-8")
+    with pytest.raises(EspiError, match=rf"^{other}:1: "):
+        split_bulk(other, tmp_path / "parts")
+    nested = tmp_path / "nested.xml"
+    # parts are being written when the second pass meets it: none is left behind
+    nested.write_text(HEAD + "".join(entries[:3]) + "<wrapper>" + "".join(entries[3:]) + "</wrapper></feed>\n",
+                      encoding="utf-8")
+    with pytest.raises(BulkSplitError, match=rf"^{nested}:\d+: an <entry> inside another element"):
+        split_bulk(nested, tmp_path / "parts")
+    assert list((tmp_path / "parts").iterdir()) == []
+
+
+def test_hostile_xml_is_refused(tmp_path):
+    hostile = tmp_path / "hostile.xml"
+    hostile.write_text('<?xml version="1.0"?>\n<!DOCTYPE feed [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]>\n'
+                       f'<feed xmlns="{ATOM}"><title>&b;</title></feed>\n', encoding="utf-8")
+    with pytest.raises(XmlSecurityError, match="DOCTYPE"):
+        split_bulk(hostile, tmp_path / "parts")
+    external = tmp_path / "external.xml"
+    external.write_text('<?xml version="1.0"?>\n<!DOCTYPE feed SYSTEM "file:///etc/passwd">\n'
+                        f'<feed xmlns="{ATOM}"></feed>\n', encoding="utf-8")
+    with pytest.raises(XmlSecurityError):
+        split_bulk(external, tmp_path / "parts")
+    assert list((tmp_path / "parts").iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Size
+# ---------------------------------------------------------------------------------------------------------------
+def test_big_bulk_splits_in_bounded_memory(tmp_path):
+    """20 customers × 31 days of 15-minute readings (net metering: two series each): memory stays far below the
+    file's size, because entries are streamed to their parts."""
+    bulk = tmp_path / "bulk.xml"
+    expected: dict[str, int] = {}
+    with bulk.open("w", encoding="utf-8") as out:
+        out.write(HEAD)
+        ltp = ""
+        for number in range(1, 21):
+            spec = FeedSpec(days=31, net_metering=True, seed=number, base_url=R, subscription=str(100 + number))
+            totals = GeneratedTotals()
+            entries, ltp = bulk_chunks(number, spec, totals)
+            out.write("".join(entries))
+            expected[str(100 + number)] = totals.readings
+        out.write(ltp + "</feed>\n")
+    size = bulk.stat().st_size
+    assert size > 20_000_000
+
+    tracemalloc.start()
+    try:
+        split = split_bulk(bulk, tmp_path / "parts")
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert peak < size // 20, f"peak {peak} bytes for a {size}-byte file"
+    assert split.reading_counts == expected
+    assert split.readings == sum(expected.values()) == 20 * 31 * 96 * 2
+    assert all(part.shared_entries == 3 for part in split.part_info.values())  # two ReadingTypes, one LTP
+    assert sum(path.stat().st_size for path in split.parts.values()) > size
