@@ -15,8 +15,8 @@ Grant lifecycle (CDS-WG1-02 §8.2 statuses; issue 6 item 7):
   calls :func:`revoke_from_upstream`: the Grant becomes ``revoked`` and its tokens stop working at once.
 
 Resource matching (espi.md §4.1): a notification's ``Batch/Subscription/{id}`` URI is matched to an authorization's
-``resourceURI`` with the query stripped; a bulk part is matched by its subscription id. Revoked authorizations and
-imported ones without tokens (cds.upstream.has_tokens) never fetch.
+``resourceURI`` with the query stripped; a bulk part is matched by its subscription id. Revoked authorizations never
+fetch; imported ones without tokens (cds.upstream.has_tokens) receive bulk parts only.
 
 Plain functions over a session; no network, no configuration reading.
 """
@@ -65,8 +65,13 @@ def first_fetch(session: Session, row: UpstreamAuthorization, now: datetime) -> 
                    f"first-fetch:{row.id}", queue="http", now=now)
 
 
+def _unrevoked(query: Any) -> Any:
+    return query.where(UpstreamAuthorization.revoked.is_(None))
+
+
 def _live(query: Any) -> Any:
-    return query.where(UpstreamAuthorization.revoked.is_(None), UpstreamAuthorization.access_token_encrypted != "")
+    """Unrevoked and holding the customer's tokens (so it can fetch the subscription itself)."""
+    return _unrevoked(query).where(UpstreamAuthorization.access_token_encrypted != "")
 
 
 def authorizations_for_resource(session: Session, custodian_id: str, uri: str) -> list[UpstreamAuthorization]:
@@ -79,9 +84,12 @@ def authorizations_for_resource(session: Session, custodian_id: str, uri: str) -
 
 def authorizations_for_subscription(session: Session, custodian_id: str, subscription_id: str
                                     ) -> list[UpstreamAuthorization]:
-    """The live authorizations whose resourceURI is ``…/Subscription/{subscription_id}`` (a bulk part's owner)."""
-    rows = session.scalars(_live(select(UpstreamAuthorization).where(
-        UpstreamAuthorization.custodian_id == custodian_id)).order_by(UpstreamAuthorization.id))
+    """The unrevoked authorizations whose resourceURI is ``…/Subscription/{subscription_id}`` (a bulk part's owner),
+    imported ones included: a bulk is delivered with the client's credentials, so it is how the data of
+    Authorizations migrated without customer tokens arrives."""
+    rows = session.scalars(select(UpstreamAuthorization).where(
+        UpstreamAuthorization.custodian_id == custodian_id, UpstreamAuthorization.revoked.is_(None))
+        .order_by(UpstreamAuthorization.id))
     return [row for row in rows if subscription_id_of(row.resource_uri) == subscription_id]
 
 
@@ -154,7 +162,7 @@ def revoke_from_upstream(session: Session, row: UpstreamAuthorization, *, urls: 
     if row.revoked is None:
         row.revoked = now
         row.modified = now
-    others = session.scalars(_live(select(UpstreamAuthorization.id).where(
+    others = session.scalars(_unrevoked(select(UpstreamAuthorization.id).where(
         UpstreamAuthorization.grant_id == row.grant_id, UpstreamAuthorization.id != row.id))).first()
     grant = session.get(Grant, row.grant_id)
     if grant is None or others is not None or grant.status in FINAL:
@@ -172,7 +180,8 @@ def revoke_from_upstream(session: Session, row: UpstreamAuthorization, *, urls: 
 
 
 def end_upstream(session: Session, grant_id: str, now: datetime) -> list[Job]:
-    """The Grant ended on the CDS side: queue the revocation of each of its live upstream authorizations."""
-    rows = session.scalars(_live(select(UpstreamAuthorization).where(UpstreamAuthorization.grant_id == grant_id)))
+    """The Grant ended on the CDS side: queue the revocation of each of its unrevoked upstream authorizations
+    (imported ones too: the revocation uses the client's token)."""
+    rows = session.scalars(_unrevoked(select(UpstreamAuthorization).where(UpstreamAuthorization.grant_id == grant_id)))
     return [enqueue(session, "revoke_upstream", {"custodian_id": row.custodian_id, "upstream_id": row.id},
                     f"revoke-upstream:{row.id}", queue="http", now=now) for row in rows]
