@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -35,27 +34,11 @@ from cds.messages import changelog
 from cds.secrets import SecretBox
 from cds.store.jobs import enqueue
 from cds.store.models import Grant, Job, Token, UpstreamAuthorization
+from cds.upstream import resource_key, subscription_id_of, uri_digest
 from cds.urls import Urls
 
 #: The statuses a Grant may still receive data in (a ``future`` Grant is fetched ahead of its start).
 FETCHING = frozenset({"pending", "active", "future"})
-
-
-def resource_key(uri: str | None) -> str:
-    """A resource URI compared without query, fragment, trailing slash or case of scheme and host."""
-    if not uri:
-        return ""
-    parts = urlsplit(uri.strip())
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
-
-
-def subscription_id_of(uri: str | None) -> str | None:
-    """``{id}`` of a ``…/Subscription/{id}`` resource URI (the Authorization's resourceURI), else None."""
-    segments = [s for s in urlsplit(uri or "").path.split("/") if s]
-    for index in range(len(segments) - 1, 0, -1):
-        if segments[index - 1] == "Subscription":
-            return segments[index]
-    return None
 
 
 def first_fetch(session: Session, row: UpstreamAuthorization, now: datetime) -> Job:
@@ -78,7 +61,8 @@ def authorizations_for_resource(session: Session, custodian_id: str, uri: str) -
     """The live authorizations whose subscription ``uri`` names (query stripped), oldest first."""
     key = resource_key(uri)
     rows = session.scalars(_live(select(UpstreamAuthorization).where(
-        UpstreamAuthorization.custodian_id == custodian_id)).order_by(UpstreamAuthorization.id))
+        UpstreamAuthorization.custodian_id == custodian_id, UpstreamAuthorization.resource_digest == uri_digest(uri)))
+        .order_by(UpstreamAuthorization.id))
     return [row for row in rows if resource_key(row.resource_uri) == key]
 
 
@@ -87,8 +71,8 @@ def authorizations_for_subscription(session: Session, custodian_id: str, subscri
     """The unrevoked authorizations whose resourceURI is ``…/Subscription/{subscription_id}`` (a bulk part's owner),
     imported ones included: a bulk is delivered with the client's credentials, so it is how the data of
     Authorizations migrated without customer tokens arrives."""
-    rows = session.scalars(select(UpstreamAuthorization).where(
-        UpstreamAuthorization.custodian_id == custodian_id, UpstreamAuthorization.revoked.is_(None))
+    rows = session.scalars(_unrevoked(select(UpstreamAuthorization).where(
+        UpstreamAuthorization.custodian_id == custodian_id, UpstreamAuthorization.subscription_id == subscription_id))
         .order_by(UpstreamAuthorization.id))
     return [row for row in rows if subscription_id_of(row.resource_uri) == subscription_id]
 
@@ -97,7 +81,8 @@ def authorizations_for_authorization(session: Session, custodian_id: str, uri: s
     """Every authorization (live or not) whose authorizationURI is ``uri`` (query stripped)."""
     key = resource_key(uri)
     rows = session.scalars(select(UpstreamAuthorization).where(
-        UpstreamAuthorization.custodian_id == custodian_id).order_by(UpstreamAuthorization.id))
+        UpstreamAuthorization.custodian_id == custodian_id, UpstreamAuthorization.authorization_digest ==
+        uri_digest(uri)).order_by(UpstreamAuthorization.id))
     return [row for row in rows if resource_key(row.authorization_uri) == key]
 
 

@@ -23,6 +23,7 @@ import hashlib
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -49,6 +50,35 @@ class CustodianSettings(Protocol):
     client_id: str
     client_secret: str
     hosts: tuple[str, ...]
+
+
+def resource_key(uri: str | None) -> str:
+    """A resource URI compared without query, fragment, trailing slash or case of scheme and host (OpenESPI's third
+    party also strips the query before matching a notification to an Authorization's resourceURI, espi.md §4.1)."""
+    if not uri:
+        return ""
+    parts = urlsplit(uri.strip())
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
+def uri_digest(uri: str | None) -> str | None:
+    """The indexed lookup key of a resource URI (sha256 of :func:`resource_key`), None without a URI."""
+    return hashlib.sha256(resource_key(uri).encode()).hexdigest() if uri else None
+
+
+def subscription_id_of(uri: str | None) -> str | None:
+    """``{id}`` of a ``…/Subscription/{id}`` resource URI (an Authorization's resourceURI), else None."""
+    segments = [s for s in urlsplit(uri or "").path.split("/") if s]
+    for index in range(len(segments) - 1, 0, -1):
+        if segments[index - 1] == "Subscription":
+            return segments[index][:128]
+    return None
+
+
+def lookup_keys(resource_uri: str | None, authorization_uri: str | None) -> dict[str, str | None]:
+    """The lookup columns of an upstream_authorizations row."""
+    return {"resource_digest": uri_digest(resource_uri), "authorization_digest": uri_digest(authorization_uri),
+            "subscription_id": subscription_id_of(resource_uri)}
 
 
 def callback_url(issuer: str, custodian_id: str) -> str:
@@ -122,6 +152,7 @@ def bind(session: Session, box: SecretBox, *, grant_id: str, custodian_id: str, 
         refresh_token_encrypted=box.encrypt(tokens.refresh_token) if tokens.refresh_token else None,
         expires_at=tokens.expires_at, resource_uri=tokens.resource_uri, authorization_uri=tokens.authorization_uri,
         customer_resource_uri=tokens.customer_resource_uri, created=now, modified=now,
+        **lookup_keys(tokens.resource_uri, tokens.authorization_uri),
     )
     session.add(row)
     session.flush()
@@ -170,6 +201,7 @@ def link_imported(session: Session, *, grant_id: str, custodian_id: str, custome
         grant_id=grant_id, custodian_id=custodian_id, customer_id=customer_id, scope=scope,
         access_token_encrypted=NO_TOKEN, refresh_token_encrypted=None, expires_at=None, resource_uri=resource_uri,
         authorization_uri=authorization_uri, customer_resource_uri=customer_resource_uri, created=now, modified=now,
+        **lookup_keys(resource_uri, authorization_uri),
     )
     session.add(row)
     session.flush()

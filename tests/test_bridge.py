@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import ClassVar
 
@@ -32,7 +33,7 @@ DAYS = 4
 
 @pytest.fixture(scope="module")
 def bridge(tmp_path_factory):
-    with start_bridge(tmp_path_factory.mktemp("bridge"), days=DAYS, workers=1) as running:
+    with start_bridge(tmp_path_factory.mktemp("bridge"), customers=4, days=DAYS, workers=1) as running:
         yield running
 
 
@@ -53,6 +54,32 @@ def test_consent_to_usage_segments_equal_to_the_source(bridge, client):
     (job,) = [j for j in bridge.jobs() if j.kind == "fetch_subscription"]
     assert job.state == "done" and job.attempts == 1 and job.dedupe_key.startswith("first-fetch:")
     assert not list((bridge.directory / "var" / "downloads").glob("*.xml*"))
+
+
+def test_notification_brings_new_data_with_a_refreshed_token(bridge, client):
+    """The customer's data grows at the custodian, which POSTs a BatchList naming the subscription with the new
+    published window; the worker finds the access token expired, refreshes it (the rotated tokens are stored,
+    encrypted) and fetches the window; the Grant's totals follow the source exactly."""
+    from cds.store.models import UpstreamAuthorization
+
+    granted = consent(bridge, client, customer_index=3)
+    wait_grant(bridge, client, granted.grant_id, "active")
+    row = _upstream_row(bridge, granted.grant_id)
+    with bridge.sessions()() as session, session.begin():
+        session.get(UpstreamAuthorization, row.id).expires_at = datetime.now(UTC) - timedelta(minutes=5)
+    grown = httpx2.post(f"{bridge.sandbox}/sandbox/customers/{granted.customer}/advance", data={"days": 2},
+                        timeout=30)
+    assert grown.status_code == 200 and grown.json()["notified"], grown.text
+    (notified,) = grown.json()["notified"]
+    assert "/Batch/Subscription/" in notified and "published-min=" in notified
+    jobs = bridge.wait_jobs_settled(kinds={"fetch_subscription"},
+                                    expect=lambda jobs: any("published-min" in j.payload["uri"] for j in jobs))
+    assert all(j.state == "done" for j in jobs)
+    assert segment_totals(usage_segments(bridge, granted.access_token)) == \
+        source_totals(4, DAYS + 2, generate_start(DAYS))
+    refreshed = _upstream_row(bridge, granted.grant_id)
+    assert refreshed.access_token_encrypted != row.access_token_encrypted
+    assert refreshed.expires_at > datetime.now(UTC)
 
 
 def _sandbox_authorizations(bridge) -> list[dict]:

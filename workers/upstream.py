@@ -198,9 +198,11 @@ def fetch_subscription(session: Session, job: Job, config: Any) -> str:
         if isinstance(answer, Deferred):
             raise _defer(ctx, job, custodian.id, answer)
         assert isinstance(answer, Fetched)
-        after_commit(session, lambda path=answer.path: path.unlink(missing_ok=True))
-        summaries.append(f"grant {grant.grant_id}: " + store_file(session, ctx, answer.path, grant,
-                                                                   f"{custodian.id}:{jobs_uri(uri)}"))
+        try:  # once read the download goes, whatever the outcome: a retry fetches afresh
+            summaries.append(f"grant {grant.grant_id}: " + store_file(session, ctx, answer.path, grant,
+                                                                       f"{custodian.id}:{jobs_uri(uri)}"))
+        finally:
+            answer.path.unlink(missing_ok=True)
     if not rows:
         log.info("no live authorization of custodian %s has %s; nothing fetched", custodian.id, jobs_uri(uri))
         return f"no live authorization for {jobs_uri(uri)}"
@@ -323,11 +325,12 @@ def sync_authorization(session: Session, job: Job, config: Any) -> str:
         raise _failure(error, f"GET {jobs_uri(uri)}") from None
     if isinstance(answer, Deferred):
         raise _defer(ctx, job, custodian.id, answer)
-    after_commit(session, lambda: answer.path.unlink(missing_ok=True))
     try:
         feed = read_feed(answer.path)
     except EspiError as error:
         raise jobs.PermanentError(f"{jobs_uri(uri)}: {error}") from None
+    finally:
+        answer.path.unlink(missing_ok=True)
     outcomes = []
     for entry in feed.entries:
         for resource in entry.resources:
@@ -395,11 +398,12 @@ def sync_application_information(session: Session, job: Job, config: Any) -> str
         raise _failure(error, f"GET {jobs_uri(uri)}") from None
     if isinstance(answer, Deferred):
         raise _defer(ctx, job, custodian.id, answer)
-    after_commit(session, lambda: answer.path.unlink(missing_ok=True))
     try:
         feed = read_feed(answer.path)
     except EspiError as error:
         raise jobs.PermanentError(f"{jobs_uri(uri)}: {error}") from None
+    finally:
+        answer.path.unlink(missing_ok=True)
     offered = {scope for entry in feed.entries for resource in entry.resources
                if resource.name == "ApplicationInformation" for scope in resource.value.scopes}
     withdrawn = sorted(set(custodian.scopes) - offered)
