@@ -6,9 +6,11 @@ Grant lifecycle (CDS-WG1-02 §8.2 statuses; issue 6 item 7):
 * the consent hop creates the Grant ``pending`` with an ``eta`` and nothing enabled, and :func:`first_fetch` queues
   the fetch of the customer's subscription;
 * :func:`activate`: once the first data is stored the Grant becomes ``active`` with its scope and details enabled
-  (a changelog Message records it, as every Grant change does);
+  (a changelog Message records it, as every Grant change does); :func:`first_fetch_failed` makes it ``errored``
+  when the first fetch gives up;
 * later BatchList notifications bring new data; :func:`keeps_syncing` stops fetching after the details'
-  ``sync_until`` (what is stored stays visible as the projection allows) and after ``expires``;
+  ``sync_until`` (what is stored stays visible as the projection allows; :func:`sync_ended` marks it ``stopped``)
+  and after ``expires``;
 * a CDS-side end (the customer's revocation from the receipt, the client closing the Grant) calls
   :func:`end_upstream`, which queues ``revoke_upstream`` jobs: the workers revoke the custodian's Authorization;
 * an upstream revocation (a BatchList naming the Authorization, whose status then reads 0 Revoked or 2 Denied)
@@ -37,8 +39,9 @@ from cds.store.models import Grant, Job, Token, UpstreamAuthorization
 from cds.upstream import resource_key, subscription_id_of, uri_digest
 from cds.urls import Urls
 
-#: The statuses a Grant may still receive data in (a ``future`` Grant is fetched ahead of its start).
-FETCHING = frozenset({"pending", "active", "future"})
+#: The statuses a Grant may still receive data in (a ``future`` Grant is fetched ahead of its start; an ``errored``
+#: one is tried again when the custodian announces data).
+FETCHING = frozenset({"pending", "active", "future", "errored", "delayed"})
 
 
 def first_fetch(session: Session, row: UpstreamAuthorization, now: datetime) -> Job:
@@ -125,9 +128,14 @@ def _before(grant: Grant) -> dict[str, Any]:
             "enabled_authorization_details": list(grant.enabled_authorization_details)}
 
 
+#: Statuses that stored data turns into ``active``: waiting for the first data, or its fetch failed before.
+ACTIVATED_BY_DATA = frozenset({"pending", "errored"})
+
+
 def activate(session: Session, grant: Grant, *, urls: Urls, box: SecretBox, now: datetime) -> bool:
-    """A ``pending`` Grant whose first data is stored becomes ``active`` with its scope and details enabled."""
-    if grant.status != "pending":
+    """A ``pending`` (or ``errored``) Grant whose data is stored becomes ``active`` with its scope and details
+    enabled."""
+    if grant.status not in ACTIVATED_BY_DATA:
         return False
     before = _before(grant)
     grant.status = "active"
@@ -137,6 +145,33 @@ def activate(session: Session, grant: Grant, *, urls: Urls, box: SecretBox, now:
     grant.modified = now
     _log_change(session, grant, before, urls=urls, box=box, now=now,
                 why="the customer's data arrived from the data custodian")
+    return True
+
+
+def first_fetch_failed(session: Session, grant: Grant, *, urls: Urls, box: SecretBox, now: datetime,
+                       error: str) -> bool:
+    """The first fetch gave up: a ``pending`` Grant becomes ``errored`` (WG1-02 §8.2: internal error), so the
+    client sees it instead of an ``eta`` that never comes; data arriving later still activates it."""
+    if grant.status != "pending":
+        return False
+    before = _before(grant)
+    grant.status = "errored"
+    grant.eta = None
+    grant.modified = now
+    _log_change(session, grant, before, urls=urls, box=box, now=now,
+                why=f"the customer's data could not be fetched from the data custodian ({error[:200]})")
+    return True
+
+
+def sync_ended(session: Session, grant: Grant, *, urls: Urls, box: SecretBox, now: datetime) -> bool:
+    """An ``active`` Grant past its ``sync_until`` becomes ``stopped`` (WG1-02 §8.2: the feed stopped, existing
+    data is still accessible) the first time a notification finds it so."""
+    if grant.status != "active" or effective_status(grant, now) != "active" or keeps_syncing(grant, now):
+        return False
+    before = _before(grant)
+    grant.status = "stopped"
+    grant.modified = now
+    _log_change(session, grant, before, urls=urls, box=box, now=now, why="sync_until passed; no new data is fetched")
     return True
 
 

@@ -262,3 +262,68 @@ def test_new_jobs_are_noted_for_publishing_and_forgotten_on_take(gateway):
             assert noted == [(job.job_id, "translate")]
         # the gateway's after-commit hook (gateway.job_publisher) took them: nothing left to publish twice
         assert jobs.take_new_jobs(session) == []
+
+
+def test_grant_statuses_follow_the_feed(gateway):
+    """pending → errored when the first fetch gives up; errored → active when data arrives after all;
+    active → stopped once sync_until has passed (data stays readable)."""
+    client, gw = gateway
+    _registration, tokens, grant_id, _row = _consented_grant(client, gw)
+    now = datetime.now(UTC)
+    with gw.sessions() as session, session.begin():
+        grant = session.get(Grant, grant_id)
+        assert bridge.first_fetch_failed(session, grant, urls=gw.urls, box=gw.box, now=now, error="boom")
+        assert grant.status == "errored" and grant.eta is None
+        assert not bridge.first_fetch_failed(session, grant, urls=gw.urls, box=gw.box, now=now, error="again")
+        assert bridge.keeps_syncing(grant, now)  # a later BatchList is still acted on
+        assert bridge.activate(session, grant, urls=gw.urls, box=gw.box, now=now)
+        assert not bridge.sync_ended(session, grant, urls=gw.urls, box=gw.box, now=now)
+        grant.authorization_details = [{**d, "sync_until": (now - timedelta(days=1)).isoformat()}
+                                       for d in grant.authorization_details]
+        assert bridge.sync_ended(session, grant, urls=gw.urls, box=gw.box, now=now)
+        assert grant.status == "stopped" and grant.enabled_scope
+    answer = client.get("/cds-api/v1/usage-segments", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert answer.status_code == 200  # stopped: existing data is still accessible
+
+
+DEAD_END = """
+[[custodians]]
+id = "dc"
+name = "Example Utility"
+resource_url = "http://127.0.0.1:9/espi/1_1/resource"
+authorize_url = "http://127.0.0.1:9/oauth/authorize"
+token_url = "http://127.0.0.1:9/oauth/token"
+client_id = "tp"
+client_secret = "tp-secret"
+hosts = ["127.0.0.1"]
+"""
+
+
+def test_first_fetch_giving_up_marks_the_grant_errored(tmp_path, database_url):
+    """A first fetch that exhausts its attempts (the custodian refuses connections) ends ``dead`` and its
+    Grant ``errored``, in the same transaction (workers.tasks on_dead)."""
+    from workers.tasks import execute
+
+    local = make_config(tmp_path, database_url)
+    config = make_config(tmp_path, database_url, extra_toml=DEAD_END)
+    with gateway_client(local) as local_client, gateway_client(config) as client:
+        client.local = local_client
+        gw = client.app.state.gateway
+        resource = "http://127.0.0.1:9/espi/1_1/resource"
+        registration = register(client.local)
+        (grant_id,) = consent_flow(client.local, registration)["cds_grant_ids"]
+        with gw.sessions() as session, session.begin():
+            grant = session.get(Grant, grant_id)
+            grant.status, grant.enabled_scope = "pending", ""
+            row = upstream.bind(session, gw.box, grant_id=grant_id, custodian_id="dc", customer_id=grant.customer_id,
+                                scope="FB=4_5", tokens=CustodianTokens(
+                                    access_token="at", resource_uri=f"{resource}/Batch/Subscription/5",
+                                    authorization_uri=f"{resource}/Authorization/9"))
+            job = jobs.enqueue(session, "fetch_subscription", {"custodian_id": "dc", "upstream_id": row.id},
+                               "first-fetch:test", queue="http", max_attempts=1)
+            job_id = job.job_id
+        outcome = execute(config, job_id)
+        assert outcome is not None and outcome.state == jobs.DEAD
+        with gw.sessions() as session:
+            assert jobs.get(session, job_id).state == jobs.DEAD
+            assert session.get(Grant, grant_id).status == "errored"

@@ -34,18 +34,22 @@ Handler = Callable[[Session, Job, Any], Any]
 class Kind:
     handler: Handler
     queue: str
+    #: ``on_dead(session, job, config, error)``: what else must happen when a job of this kind gives up (in the
+    #: transaction that records ``dead``), e.g. telling the Grant waiting for it.
+    on_dead: Callable[[Session, Job, Any, str], Any] | None = None
 
 
 HANDLERS: dict[str, Kind] = {}
 
 
-def register(kind: str, *, queue: str) -> Callable[[Handler], Handler]:
+def register(kind: str, *, queue: str, on_dead: Callable[[Session, Job, Any, str], Any] | None = None
+             ) -> Callable[[Handler], Handler]:
     """Decorator: ``handler`` runs the jobs of ``kind``, published to ``queue``."""
     if queue not in jobs.QUEUES:
         raise ValueError(f"queue must be one of {', '.join(jobs.QUEUES)}, not {queue!r}")
 
     def decorate(handler: Handler) -> Handler:
-        HANDLERS[kind] = Kind(handler, queue)
+        HANDLERS[kind] = Kind(handler, queue, on_dead)
         return handler
 
     return decorate
@@ -178,6 +182,8 @@ def _run(session: Session, job: Job, kind: Kind | None, config: Any,
         _drop_pending(session)
         log.warning("job %s (%s) dead: %s", job.job_id, job.kind, exc)
         ok = jobs.dead(session, job, str(exc))
+        if ok:
+            _on_dead(session, job, kind, config, str(exc))
         session.commit()
         return jobs.Outcome(jobs.DEAD) if ok else None
     except Exception as exc:  # transient by default; bounded by max_attempts
@@ -185,8 +191,20 @@ def _run(session: Session, job: Job, kind: Kind | None, config: Any,
         log.warning("job %s (%s) attempt %d failed: %s", job.job_id, job.kind, job.attempts, exc)
         retry_after = exc.retry_after if isinstance(exc, jobs.RetryLater) else None
         outcome = jobs.failed(session, job, f"{type(exc).__name__}: {exc}", retry_after=retry_after)
+        if outcome is not None and outcome.state == jobs.DEAD:
+            _on_dead(session, job, kind, config, f"{type(exc).__name__}: {exc}")
         session.commit()
         return outcome
+
+
+def _on_dead(session: Session, job: Job, kind: Kind | None, config: Any, error: str) -> None:
+    if kind is None or kind.on_dead is None:
+        return
+    try:
+        with session.begin_nested():
+            kind.on_dead(session, job, config, error)
+    except Exception as failure:  # the job's own outcome is recorded regardless
+        log.warning("job %s (%s): on_dead failed: %s", job.job_id, job.kind, failure)
 
 
 def _after_commit(session: Session, publish_job: Callable[[str, str], Any] | None) -> None:

@@ -163,7 +163,18 @@ def store_file(session: Session, ctx: Context, path: Path, grant: Grant, source:
 # ---------------------------------------------------------------------------------------------------- handlers
 
 
-@register("fetch_subscription", queue="http")
+def _first_fetch_dead(session: Session, job: Job, config: Any, error: str) -> None:
+    """A first fetch (the one after consent) gave up: its pending Grant becomes ``errored``."""
+    if job.payload.get("upstream_id") is None:
+        return
+    row = session.get(UpstreamAuthorization, job.payload["upstream_id"])
+    grant = session.get(Grant, row.grant_id) if row is not None else None
+    if grant is not None:
+        ctx = context(config)
+        bridge.first_fetch_failed(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now, error=error)
+
+
+@register("fetch_subscription", queue="http", on_dead=_first_fetch_dead)
 def fetch_subscription(session: Session, job: Job, config: Any) -> str:
     """Payload: ``custodian_id``, ``uri`` (the subscription, maybe with a published window) and, for the first
     fetch after consent, ``upstream_id``."""
@@ -182,6 +193,8 @@ def fetch_subscription(session: Session, job: Job, config: Any) -> str:
     for row in rows:
         grant = session.get(Grant, row.grant_id)
         if grant is None or not bridge.keeps_syncing(grant, ctx.now):
+            if grant is not None:
+                bridge.sync_ended(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now)
             summaries.append(f"grant {row.grant_id}: not syncing ({grant.status if grant else 'gone'})")
             continue
         client = ctx.client(custodian)
