@@ -105,6 +105,9 @@ def refusal(custodian: Any, uri: str) -> str | None:
             return "custodian has no SFTP configuration"
         if host != sftp.host.lower() or (port is not None and port != sftp.port):
             return f"SFTP host {host} is not the custodian's SFTP host"
+        remote_dir = str(getattr(sftp, "remote_dir", ".") or ".")
+        if remote_dir.startswith("/") and not _path_under(posixpath.normpath(path), remote_dir):
+            return "path is not under the custodian's SFTP remote_dir"
         return None
     if scheme not in ("https", "http"):
         return f"scheme {scheme or '(none)'} is not allowed"

@@ -160,3 +160,25 @@ def test_redis_flushed_mid_run_ends_exact(tmp_path, sshd):
         jobs = _settle_with_reconciler(bridge, CUSTOMERS_UNDER_FAILURE)
         assert all(j.state == "done" for j in jobs), [(j.kind, j.state, j.last_error) for j in jobs]
         _assert_each_grant_holds_its_own_customer(bridge, granted, DAYS + GROWTH)
+
+
+def test_rest_bulk_fans_out_the_same_way(tmp_path):
+    """FB_35: the BatchList names ``Batch/Bulk/1``; the workers GET it with the client token, split it and store
+    each part under its Grant (no SFTP configured: the sandbox serves the bulk feed over REST)."""
+    with start_bridge(tmp_path, scopes=(BULK_SCOPE,), customers=3, days=DAYS,
+                      sandbox_env={"GREENBRIDGE_SANDBOX_NOTIFY_ON_NEW_DATA": "false"}) as bridge:
+        _client, granted = _consent_all(bridge, 3)
+        for number in range(1, 4):
+            grown = httpx2.post(f"{bridge.sandbox}/sandbox/customers/customer-{number}/advance",
+                                data={"days": GROWTH}, timeout=30)
+            assert grown.status_code == 200, grown.text
+        uri = f"{bridge.sandbox}/espi/1_1/resource/Batch/Bulk/1"
+        answer = httpx2.post(f"{bridge.gateway}/custodians/sandbox/notify", timeout=30,
+                             content=f'<BatchList xmlns="http://naesb.org/espi"><resources>{uri}</resources></BatchList>',
+                             headers={"Content-Type": "application/atom+xml"})
+        assert answer.status_code == 200
+        jobs = bridge.wait_jobs_settled(expect=lambda jobs: sum(j.kind == "ingest_bulk_part" for j in jobs) == 3)
+        assert all(j.state == "done" for j in jobs), [(j.kind, j.state, j.last_error) for j in jobs]
+        (bulk,) = [j for j in jobs if j.kind == "fetch_bulk"]
+        assert bulk.queue == "http"
+        _assert_each_grant_holds_its_own_customer(bridge, granted, DAYS + GROWTH)

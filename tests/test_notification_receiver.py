@@ -246,3 +246,18 @@ def test_publish_failure_leaves_the_row_for_the_reconciler(tmp_path):
     with gateway_client(config) as client:
         assert post(client, [URI]).status_code == 200
         assert [j.state for j in jobs_of(client)] == ["queued"]
+
+
+def test_sftp_uris_may_name_the_user_never_a_password_and_stay_under_remote_dir(tmp_path):
+    from dataclasses import replace
+
+    config = make_config(tmp_path, extra_toml=CUSTODIANS)
+    dc = next(c for c in config.custodians if c.id == "dc")
+    assert refusal(dc, "sftp://bulk@sftp.dc.example/exports/Bulk/1.xml") is None  # espi.md §7: user@host
+    assert "user information" in refusal(dc, "sftp://bulk:pw@sftp.dc.example/exports/Bulk/1.xml")
+    assert "user information" in refusal(dc, "https://me@dc.example/espi/1_1/resource/Batch/Bulk/1")
+    fenced = replace(dc, sftp=replace(dc.sftp, remote_dir="/exports"))
+    assert refusal(fenced, "sftp://sftp.dc.example/exports/Bulk/1.xml") is None
+    assert "remote_dir" in refusal(fenced, "sftp://sftp.dc.example/etc/passwd")
+    assert "remote_dir" in refusal(fenced, "sftp://sftp.dc.example/exportsX/1.xml")
+    assert "dot segments" in refusal(fenced, "sftp://sftp.dc.example/exports/../etc/passwd")
