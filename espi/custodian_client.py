@@ -40,11 +40,13 @@ QUERY_PARAMETERS = ("published-min", "published-max", "updated-min", "updated-ma
 
 
 class CustodianError(EspiError):
-    """The custodian answered with an error (the HTTP status and a short excerpt of the body)."""
+    """The custodian answered with an error (the HTTP status and a short excerpt of the body); ``retry_after`` is
+    its Retry-After header, verbatim (RFC 9110 §10.2.3: seconds or an HTTP date), when it sent one."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, retry_after: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 class ForeignURLError(CustodianError):
@@ -229,7 +231,7 @@ class CustodianClient:
                 if response.status_code != 200:
                     excerpt = response.read()[:300].decode("utf-8", "replace")
                     raise CustodianError(f"GET {url} answered {response.status_code}: {excerpt}",
-                                         response.status_code)
+                                         response.status_code, response.headers.get("retry-after"))
                 size = 0
                 for chunk in response.iter_bytes(1 << 16):
                     out.write(chunk)
@@ -262,7 +264,7 @@ class CustodianClient:
             raise CustodianError(f"DELETE {url} failed: {error}") from None
         if not 200 <= response.status_code < 300:
             raise CustodianError(f"DELETE {url} answered {response.status_code}: "
-                                 f"{response.text[:300]}", response.status_code)
+                                 f"{response.text[:300]}", response.status_code, response.headers.get("retry-after"))
         return response.status_code
 
     def subscription(self, subscription_uri: str, access_token: str, **query: Any) -> Fetched | Deferred:

@@ -327,3 +327,16 @@ def test_first_fetch_giving_up_marks_the_grant_errored(tmp_path, database_url):
         with gw.sessions() as session:
             assert jobs.get(session, job_id).state == jobs.DEAD
             assert session.get(Grant, grant_id).status == "errored"
+
+
+def test_custodian_errors_become_the_right_job_outcome():
+    from espi.custodian_client import CustodianError, ForeignURLError
+    from workers.upstream import _failure
+
+    assert isinstance(_failure(ForeignURLError("not ours"), "GET"), jobs.PermanentError)
+    assert isinstance(_failure(CustodianError("forbidden", 403), "GET"), jobs.PermanentError)
+    busy = _failure(CustodianError("busy", 503, "120"), "GET")
+    assert isinstance(busy, jobs.RetryLater) and busy.retry_after == 120
+    limited = _failure(CustodianError("slow down", 429), "GET")
+    assert isinstance(limited, jobs.RetryLater) and limited.retry_after is None
+    assert isinstance(_failure(CustodianError("connection refused"), "GET"), jobs.RetryLater)

@@ -80,7 +80,8 @@ def _failure(error: CustodianError, what: str) -> Exception:
         return jobs.PermanentError(f"{what}: {error}")
     if error.status is not None and 400 <= error.status < 500 and error.status not in (408, 429):
         return jobs.PermanentError(f"{what}: {error}")
-    return jobs.RetryLater(f"{what}: {error}")
+    # 429 / 503 usually say when to come back: honoured (capped at a day) over the backoff when later
+    return jobs.RetryLater(f"{what}: {error}", retry_after=jobs.retry_after_seconds(error.retry_after))
 
 
 def _defer(ctx: Context, job: Job, custodian_id: str, answer: Deferred) -> Exception:
