@@ -28,6 +28,7 @@ from cds.store.jobs import (  # noqa: F401  (re-exported: workers.jobs is the jo
     DONE,
     FAILED,
     MAX_ATTEMPTS,
+    NEW_JOBS,
     QUEUED,
     QUEUES,
     RUNNING,
@@ -202,6 +203,25 @@ def failed(session: Session, job: Job, error: str, *, retry_after: float | None 
     if not _finish_run(session, job, now, state=FAILED, run_after=at, last_error=error[:ERROR_MAX]):
         return None
     return Outcome(FAILED, at)
+
+
+def requeue(session: Session, job_id: str, *, now: datetime | None = None) -> Job | None:
+    """An operator's retry: a ``dead`` or ``failed`` job becomes ``queued`` again with a fresh series of attempts
+    (``max_attempts`` raised by :data:`MAX_ATTEMPTS`; the count itself stays, as the fencing token). None when the
+    job is not dead or failed. The caller publishes it after the commit (it is noted for that)."""
+    now = now or utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.job_id == job_id, Job.state.in_((DEAD, FAILED)))
+        .values(state=QUEUED, run_after=None, finished=None, modified=now, waiting_for=None,
+                max_attempts=Job.attempts + MAX_ATTEMPTS)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    job = get(session, job_id)
+    session.info.setdefault(NEW_JOBS, []).append((job.job_id, job.queue))
+    return job
 
 
 def lost(session: Session, *, stale_after: float, now: datetime | None = None, limit: int = 1000) -> list[Job]:
