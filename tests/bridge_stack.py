@@ -36,6 +36,7 @@ CUSTODIAN_ID = "sandbox"
 SANDBOX_CLIENT = "gateway"
 #: The sandbox's bulk scope (BR=1): subscriptions authorized with it are delivered in bulk set 1.
 BULK_SCOPE = DEFAULT_SCOPES[-1]
+# What the sandbox can give: no meter or contract numbers (FB_57/FB_60 are not among its scopes), 13 months.
 USAGE_DETAILS = [{"type": "cds_usage_1", "segment_start": "P1Y", "include_meter_numbers": False,
                   "include_contract_numbers": False, "include_usage_segment_value_types": ["electric_usage_forward"]}]
 
@@ -130,9 +131,10 @@ class Bridge:
 
 
 @contextlib.contextmanager
-def gateway_on(port: int, env: dict[str, str], log_path: Path) -> Iterator[str]:
+def gateway_on(port: int, env: dict[str, str], log_path: Path, log_level: str = "info") -> Iterator[str]:
+    """The gateway under uvicorn on a port chosen beforehand (the sandbox must know it before it starts)."""
     cmd = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--host", HOST, "--port",
-           str(port), "--app-dir", str(REPO), "--log-level", "info"]
+           str(port), "--app-dir", str(REPO), "--log-level", log_level]
     child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1",
                  "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     with open(log_path, "ab") as out:
@@ -226,10 +228,11 @@ class CdsClient:
     admin_token: str
 
 
-def register(base: str) -> CdsClient:
+def register(base: str, client_name: str = "Bridge Test App") -> CdsClient:
+    """Dynamic registration; returns the code-flow client for cds_usage_1 and an admin token."""
     http = httpx2.Client(base_url=base, timeout=30)
     registered = http.post("/oauth/register", json={"scope": "cds_client_admin cds_usage_1",
-                                                    "client_name": "Bridge Test App"}).json()
+                                                    "client_name": client_name}).json()
     admin = (registered["client_id"], registered["client_secret"])
     access = http.post("/oauth/token", data={"grant_type": "client_credentials", "scope": "cds_client_admin"},
                        auth=admin).json()["access_token"]
@@ -249,29 +252,51 @@ class Consent:
     revoke_url: str | None  # the receipt's revoke-without-login form (WG3-01 §9.4)
 
 
-def consent(bridge: Bridge, client: CdsClient, customer_index: int = 0, details=USAGE_DETAILS) -> Consent:
-    """One customer through both consent hops and the code exchange; returns the (pending) Grant and tokens."""
+def push(base: str, client: CdsClient, details=USAGE_DETAILS, state: str = "cds-state") -> tuple[str, str]:
+    """PAR; returns (the authorize URL for the browser, the PKCE verifier)."""
     verifier, challenge = pkce_pair()
-    pushed = httpx2.post(f"{bridge.gateway}/oauth/par", auth=(client.client_id, client.secret), timeout=30, data={
+    pushed = httpx2.post(f"{base}/oauth/par", auth=(client.client_id, client.secret), timeout=30, data={
         "response_type": "code", "client_id": client.client_id, "redirect_uri": client.redirect_uri,
-        "scope": "cds_usage_1", "state": "cds-state", "code_challenge": challenge, "code_challenge_method": "S256",
+        "scope": "cds_usage_1", "state": state, "code_challenge": challenge, "code_challenge_method": "S256",
         "authorization_details": json.dumps(details)})
     assert pushed.status_code == 201, pushed.text
-    browser = httpx2.Client(timeout=30, follow_redirects=False)
-    page = browser.get(f"{bridge.gateway}/oauth/authorize?client_id={client.client_id}"
-                       f"&request_uri={pushed.json()['request_uri']}")
+    return (f"{base}/oauth/authorize?client_id={client.client_id}&request_uri={pushed.json()['request_uri']}",
+            verifier)
+
+
+def approve_at_gateway(browser: httpx2.Client, authorize_url: str) -> httpx2.Response:
+    """greenbridge's consent page: approve with the sandbox as the utility (→ 303 to the custodian)."""
+    page = browser.get(authorize_url)
     assert page.status_code == 200, page.text
+    assert f'name="custodian" value="{CUSTODIAN_ID}"' in page.text and 'name="password"' not in page.text
     handle = re.search(r'name="consent" value="([^"]+)"', page.text).group(1)
     action = re.search(r'<form method="post" action="([^"]+)"', page.text).group(1)
-    answer = browser.post(action, data={"consent": handle, "decision": "approve", "custodian": CUSTODIAN_ID})
-    assert answer.status_code == 303, answer.text
-    location = answer.headers["location"]
-    customer = browser.get(f"{bridge.sandbox}/sandbox.json").json()["customers"][customer_index]["id"]
+    return browser.post(action, data={"consent": handle, "decision": "approve", "custodian": CUSTODIAN_ID})
+
+
+def at_sandbox(browser: httpx2.Client, sandbox: str, location: str, decision: str = "approve",
+               customer_index: int = 0) -> str:
+    """The customer at the custodian: the sign-in page, then one POST signing in and deciding; the Location."""
+    assert location.startswith(f"{sandbox}/oauth/authorize?")
+    page = browser.get(location)
+    assert page.status_code == 200 and 'id="customer_id"' in page.text
+    customer = browser.get(f"{sandbox}/sandbox.json").json()["customers"][customer_index]["id"]
     params = dict(parse_qsl(urlsplit(location).query))
     answer = browser.post(location.split("?")[0], data={**params, "customer_id": customer, "password": "sandbox",
-                                                          "decision": "approve"})
+                                                          "decision": decision})
     assert answer.status_code in (302, 303), answer.text
-    answer = browser.get(answer.headers["location"])
+    return answer.headers["location"]
+
+
+def consent(bridge: Bridge, client: CdsClient, customer_index: int = 0, details=USAGE_DETAILS) -> Consent:
+    """One customer through both consent hops and the code exchange; returns the (pending) Grant and tokens."""
+    authorize_url, verifier = push(bridge.gateway, client, details)
+    browser = httpx2.Client(timeout=30, follow_redirects=False)
+    answer = approve_at_gateway(browser, authorize_url)
+    assert answer.status_code == 303, answer.text
+    callback = at_sandbox(browser, bridge.sandbox, answer.headers["location"], customer_index=customer_index)
+    customer = browser.get(f"{bridge.sandbox}/sandbox.json").json()["customers"][customer_index]["id"]
+    answer = browser.get(callback)
     assert answer.status_code == 302, answer.text
     landed = answer.headers["location"]
     query = parse_qs(urlsplit(landed).query)

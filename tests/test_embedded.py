@@ -2,7 +2,7 @@
 
 ``greenbridge serve`` with no Redis URL runs redis-server on a private socket, the sandbox custodian, a worker and
 beat around the gateway (greenbridge/embedded.py). These tests run it as a real command in its own process group,
-drive the consent-to-data journey over HTTP (the helpers of test_upstream_consent.py: registration, PAR, the
+drive the consent-to-data journey over HTTP (the helpers of bridge_stack.py: registration, PAR, the
 gateway's consent page, the custodian's sign-in, the callback), then check that a stop leaves no process and no
 socket behind. Every process is killed in ``finally`` whatever happens (``killpg`` of the command's group).
 """
@@ -24,9 +24,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
+from bridge_stack import approve_at_gateway, at_sandbox, push, register
 from conftest import REPO, require_servers
 from servers import free_port
-from test_upstream_consent import approve_at_gateway, at_sandbox, push, register
 
 pytestmark = pytest.mark.slow
 

@@ -11,30 +11,25 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, parse_qsl, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
+from bridge_stack import USAGE_DETAILS, approve_at_gateway, at_sandbox, gateway_on, push, register
 from conftest import REPO
-from gateway_helpers import COVERAGE_TOML, pkce_pair
-from servers import HOST, ServerStartError, _log_tail, _stop, _wait_http, free_port, uvicorn_server
+from gateway_helpers import COVERAGE_TOML
+from servers import HOST, free_port, uvicorn_server
 
 from espi.custodian_client import CustodianClient, Fetched
 from espi.sandbox.config import DEFAULT_SCOPES
 
 CUSTODIAN_ID = "sandbox"
 SANDBOX_CLIENT, SANDBOX_SECRET = "gateway", "s3cret-" + secrets.token_hex(4)
-# What the sandbox can give: no meter or contract numbers (FB_57/FB_60 are not among its scopes), 13 months.
-USAGE_DETAILS = [{"type": "cds_usage_1", "segment_start": "P1Y", "include_meter_numbers": False,
-                  "include_contract_numbers": False, "include_usage_segment_value_types": ["electric_usage_forward"]}]
 
 
 @dataclass
@@ -51,24 +46,6 @@ class Stack:
 
         config = GatewayConfig(issuer=self.gateway, database_url=self.database_url, secret_key=self.secret_key)
         return build_gateway(config, migrate=False)
-
-
-@contextlib.contextmanager
-def _gateway_on(port: int, env: dict[str, str], log_path: Path) -> Iterator[str]:
-    """The gateway under uvicorn on a port chosen beforehand (uvicorn_server picks its own)."""
-    cmd = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--host", HOST, "--port",
-           str(port), "--app-dir", str(REPO), "--log-level", "debug"]
-    child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1",
-                 "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=child_env)
-    try:
-        error = _wait_http(proc, port, "/healthz", 30)
-        if error is not None:
-            raise ServerStartError(f"gateway did not start: {error}\n{_log_tail(log_path)}")
-        yield f"http://{HOST}:{port}"
-    finally:
-        _stop(proc)
 
 
 @contextlib.contextmanager
@@ -105,65 +82,8 @@ scopes = [{scopes}]
                "GREENBRIDGE_DATA_DIR": str(directory / "var"), "GREENBRIDGE_DATABASE_URL": database_url,
                "GREENBRIDGE_SECRET_KEY": secret_key}
         log_path = directory / "gateway.log"
-        with _gateway_on(port, env, log_path):
+        with gateway_on(port, env, log_path, log_level="debug"):
             yield Stack(gateway, str(sandbox), database_url, secret_key, log_path)
-
-
-@dataclass
-class CdsClient:
-    client_id: str
-    secret: str
-    redirect_uri: str
-    admin_token: str
-
-
-def register(base: str) -> CdsClient:
-    http = httpx2.Client(base_url=base, timeout=30)
-    registered = http.post("/oauth/register", json={"scope": "cds_client_admin cds_usage_1",
-                                                    "client_name": "Upstream Test App"}).json()
-    admin = (registered["client_id"], registered["client_secret"])
-    access = http.post("/oauth/token", data={"grant_type": "client_credentials", "scope": "cds_client_admin"},
-                       auth=admin).json()["access_token"]
-    headers = {"Authorization": f"Bearer {access}"}
-    clients = http.get("/cds-api/v1/clients", headers=headers).json()["clients"]
-    usage = next(c for c in clients if "cds_usage_1" in c["scope"].split())
-    secret = http.get("/cds-api/v1/credentials", headers=headers,
-                      params={"client_ids": usage["client_id"]}).json()["credentials"][0]["client_secret"]
-    return CdsClient(usage["client_id"], secret, usage["cds_default_redirect_uri"], access)
-
-
-def push(base: str, client: CdsClient, details=USAGE_DETAILS, state: str = "cds-state") -> tuple[str, str]:
-    """PAR; returns (the authorize URL for the browser, the PKCE verifier)."""
-    verifier, challenge = pkce_pair()
-    pushed = httpx2.post(f"{base}/oauth/par", auth=(client.client_id, client.secret), timeout=30, data={
-        "response_type": "code", "client_id": client.client_id, "redirect_uri": client.redirect_uri,
-        "scope": "cds_usage_1", "state": state, "code_challenge": challenge, "code_challenge_method": "S256",
-        "authorization_details": json.dumps(details)})
-    assert pushed.status_code == 201, pushed.text
-    return (f"{base}/oauth/authorize?client_id={client.client_id}&request_uri={pushed.json()['request_uri']}",
-            verifier)
-
-
-def approve_at_gateway(browser: httpx2.Client, authorize_url: str) -> httpx2.Response:
-    page = browser.get(authorize_url)
-    assert page.status_code == 200, page.text
-    assert 'name="custodian" value="sandbox"' in page.text and 'name="password"' not in page.text
-    handle = re.search(r'name="consent" value="([^"]+)"', page.text).group(1)
-    action = re.search(r'<form method="post" action="([^"]+)"', page.text).group(1)
-    return browser.post(action, data={"consent": handle, "decision": "approve", "custodian": CUSTODIAN_ID})
-
-
-def at_sandbox(browser: httpx2.Client, sandbox: str, location: str, decision: str = "approve") -> str:
-    """The customer at the custodian: the sign-in page, then one POST signing in and deciding; the Location."""
-    assert location.startswith(f"{sandbox}/oauth/authorize?")
-    page = browser.get(location)
-    assert page.status_code == 200 and 'id="customer_id"' in page.text
-    customer = browser.get(f"{sandbox}/sandbox.json").json()["customers"][0]["id"]
-    params = dict(parse_qsl(urlsplit(location).query))
-    answer = browser.post(location.split("?")[0], data={**params, "customer_id": customer, "password": "sandbox",
-                                                          "decision": decision})
-    assert answer.status_code in (302, 303), answer.text
-    return answer.headers["location"]
 
 
 @pytest.fixture(scope="module")
