@@ -164,10 +164,27 @@ def test_redis_flushed_mid_run_ends_exact(tmp_path, sshd):
 
 def test_rest_bulk_fans_out_the_same_way(tmp_path):
     """FB_35: the BatchList names ``Batch/Bulk/1``; the workers GET it with the client token, split it and store
-    each part under its Grant (no SFTP configured: the sandbox serves the bulk feed over REST)."""
+    each part under its Grant (no SFTP configured: the sandbox serves the bulk feed over REST). Customer 1's
+    subscription is behind two authorization rows (a re-authorization): both ingest it, idempotently, from files of
+    their own. Customer 3's authorization was revoked on our side before the bulk: its part is never stored."""
+    from datetime import UTC, datetime
+
+    from cds import upstream
+    from cds.store.models import UpstreamAuthorization
+
     with start_bridge(tmp_path, scopes=(BULK_SCOPE,), customers=3, days=DAYS,
                       sandbox_env={"GREENBRIDGE_SANDBOX_NOTIFY_ON_NEW_DATA": "false"}) as bridge:
         _client, granted = _consent_all(bridge, 3)
+        with bridge.sessions()() as session, session.begin():
+            (first,) = upstream.authorizations_of(session, granted[0].grant_id)
+            again = upstream.link_imported(
+                session, grant_id=first.grant_id, custodian_id=first.custodian_id, customer_id=first.customer_id,
+                scope=first.scope, resource_uri=first.resource_uri,
+                authorization_uri=first.authorization_uri + "-again", customer_resource_uri=None)
+            (second,) = upstream.authorizations_of(session, granted[1].grant_id)
+            (third,) = upstream.authorizations_of(session, granted[2].grant_id)
+            expected_rows = sorted([first.id, again.id, second.id])
+            session.get(UpstreamAuthorization, third.id).revoked = datetime.now(UTC)
         for number in range(1, 4):
             grown = httpx2.post(f"{bridge.sandbox}/sandbox/customers/customer-{number}/advance",
                                 data={"days": GROWTH}, timeout=30)
@@ -177,8 +194,17 @@ def test_rest_bulk_fans_out_the_same_way(tmp_path):
                              content=f'<BatchList xmlns="http://naesb.org/espi"><resources>{uri}</resources></BatchList>',
                              headers={"Content-Type": "application/atom+xml"})
         assert answer.status_code == 200
-        jobs = bridge.wait_jobs_settled(expect=lambda jobs: sum(j.kind == "ingest_bulk_part" for j in jobs) == 3)
+        jobs = bridge.wait_jobs_settled(expect=lambda jobs: any(j.kind == "fetch_bulk" for j in jobs))
         assert all(j.state == "done" for j in jobs), [(j.kind, j.state, j.last_error) for j in jobs]
         (bulk,) = [j for j in jobs if j.kind == "fetch_bulk"]
         assert bulk.queue == "http"
-        _assert_each_grant_holds_its_own_customer(bridge, granted, DAYS + GROWTH)
+        parts = [j for j in jobs if j.kind == "ingest_bulk_part"]
+        assert sorted(j.payload["upstream_id"] for j in parts) == expected_rows  # not the revoked third
+        assert len({j.payload["path"] for j in parts}) == 3  # one file each
+        for number, one in enumerate(granted, start=1):
+            days = DAYS + GROWTH if number < 3 else DAYS  # the revoked one kept what it had, got nothing new
+            assert segment_totals(usage_segments(bridge, one.access_token)) == \
+                source_totals(number, days, generate_start(DAYS)), f"customer {number}"
+        var = bridge.directory / "var"
+        assert not [p for p in (var / "bulk").rglob("*") if p.is_file()]  # unclaimed part included
+        assert not [p for p in (var / "downloads").rglob("*") if p.is_file()]

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -250,7 +252,9 @@ def fetch_bulk(session: Session, job: Job, config: Any) -> str:
     parts_dir.mkdir(parents=True, exist_ok=True)
     try:
         split = split_bulk(path, parts_dir)
-    except EspiError as error:
+    except EspiError as error:  # the file itself is wrong: neither it nor a retry is of any use
+        path.unlink(missing_ok=True)
+        _remove_dir(parts_dir)
         raise jobs.PermanentError(f"{jobs_uri(uri)}: {error}") from None
     queued = 0
     unclaimed = []
@@ -258,10 +262,14 @@ def fetch_bulk(session: Session, job: Job, config: Any) -> str:
         rows = bridge.authorizations_for_subscription(session, custodian.id, subscription_id)
         if not rows:
             unclaimed.append(subscription_id)
+            after_commit(session, lambda part=part: part.unlink(missing_ok=True))
             continue
-        for row in rows:
+        for index, row in enumerate(rows):
+            # each ingest job owns its file (a hard link for a subscription behind several grants), so the
+            # first to finish cannot remove another's part
+            own = part if index == 0 else _link(part, part.with_name(f"{part.stem}-{row.id}{part.suffix}"))
             jobs.enqueue(session, "ingest_bulk_part",
-                         {"custodian_id": custodian.id, "upstream_id": row.id, "path": str(part),
+                         {"custodian_id": custodian.id, "upstream_id": row.id, "path": str(own),
                           "subscription_id": subscription_id, "bulk": jobs_uri(uri)},
                          f"bulk-part:{job.job_id}:{subscription_id}:{row.id}", queue="translate", now=ctx.now)
             queued += 1
@@ -270,6 +278,8 @@ def fetch_bulk(session: Session, job: Job, config: Any) -> str:
         log.warning("bulk %s: %d subscription(s) with no live authorization skipped: %s", jobs_uri(uri),
                     len(unclaimed), ", ".join(unclaimed[:20]))
     after_commit(session, lambda: path.unlink(missing_ok=True))
+    if not queued:
+        after_commit(session, lambda: _remove_dir(parts_dir))
     return f"{len(split.parts)} subscription part(s), {queued} ingest job(s), {len(unclaimed)} unclaimed"
 
 
@@ -310,6 +320,19 @@ def ingest_bulk_part(session: Session, job: Job, config: Any) -> str:
                                                     f"#{job.payload.get('subscription_id')}")
     after_commit(session, lambda: _remove_part(path))
     return f"grant {grant.grant_id}: {summary}"
+
+
+def _link(source: Path, target: Path) -> Path:
+    target.unlink(missing_ok=True)  # a re-run of the same bulk job links again
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(source, target)
+    return target
+
+
+def _remove_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _remove_part(path: Path) -> None:
