@@ -11,7 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
-from test_upstream_consent import CUSTODIAN_ID, push, register, start_stack
+from bridge_stack import CUSTODIAN_ID, push, register
+from test_upstream_consent import start_stack
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def stack(tmp_path_factory):
 
 
 def test_both_consent_pages_in_chromium(stack, browser, artifacts_dir):
-    client = register(stack.gateway)
+    client = register(stack.gateway, "Upstream Test App")
     authorize_url, _verifier = push(stack.gateway, client, state="browser-state")
     customer = httpx2.get(f"{stack.sandbox}/sandbox.json", timeout=30).json()["customers"][0]["id"]
     context = browser.new_context(java_script_enabled=False)
