@@ -222,3 +222,26 @@ def test_application_information_notification_is_read(bridge):
     (job,) = bridge.wait_jobs_settled(kinds={"sync_application_information"},
                                       expect=lambda jobs: len(jobs) == 1)
     assert job.state == "done", job.last_error
+
+
+def test_concurrent_refreshes_of_one_authorization_refresh_once(bridge, client):
+    """Two runs holding the same expired token: the first refreshes (the sandbox rotates the refresh token), the
+    second finds the new tokens and uses them instead of spending the rotated refresh token."""
+    from gateway.config import load_config
+    from workers import upstream as bridge_jobs
+
+    granted = consent(bridge, client, customer_index=0)
+    wait_grant(bridge, client, granted.grant_id, "active")
+    row = _upstream_row(bridge, granted.grant_id)
+    config = load_config(environ=bridge.env)
+    ctx = bridge_jobs.context(config)
+    from cds import upstream
+
+    stale = upstream.tokens_of(ctx.box, row).access_token
+    custodian = ctx.custodian("sandbox")
+    first = bridge_jobs.refresh(ctx, ctx.client(custodian), row.id, stale)
+    second = bridge_jobs.refresh(ctx, ctx.client(custodian), row.id, stale)
+    assert first != stale and second == first
+    # and the rotated refresh token still works: a real refresh from the stored tokens succeeds
+    third = bridge_jobs.refresh(ctx, ctx.client(custodian), row.id, first)
+    assert third not in (stale, first)

@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from cds import bridge, upstream
@@ -106,18 +107,30 @@ def jobs_uri(uri: str) -> str:
 # ------------------------------------------------------------------------------------------------------ tokens
 
 
+def _due(tokens: Any, now: datetime) -> bool:
+    return tokens.expires_at is not None and tokens.expires_at <= now + REFRESH_MARGIN
+
+
 def access_token(ctx: Context, client: CustodianClient, row: UpstreamAuthorization) -> str:
     tokens = upstream.tokens_of(ctx.box, row)
-    if tokens.expires_at is not None and tokens.expires_at <= ctx.now + REFRESH_MARGIN and tokens.refresh_token:
-        return refresh(ctx, client, row.id)
+    if _due(tokens, ctx.now) and tokens.refresh_token:
+        return refresh(ctx, client, row.id, tokens.access_token)
     return tokens.access_token
 
 
-def refresh(ctx: Context, client: CustodianClient, row_id: int) -> str:
-    """Refresh the authorization's tokens and commit them in a transaction of their own (see module docstring)."""
+def refresh(ctx: Context, client: CustodianClient, row_id: int, stale: str) -> str:
+    """Refresh the authorization's tokens and commit them in a transaction of their own (see module docstring).
+
+    Refreshes of one authorization are serialized: the row is write-locked first (an UPDATE, which locks on
+    PostgreSQL and SQLite alike), and a run that finds the tokens already replaced since it read ``stale`` uses
+    the new ones: custodians rotate refresh tokens, and a second refresh with the old one would fail for good."""
     with sessions_for(ctx.config)() as session, session.begin():
-        row = session.get(UpstreamAuthorization, row_id)
+        session.execute(update(UpstreamAuthorization).where(UpstreamAuthorization.id == row_id)
+                        .values(modified=UpstreamAuthorization.modified))
+        row = session.get(UpstreamAuthorization, row_id, populate_existing=True)
         current = upstream.tokens_of(ctx.box, row)
+        if current.access_token != stale and not _due(current, ctx.now):
+            return current.access_token  # another run refreshed meanwhile
         if not current.refresh_token:
             raise jobs.PermanentError(f"authorization {row_id}: the access token expired and there is no refresh "
                                       "token; the customer must authorize again")
@@ -208,7 +221,7 @@ def fetch_subscription(session: Session, job: Job, config: Any) -> str:
             if error.status != 401 or not upstream.tokens_of(ctx.box, row).refresh_token:
                 raise _failure(error, f"GET {jobs_uri(uri)}") from None
             try:  # the custodian expired the token early: refresh once and ask again
-                answer = client.get(uri, refresh(ctx, client, row.id))
+                answer = client.get(uri, refresh(ctx, client, row.id, token))
             except CustodianError as again:
                 raise _failure(again, f"GET {jobs_uri(uri)}") from None
         if isinstance(answer, Deferred):
