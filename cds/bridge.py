@@ -40,8 +40,9 @@ from cds.upstream import resource_key, subscription_id_of, uri_digest
 from cds.urls import Urls
 
 #: The statuses a Grant may still receive data in (a ``future`` Grant is fetched ahead of its start; an ``errored``
-#: one is tried again when the custodian announces data).
-FETCHING = frozenset({"pending", "active", "future", "errored", "delayed"})
+#: one is tried again when the custodian announces data; bulk deliveries may still reach one that
+#: ``needs_authorization``, whose own token no longer works).
+FETCHING = frozenset({"pending", "active", "future", "errored", "delayed", "needs_authorization"})
 
 
 def first_fetch(session: Session, row: UpstreamAuthorization, now: datetime) -> Job:
@@ -172,6 +173,20 @@ def sync_ended(session: Session, grant: Grant, *, urls: Urls, box: SecretBox, no
     grant.status = "stopped"
     grant.modified = now
     _log_change(session, grant, before, urls=urls, box=box, now=now, why="sync_until passed; no new data is fetched")
+    return True
+
+
+def needs_authorization(session: Session, grant: Grant, *, urls: Urls, box: SecretBox, now: datetime,
+                        why: str) -> bool:
+    """The custodian stopped honouring the authorization (its refresh token was refused): the Grant waits for the
+    customer to authorize again (WG1-02 §8.2 ``needs_authorization``: a Grant Authorization Request with
+    ``cds_grant_id``); the data already stored stays readable."""
+    if grant.status in FINAL or grant.status == "needs_authorization":
+        return False
+    before = _before(grant)
+    grant.status = "needs_authorization"
+    grant.modified = now
+    _log_change(session, grant, before, urls=urls, box=box, now=now, why=why)
     return True
 
 

@@ -43,10 +43,12 @@ class CustodianError(EspiError):
     """The custodian answered with an error (the HTTP status and a short excerpt of the body); ``retry_after`` is
     its Retry-After header, verbatim (RFC 9110 §10.2.3: seconds or an HTTP date), when it sent one."""
 
-    def __init__(self, message: str, status: int | None = None, retry_after: str | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, retry_after: str | None = None,
+                 oauth_error: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.oauth_error = oauth_error  # the RFC 6749 §5.2 error code of a token endpoint answer
 
 
 class ForeignURLError(CustodianError):
@@ -192,7 +194,9 @@ class CustodianClient:
             try:
                 token = client.refresh_token(self.endpoints.token_url, refresh_token=refresh_token)
             except _OAUTH_ERRORS as error:
-                raise CustodianError(f"token refresh failed: {error}") from None
+                code = getattr(error, "error", None)
+                raise CustodianError(f"token refresh failed: {error}",
+                                     oauth_error=code if isinstance(code, str) else None) from None
         return CustodianTokens.from_response(token)
 
     def client_credentials(self, scope: str | None = None) -> CustodianTokens:

@@ -245,3 +245,32 @@ def test_concurrent_refreshes_of_one_authorization_refresh_once(bridge, client):
     # and the rotated refresh token still works: a real refresh from the stored tokens succeeds
     third = bridge_jobs.refresh(ctx, ctx.client(custodian), row.id, first)
     assert third not in (stale, first)
+
+
+def test_refused_refresh_token_asks_the_customer_to_authorize_again(bridge, client):
+    """The custodian no longer honours the refresh token (invalid_grant): the fetch ends dead and the Grant
+    ``needs_authorization`` (WG1-02 §8.2); the data already stored stays readable."""
+    from cds.store.models import UpstreamAuthorization
+
+    granted = consent(bridge, client, customer_index=1)
+    wait_grant(bridge, client, granted.grant_id, "active")
+    row = _upstream_row(bridge, granted.grant_id)
+    from gateway.config import load_config
+    from workers import upstream as bridge_jobs
+
+    box = bridge_jobs.context(load_config(environ=bridge.env)).box
+    with bridge.sessions()() as session, session.begin():
+        stored = session.get(UpstreamAuthorization, row.id)
+        stored.refresh_token_encrypted = box.encrypt("not-a-refresh-token-the-custodian-knows")
+        stored.expires_at = datetime.now(UTC) - timedelta(minutes=5)
+    uri = row.resource_uri
+    answer = httpx2.post(f"{bridge.gateway}/custodians/sandbox/notify", timeout=30,
+                         content=f'<BatchList xmlns="http://naesb.org/espi"><resources>{uri}</resources></BatchList>',
+                         headers={"Content-Type": "application/atom+xml"})
+    assert answer.status_code == 200
+    waiting = wait_grant(bridge, client, granted.grant_id, "needs_authorization")
+    assert waiting["enabled_scope"] == "cds_usage_1"
+    (job,) = [j for j in bridge.jobs() if j.kind == "fetch_subscription" and j.dedupe_key.startswith("notification:")
+              and j.payload.get("uri") == uri]
+    assert job.state == "dead" and "refused the refresh token" in job.last_error
+    assert usage_segments(bridge, granted.access_token)  # what was stored is still served

@@ -123,7 +123,10 @@ def refresh(ctx: Context, client: CustodianClient, row_id: int, stale: str) -> s
 
     Refreshes of one authorization are serialized: the row is write-locked first (an UPDATE, which locks on
     PostgreSQL and SQLite alike), and a run that finds the tokens already replaced since it read ``stale`` uses
-    the new ones: custodians rotate refresh tokens, and a second refresh with the old one would fail for good."""
+    the new ones: custodians rotate refresh tokens, and a second refresh with the old one would fail for good.
+    A refresh token the custodian refuses (``invalid_grant``) means the authorization is gone: the Grant
+    ``needs_authorization`` (committed here) and the job ends."""
+    refused: CustodianError | None = None
     with sessions_for(ctx.config)() as session, session.begin():
         session.execute(update(UpstreamAuthorization).where(UpstreamAuthorization.id == row_id)
                         .values(modified=UpstreamAuthorization.modified))
@@ -137,14 +140,29 @@ def refresh(ctx: Context, client: CustodianClient, row_id: int, stale: str) -> s
         try:
             fresh = client.refresh(current.refresh_token)
         except CustodianError as error:
-            raise _failure(error, f"authorization {row_id}: token refresh") from None
-        row.access_token_encrypted = ctx.box.encrypt(fresh.access_token)
-        if fresh.refresh_token:
-            row.refresh_token_encrypted = ctx.box.encrypt(fresh.refresh_token)
-        row.expires_at = fresh.expires_at
-        row.modified = ctx.now
+            if error.oauth_error not in REFUSED_GRANT:
+                raise _failure(error, f"authorization {row_id}: token refresh") from None
+            refused = error
+            grant = session.get(Grant, row.grant_id)
+            if grant is not None:
+                bridge.needs_authorization(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now,
+                                           why=f"the data custodian refused to renew its authorization "
+                                               f"({error.oauth_error}); the customer must authorize again")
+        else:
+            row.access_token_encrypted = ctx.box.encrypt(fresh.access_token)
+            if fresh.refresh_token:
+                row.refresh_token_encrypted = ctx.box.encrypt(fresh.refresh_token)
+            row.expires_at = fresh.expires_at
+            row.modified = ctx.now
+    if refused is not None:
+        raise jobs.PermanentError(f"authorization {row_id}: the custodian refused the refresh token "
+                                  f"({refused.oauth_error}); the customer must authorize again")
     log.info("authorization %s: tokens refreshed", row_id)
     return fresh.access_token
+
+
+#: Token endpoint answers to a refresh that mean the authorization itself is gone (RFC 6749 §5.2).
+REFUSED_GRANT = frozenset({"invalid_grant", "unauthorized_client"})
 
 
 #: The client_credentials scope of a registration_access_token (ThirdParty_Registration_Access, espi.md §6.3).
