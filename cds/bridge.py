@@ -11,6 +11,8 @@ Grant lifecycle (CDS-WG1-02 §8.2 statuses; issue 6 item 7):
 * later BatchList notifications bring new data; :func:`keeps_syncing` stops fetching after the details'
   ``sync_until`` (what is stored stays visible as the projection allows; :func:`sync_ended` marks it ``stopped``)
   and after ``expires``;
+* a refresh token the custodian refuses makes it :func:`needs_authorization` (the customer authorizes again with
+  ``cds_grant_id``; the consent hop then makes it ``pending`` again);
 * a CDS-side end (the customer's revocation from the receipt, the client closing the Grant) calls
   :func:`end_upstream`, which queues ``revoke_upstream`` jobs: the workers revoke the custodian's Authorization;
 * an upstream revocation (a BatchList naming the Authorization, whose status then reads 0 Revoked or 2 Denied)
