@@ -33,7 +33,7 @@ import re
 import uuid
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,6 +174,8 @@ class _PartState:
     related: set[str]
     partial: Path
     started: bool = False
+    last: int = -1  # the seq of the last entry written to this part (known after the first pass)
+    finished: bool = False
 
 
 class _Writers:
@@ -203,6 +205,11 @@ class _Writers:
 
     def write(self, index: int, data: bytes) -> None:
         self.handle(index).write(data)
+
+    def close_one(self, index: int) -> None:
+        handle = self.open.pop(index, None)
+        if handle is not None:
+            handle.close()
 
     def close(self) -> None:
         while self.open:
@@ -235,12 +242,15 @@ def _part_header(header: FeedHeader, part: BulkPart) -> bytes:
             f"<updated>{_atom_time(header.updated)}</updated>{''.join(links)}\n").encode()
 
 
-def split_bulk(path: str | os.PathLike, out_dir: str | os.PathLike, *, max_open: int = MAX_OPEN_PARTS
-               ) -> BulkSplit:
+def split_bulk(path: str | os.PathLike, out_dir: str | os.PathLike, *, max_open: int = MAX_OPEN_PARTS,
+               on_part: Callable[[BulkPart], None] | None = None) -> BulkSplit:
     """Splits the bulk feed at ``path`` into one Atom feed per subscription, written into ``out_dir``.
 
     Part files are named ``subscription-{S}.xml`` (characters outside ``[A-Za-z0-9._-]`` replaced) and written
-    under a temporary name, renamed when complete: on an error none is left behind. Errors are
+    under a temporary name, renamed when complete. A part is complete as soon as the second pass has written the
+    last entry the first pass found for it (custodians write a bulk subscription by subscription, so parts complete
+    one after the other): ``on_part(part)`` is called then, so its consumer can start while the split goes on.
+    On an error, parts not yet complete are removed; completed ones (already handed to ``on_part``) stay. Errors are
     :class:`espi.errors.EspiError` naming the file and line (not well-formed XML, a DOCTYPE, not an Atom feed).
     """
     source = os.fspath(path)
@@ -248,14 +258,28 @@ def split_bulk(path: str | os.PathLike, out_dir: str | os.PathLike, *, max_open:
     out.mkdir(parents=True, exist_ok=True)
     result, states, owner, loose, header = _first_pass(source, out)
     _resolve(loose, states, result)
+    for seq, index in enumerate(owner):
+        if index >= 0:
+            states[index].last = seq
+    for seq, entry in loose.items():
+        for index in entry.targets:
+            states[index].last = max(states[index].last, seq)
     writers = _Writers(states, lambda part: _part_header(header, part), max_open)
+
+    def finish(index: int) -> None:
+        state = states[index]
+        writers.write(index, b"</feed>\n")
+        writers.close_one(index)
+        os.replace(state.partial, state.part.path)
+        state.finished = True
+        if on_part is not None:
+            on_part(state.part)
+
     try:
-        _second_pass(source, owner, loose, states, writers, result)
-        for index in range(len(states)):
-            writers.write(index, b"</feed>\n")
-        writers.close()
-        for state in states:
-            os.replace(state.partial, state.part.path)
+        _second_pass(source, owner, loose, states, writers, result, finish)
+        for index, state in enumerate(states):
+            if not state.finished:
+                finish(index)
     except BaseException:
         writers.close()
         for state in states:
@@ -367,7 +391,7 @@ def _resolve(loose: dict[int, _Loose], states: list[_PartState], result: BulkSpl
 
 
 def _second_pass(source: str, owner: array, loose: dict[int, _Loose], states: list[_PartState],
-                 writers: _Writers, result: BulkSplit) -> None:
+                 writers: _Writers, result: BulkSplit, finish: Callable[[int], None]) -> None:
     seq = 0
     with secure_document(source, name=source) as document:
         for _event, element in document.iterparse(events=("end",), tag="{*}entry"):
@@ -393,6 +417,8 @@ def _second_pass(source: str, owner: array, loose: dict[int, _Loose], states: li
             data = etree.tostring(element, encoding="UTF-8", with_tail=False) + b"\n"
             for i in targets:
                 writers.write(i, data)
+                if states[i].last == seq:
+                    finish(i)
             seq += 1
             element.clear(keep_tail=False)
             while element.getprevious() is not None:

@@ -394,3 +394,49 @@ def test_big_bulk_splits_in_bounded_memory(tmp_path):
     assert split.readings == sum(expected.values()) == 20 * 31 * 96 * 2
     assert all(part.shared_entries == 3 for part in split.part_info.values())  # two ReadingTypes, one LTP
     assert sum(path.stat().st_size for path in split.parts.values()) > size
+
+
+def test_parts_are_handed_over_as_soon_as_complete(tmp_path):
+    """A bulk written subscription by subscription (as custodians do, shared entries first): each part is complete
+    and handed to ``on_part`` while later parts are still being written, so ingestion can start during the split."""
+    specs = {number: spec_of(number, days=2) for number in (1, 2, 3)}
+    body = []
+    for number, spec in specs.items():
+        entries, _ltp = bulk_chunks(number, spec)
+        body += entries
+    bulk = tmp_path / "bulk.xml"
+    bulk.write_text(HEAD + "".join(body) + "</feed>\n", encoding="utf-8")
+    parts_dir = tmp_path / "parts"
+    seen: list[tuple[str, list[str]]] = []
+
+    def on_part(part):
+        assert part.path.is_file() and translated_totals(part.path)["readings"] == part.readings > 0
+        seen.append((part.subscription, sorted(p.name for p in parts_dir.iterdir() if p.suffix == ".xml")))
+
+    split = split_bulk(bulk, parts_dir, on_part=on_part)
+    assert [s for s, _ in seen] == ["101", "102", "103"] == list(split.parts)
+    # when the first part was handed over, the later ones were not complete yet (no final file)
+    assert seen[0][1] == ["subscription-101.xml"]
+    assert seen[1][1] == ["subscription-101.xml", "subscription-102.xml"]
+
+
+def test_an_error_after_a_part_was_handed_over_keeps_it_and_removes_the_rest(tmp_path):
+    specs = {number: spec_of(number, days=1) for number in (1, 2, 3)}
+    body = []
+    for number, spec in specs.items():
+        entries, _ltp = bulk_chunks(number, spec)
+        body += entries
+    bulk = tmp_path / "bulk.xml"
+    bulk.write_text(HEAD + "".join(body) + "</feed>\n", encoding="utf-8")
+    handed: list[str] = []
+
+    def on_part(part):
+        handed.append(part.subscription)
+        if len(handed) == 2:
+            raise RuntimeError("the consumer failed")
+
+    with pytest.raises(RuntimeError):
+        split_bulk(bulk, tmp_path / "parts", on_part=on_part)
+    # the two complete parts stay (handed over); the third, unfinished, leaves nothing behind
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["subscription-101.xml",
+                                                                      "subscription-102.xml"]

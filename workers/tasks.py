@@ -121,6 +121,21 @@ def submit(app: Any, session: Session, kind: str, payload: dict[str, Any], dedup
 
 
 AFTER_COMMIT = "greenbridge.after_commit"
+PUBLISH = "greenbridge.publish"
+
+
+def publish_now(session: Session, job_id: str, queue: str) -> bool:
+    """Publish a job committed outside the run's transaction (a fan-out that starts before the run ends) with the
+    run's publisher; False when there is none (the reconciler will)."""
+    publisher = session.info.get(PUBLISH)
+    if publisher is None:
+        return False
+    try:
+        publisher(job_id, queue)
+    except Exception as error:
+        log.warning("job %s not published (%s); the reconciler will", job_id, error)
+        return False
+    return True
 
 
 def after_commit(session: Session, action: Callable[[], Any]) -> None:
@@ -150,6 +165,7 @@ def execute(config: Any, job_id: str, publish_job: Callable[[str, str], Any] | N
             return None
         kind = HANDLERS.get(job.kind)
         _drop_pending(session)
+        session.info[PUBLISH] = publish_job
         with _Heartbeat(sessions, job, lease):
             return _run(session, job, kind, config, publish_job)
 

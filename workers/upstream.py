@@ -40,7 +40,7 @@ from cds.store.models import Grant, Job, UpstreamAuthorization
 from cds.urls import Urls
 from espi.custodian_client import CustodianClient, CustodianError, Deferred, Fetched, ForeignURLError
 from workers import jobs
-from workers.tasks import after_commit, register, sessions_for
+from workers.tasks import after_commit, publish_now, register, sessions_for
 
 log = logging.getLogger(__name__)
 
@@ -278,40 +278,68 @@ def fetch_bulk(session: Session, job: Job, config: Any) -> str:
             raise _defer(ctx, job, custodian.id, answer)
         path = answer.path
     # The parts live until their ingest jobs are done; the directory is named by this job, so a re-run of it
-    # splits into the same place and the (deduplicated) part jobs find their files.
+    # splits into the same place and the (deduplicated) part jobs find their files. Each part is fanned out as
+    # soon as the split completes it (espi.bulk on_part): its jobs are committed and published at once, so the
+    # translate workers start while the split goes on.
     parts_dir = Path(config.data_dir) / "bulk" / job.job_id
     parts_dir.mkdir(parents=True, exist_ok=True)
+    fan_out = _FanOut(ctx, session, job, custodian.id, jobs_uri(uri))
     try:
-        split = split_bulk(path, parts_dir)
+        split = split_bulk(path, parts_dir, on_part=fan_out.part)
     except EspiError as error:  # the file itself is wrong: neither it nor a retry is of any use
         path.unlink(missing_ok=True)
-        _remove_dir(parts_dir)
+        if not fan_out.queued:
+            _remove_dir(parts_dir)
         raise jobs.PermanentError(f"{jobs_uri(uri)}: {error}") from None
-    queued = 0
-    unclaimed = []
-    for subscription_id, part in sorted(split.parts.items()):
-        rows = bridge.authorizations_for_subscription(session, custodian.id, subscription_id)
-        if not rows:
-            unclaimed.append(subscription_id)
-            after_commit(session, lambda part=part: part.unlink(missing_ok=True))
-            continue
-        for index, row in enumerate(rows):
-            # each ingest job owns its file (a hard link for a subscription behind several grants), so the
-            # first to finish cannot remove another's part
-            own = part if index == 0 else _link(part, part.with_name(f"{part.stem}-{row.id}{part.suffix}"))
-            jobs.enqueue(session, "ingest_bulk_part",
-                         {"custodian_id": custodian.id, "upstream_id": row.id, "path": str(own),
-                          "subscription_id": subscription_id, "bulk": jobs_uri(uri)},
-                         f"bulk-part:{job.job_id}:{subscription_id}:{row.id}", queue="translate", now=ctx.now)
-            queued += 1
-    if unclaimed:
+    if fan_out.unclaimed:
         # Never stored: no Grant of ours covers these subscriptions (another third party's, or revoked).
         log.warning("bulk %s: %d subscription(s) with no live authorization skipped: %s", jobs_uri(uri),
-                    len(unclaimed), ", ".join(unclaimed[:20]))
+                    len(fan_out.unclaimed), ", ".join(fan_out.unclaimed[:20]))
     after_commit(session, lambda: path.unlink(missing_ok=True))
-    if not queued:
+    if not fan_out.queued:
         after_commit(session, lambda: _remove_dir(parts_dir))
-    return f"{len(split.parts)} subscription part(s), {queued} ingest job(s), {len(unclaimed)} unclaimed"
+    return (f"{len(split.parts)} subscription part(s), {fan_out.queued} ingest job(s), "
+            f"{len(fan_out.unclaimed)} unclaimed")
+
+
+class _FanOut:
+    """``on_part`` of a bulk split: one ``ingest_bulk_part`` job per authorization of the part's subscription,
+    committed in a transaction of its own and published at once. Idempotent (dedupe keys name the bulk job, the
+    subscription and the authorization): a re-run of the bulk job finds the jobs it made, and a part whose job is
+    already done is not kept."""
+
+    def __init__(self, ctx: Context, session: Session, job: Job, custodian_id: str, bulk: str) -> None:
+        self.ctx, self.session, self.job, self.custodian_id, self.bulk = ctx, session, job, custodian_id, bulk
+        self.queued = 0
+        self.unclaimed: list[str] = []
+
+    def part(self, part: Any) -> None:
+        subscription_id, path = part.subscription, part.path
+        made: list[tuple[str, str]] = []
+        with sessions_for(self.ctx.config)() as session:
+            with session.begin():
+                rows = bridge.authorizations_for_subscription(session, self.custodian_id, subscription_id)
+                files = []
+                for index, row in enumerate(rows):
+                    # each ingest job owns its file (a hard link for a subscription behind several grants), so
+                    # the first to finish cannot remove another's part
+                    own = path if index == 0 else _link(path, path.with_name(f"{path.stem}-{row.id}{path.suffix}"))
+                    queued = jobs.enqueue(session, "ingest_bulk_part",
+                                          {"custodian_id": self.custodian_id, "upstream_id": row.id,
+                                           "path": str(own), "subscription_id": subscription_id, "bulk": self.bulk},
+                                          f"bulk-part:{self.job.job_id}:{subscription_id}:{row.id}",
+                                          queue="translate", now=self.ctx.now)
+                    files.append((own, queued.state))
+            made = jobs.take_new_jobs(session)
+        for job_id, queue in made:
+            publish_now(self.session, job_id, queue)
+        if not rows:
+            self.unclaimed.append(subscription_id)
+            path.unlink(missing_ok=True)
+        for own, state in files:
+            if state in (jobs.DONE, jobs.DEAD):  # a re-run of the bulk: that part was already dealt with
+                own.unlink(missing_ok=True)
+        self.queued += len(rows)
 
 
 def _sftp_download(ctx: Context, custodian: Any, uri: str, job: Job) -> Path:
