@@ -54,6 +54,19 @@ class Bridge:
     workers: list[subprocess.Popen] = field(default_factory=list)
     worker_logs: list[Path] = field(default_factory=list)
 
+    @property
+    def gateway_log(self) -> Path:
+        return self.directory / "gateway.log"
+
+    def box(self):
+        """The gateway's objects built from the same configuration (its SecretBox decrypts the stored tokens);
+        dispose of ``.engine`` after use."""
+        from gateway.app import build_gateway
+        from gateway.config import GatewayConfig
+
+        config = GatewayConfig(issuer=self.gateway, database_url=self.database_url, secret_key=self.secret_key)
+        return build_gateway(config, migrate=False)
+
     def sessions(self):
         from cds.store.engine import make_engine, make_sessionmaker
 
@@ -152,8 +165,8 @@ def gateway_on(port: int, env: dict[str, str], log_path: Path, log_level: str = 
 def start_bridge(directory: Path, redis_url: str | None = None, *, scopes: tuple[str, ...] = DEFAULT_SCOPES,
                  sandbox_env: dict[str, str] | None = None, gateway_env: dict[str, str] | None = None,
                  custodian_toml: str = "", customers: int = 3, days: int = 5, workers: int = 1,
-                 database_url: str | None = None) -> Iterator[Bridge]:
-    """Sandbox, gateway and ``workers`` worker processes; everything stopped on exit.
+                 database_url: str | None = None, log_level: str = "info") -> Iterator[Bridge]:
+    """Sandbox, gateway and ``workers`` worker processes (0: nothing runs the jobs); everything stopped on exit.
 
     Without ``redis_url`` the bridge gets a redis-server of its own: two bridges on one Redis would share queues,
     and one bridge's worker would take (and drop, finding no such job in its store) the other's messages.
@@ -163,7 +176,7 @@ def start_bridge(directory: Path, redis_url: str | None = None, *, scopes: tuple
         with redis_server(directory) as own, start_bridge(
                 directory, own, scopes=scopes, sandbox_env=sandbox_env, gateway_env=gateway_env,
                 custodian_toml=custodian_toml, customers=customers, days=days, workers=workers,
-                database_url=database_url) as bridge:
+                database_url=database_url, log_level=log_level) as bridge:
             yield bridge
         return
     port = free_port()
@@ -203,7 +216,7 @@ scopes = [{listed}]
                "GREENBRIDGE_DATA_DIR": str(directory / "var"), "GREENBRIDGE_DATABASE_URL": database_url,
                "GREENBRIDGE_SECRET_KEY": secret_key, "GREENBRIDGE_REDIS_URL": redis_url, **(gateway_env or {})}
         bridge = Bridge(gateway, str(sandbox), redis_url, database_url, secret_key, directory, env, secret)
-        with gateway_on(port, env, directory / "gateway.log"):
+        with gateway_on(port, env, directory / "gateway.log", log_level=log_level):
             try:
                 for _ in range(workers):
                     bridge.start_worker()

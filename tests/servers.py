@@ -418,14 +418,9 @@ class RedisURL(str):
 
 
 def _redis_ping(socket_path: Path) -> bool:
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.5)
-            sock.connect(str(socket_path))
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
+    from greenbridge.embedded import redis_ping  # the same readiness check the one-command bridge uses
+
+    return redis_ping(socket_path)
 
 
 @contextlib.contextmanager

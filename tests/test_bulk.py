@@ -396,16 +396,21 @@ def test_big_bulk_splits_in_bounded_memory(tmp_path):
     assert sum(path.stat().st_size for path in split.parts.values()) > size
 
 
-def test_parts_are_handed_over_as_soon_as_complete(tmp_path):
-    """A bulk written subscription by subscription (as custodians do, shared entries first): each part is complete
-    and handed to ``on_part`` while later parts are still being written, so ingestion can start during the split."""
-    specs = {number: spec_of(number, days=2) for number in (1, 2, 3)}
+def _sequential_bulk(tmp_path: Path, days: int) -> Path:
+    """Three customers' entries one subscription after the other, each with its shared entries first."""
     body = []
-    for number, spec in specs.items():
-        entries, _ltp = bulk_chunks(number, spec)
+    for number in (1, 2, 3):
+        entries, _ltp = bulk_chunks(number, spec_of(number, days=days))
         body += entries
     bulk = tmp_path / "bulk.xml"
     bulk.write_text(HEAD + "".join(body) + "</feed>\n", encoding="utf-8")
+    return bulk
+
+
+def test_parts_are_handed_over_as_soon_as_complete(tmp_path):
+    """A bulk written subscription by subscription (as custodians do, shared entries first): each part is complete
+    and handed to ``on_part`` while later parts are still being written, so ingestion can start during the split."""
+    bulk = _sequential_bulk(tmp_path, days=2)
     parts_dir = tmp_path / "parts"
     seen: list[tuple[str, list[str]]] = []
 
@@ -421,13 +426,7 @@ def test_parts_are_handed_over_as_soon_as_complete(tmp_path):
 
 
 def test_an_error_after_a_part_was_handed_over_keeps_it_and_removes_the_rest(tmp_path):
-    specs = {number: spec_of(number, days=1) for number in (1, 2, 3)}
-    body = []
-    for number, spec in specs.items():
-        entries, _ltp = bulk_chunks(number, spec)
-        body += entries
-    bulk = tmp_path / "bulk.xml"
-    bulk.write_text(HEAD + "".join(body) + "</feed>\n", encoding="utf-8")
+    bulk = _sequential_bulk(tmp_path, days=1)
     handed: list[str] = []
 
     def on_part(part):

@@ -2,9 +2,7 @@
 
 The CDS client (registration, PAR, code exchange) and the customer's browser (consent form, the custodian's sign-in,
 the redirects) are plain httpx2 in this process; nothing of the gateway runs here except reading its database at the
-end. Ports: the sandbox must know the gateway's callback URL and the gateway the sandbox's endpoints, so the
-gateway's port is picked first (``free_port``), the sandbox starts with a redirect URI naming it, and the gateway
-then starts on that port with a [[custodians]] table naming the sandbox.
+end. The stack is tests/bridge_stack.start_bridge without workers.
 """
 
 from __future__ import annotations
@@ -12,78 +10,34 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
-from bridge_stack import USAGE_DETAILS, approve_at_gateway, at_sandbox, gateway_on, push, register
-from conftest import REPO
-from gateway_helpers import COVERAGE_TOML
-from servers import HOST, free_port, uvicorn_server
+from bridge_stack import (
+    CUSTODIAN_ID,
+    SANDBOX_CLIENT,
+    USAGE_DETAILS,
+    Bridge,
+    approve_at_gateway,
+    at_sandbox,
+    push,
+    register,
+    start_bridge,
+)
 
 from espi.custodian_client import CustodianClient, Fetched
 from espi.sandbox.config import DEFAULT_SCOPES
 
-CUSTODIAN_ID = "sandbox"
-SANDBOX_CLIENT, SANDBOX_SECRET = "gateway", "s3cret-" + secrets.token_hex(4)
-
-
-@dataclass
-class Stack:
-    gateway: str
-    sandbox: str
-    database_url: str
-    secret_key: str
-    gateway_log: Path
-
-    def box(self):
-        from gateway.app import build_gateway
-        from gateway.config import GatewayConfig
-
-        config = GatewayConfig(issuer=self.gateway, database_url=self.database_url, secret_key=self.secret_key)
-        return build_gateway(config, migrate=False)
-
 
 @contextlib.contextmanager
-def start_stack(directory: Path, database_url: str | None = None) -> Iterator[Stack]:
-    port = free_port()
-    gateway = f"http://{HOST}:{port}"
-    sandbox_env = {
-        "GREENBRIDGE_SANDBOX_BASE_URL": "http://127.0.0.1:{port}",
-        "GREENBRIDGE_SANDBOX_CLIENT_ID": SANDBOX_CLIENT, "GREENBRIDGE_SANDBOX_CLIENT_SECRET": SANDBOX_SECRET,
-        "GREENBRIDGE_SANDBOX_REDIRECT_URI": f"{gateway}/custodians/{CUSTODIAN_ID}/callback",
-        "GREENBRIDGE_SANDBOX_NOTIFY_URI": f"{gateway}/espi/1_1/Notification",
-        "GREENBRIDGE_SANDBOX_SCOPES": "|".join(DEFAULT_SCOPES),
-        "GREENBRIDGE_SANDBOX_GENERATE_CUSTOMERS": "2", "GREENBRIDGE_SANDBOX_GENERATE_DAYS": "5",
-        "GREENBRIDGE_SANDBOX_NOTIFY_ATTEMPTS": "1",
-    }
-    with uvicorn_server("espi.sandbox.app:create_sandbox_app", env=sandbox_env, app_dir=REPO,
-                        health_path="/healthz") as sandbox:
-        scopes = ", ".join(json.dumps(s) for s in DEFAULT_SCOPES)
-        config = directory / "greenbridge.toml"
-        config.write_text(COVERAGE_TOML + f"""
-[[custodians]]
-id = "{CUSTODIAN_ID}"
-name = "Sandbox Power & Light"
-resource_url = "{sandbox}/espi/1_1/resource"
-authorize_url = "{sandbox}/oauth/authorize"
-token_url = "{sandbox}/oauth/token"
-client_id = "{SANDBOX_CLIENT}"
-client_secret = "{SANDBOX_SECRET}"
-scopes = [{scopes}]
-""")
-        database_url = database_url or f"sqlite+pysqlite:///{directory}/greenbridge.db"
-        secret_key = secrets.token_urlsafe(32)
-        env = {"GREENBRIDGE_CONFIG": str(config), "GREENBRIDGE_ISSUER": gateway,
-               "GREENBRIDGE_DATA_DIR": str(directory / "var"), "GREENBRIDGE_DATABASE_URL": database_url,
-               "GREENBRIDGE_SECRET_KEY": secret_key}
-        log_path = directory / "gateway.log"
-        with gateway_on(port, env, log_path, log_level="debug"):
-            yield Stack(gateway, str(sandbox), database_url, secret_key, log_path)
+def start_stack(directory: Path, database_url: str | None = None) -> Iterator[Bridge]:
+    """Sandbox and gateway (debug access log) without workers: the consent hops alone; grants stay pending."""
+    with start_bridge(directory, workers=0, customers=2, days=5, database_url=database_url,
+                      log_level="debug") as bridge:
+        yield bridge
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +46,7 @@ def stack(tmp_path_factory):
         yield running
 
 
-def _journey(stack: Stack) -> None:
+def _journey(stack: Bridge) -> None:
     client = register(stack.gateway)
     authorize_url, verifier = push(stack.gateway, client)
     browser = httpx2.Client(timeout=30, follow_redirects=False)
@@ -165,16 +119,16 @@ def _journey(stack: Stack) -> None:
     # no upstream secret reached the gateway's log
     log = stack.gateway_log.read_text()
     assert "GET /custodians/sandbox/callback" in log  # debug access log on: the check below means something
-    for value in (stored.access_token, stored.refresh_token, SANDBOX_SECRET):
+    for value in (stored.access_token, stored.refresh_token, stack.sandbox_secret):
         assert value not in log
 
 
-def _custodian_settings(stack: Stack):
+def _custodian_settings(stack: Bridge):
     from gateway.config import CustodianConfig
 
     return CustodianConfig(id=CUSTODIAN_ID, name="Sandbox", resource_url=f"{stack.sandbox}/espi/1_1/resource",
                            authorize_url=f"{stack.sandbox}/oauth/authorize", token_url=f"{stack.sandbox}/oauth/token",
-                           client_id=SANDBOX_CLIENT, client_secret=SANDBOX_SECRET, hosts=("127.0.0.1",))
+                           client_id=SANDBOX_CLIENT, client_secret=stack.sandbox_secret, hosts=("127.0.0.1",))
 
 
 def test_consent_journey_crosses_both_hops(stack):

@@ -400,33 +400,41 @@ def _remove_part(path: Path) -> None:
         path.parent.rmdir()  # the bulk's directory goes with its last part (fails while others remain)
 
 
+def _admin_feed(ctx: Context, job: Job, custodian: Any, uri: str, scope: str | None = None) -> Any:
+    """GET an administrative resource (Authorization, ApplicationInformation) with a client_credentials token and
+    parse it; the download is removed once read. A 202 defers the job; the custodian's errors propagate as
+    :class:`CustodianError` for the caller to judge."""
+    from espi.errors import EspiError
+    from espi.feed import read_feed
+
+    client = ctx.client(custodian)
+    answer = client.get(uri, client_token(ctx, client, scope))
+    if isinstance(answer, Deferred):
+        raise _defer(ctx, job, custodian.id, answer)
+    try:
+        return read_feed(answer.path)
+    except EspiError as error:
+        raise jobs.PermanentError(f"{jobs_uri(uri)}: {error}") from None
+    finally:
+        answer.path.unlink(missing_ok=True)
+
+
 @register("sync_authorization", queue="http")
 def sync_authorization(session: Session, job: Job, config: Any) -> str:
     """Payload: ``custodian_id``, ``uri`` (``Authorization`` or ``Authorization/{id}``). A revoked or denied
     Authorization revokes the CDS Grant(s) behind it."""
     from cds.custodian_scopes import AUTHORIZATION_STATUS
-    from espi.errors import EspiError
-    from espi.feed import read_feed
 
     ctx = context(config)
     custodian = ctx.custodian(job.payload.get("custodian_id"))
     uri = job.payload.get("requested") or job.payload.get("uri") or ""
-    client = ctx.client(custodian)
     try:
-        answer = client.get(uri, client_token(ctx, client))
+        feed = _admin_feed(ctx, job, custodian, uri)
     except CustodianError as error:
         if error.status in (404, 410):  # the custodian forgot the Authorization: it no longer authorizes anything
             return _revoke_rows(session, ctx, bridge.authorizations_for_authorization(session, custodian.id, uri),
                                 f"the data custodian no longer knows the authorization ({error.status})")
         raise _failure(error, f"GET {jobs_uri(uri)}") from None
-    if isinstance(answer, Deferred):
-        raise _defer(ctx, job, custodian.id, answer)
-    try:
-        feed = read_feed(answer.path)
-    except EspiError as error:
-        raise jobs.PermanentError(f"{jobs_uri(uri)}: {error}") from None
-    finally:
-        answer.path.unlink(missing_ok=True)
     outcomes = []
     for entry in feed.entries:
         for resource in entry.resources:
@@ -481,25 +489,14 @@ def sync_application_information(session: Session, job: Job, config: Any) -> str
     how its offered scope strings differ from the configured ones. The configuration is the operator's: offered
     scopes are never changed behind their back, but a custodian that withdrew a scope the consent hop asks for
     must be noticed (the job's result and a warning in the log say which)."""
-    from espi.errors import EspiError
-    from espi.feed import read_feed
 
     ctx = context(config)
     custodian = ctx.custodian(job.payload.get("custodian_id"))
     uri = job.payload.get("requested") or job.payload.get("uri") or ""
-    client = ctx.client(custodian)
     try:
-        answer = client.get(uri, client_token(ctx, client, REGISTRATION_SCOPE))
+        feed = _admin_feed(ctx, job, custodian, uri, REGISTRATION_SCOPE)
     except CustodianError as error:
         raise _failure(error, f"GET {jobs_uri(uri)}") from None
-    if isinstance(answer, Deferred):
-        raise _defer(ctx, job, custodian.id, answer)
-    try:
-        feed = read_feed(answer.path)
-    except EspiError as error:
-        raise jobs.PermanentError(f"{jobs_uri(uri)}: {error}") from None
-    finally:
-        answer.path.unlink(missing_ok=True)
     offered = {scope for entry in feed.entries for resource in entry.resources
                if resource.name == "ApplicationInformation" for scope in resource.value.scopes}
     withdrawn = sorted(set(custodian.scopes) - offered)
