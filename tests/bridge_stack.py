@@ -241,11 +241,11 @@ class CdsClient:
     admin_token: str
 
 
-def register(base: str, client_name: str = "Bridge Test App") -> CdsClient:
+def register(base: str, client_name: str = "Bridge Test App", **metadata: str) -> CdsClient:
     """Dynamic registration; returns the code-flow client for cds_usage_1 and an admin token."""
     http = httpx2.Client(base_url=base, timeout=30)
     registered = http.post("/oauth/register", json={"scope": "cds_client_admin cds_usage_1",
-                                                    "client_name": client_name}).json()
+                                                    "client_name": client_name, **metadata}).json()
     admin = (registered["client_id"], registered["client_secret"])
     access = http.post("/oauth/token", data={"grant_type": "client_credentials", "scope": "cds_client_admin"},
                        auth=admin).json()["access_token"]

@@ -7,14 +7,13 @@ page is left in tests/artifacts/ for a person to look at.
 
 from __future__ import annotations
 
-import json
 import secrets
 from urllib.parse import parse_qs, urlsplit
 
-import httpx2
 import pytest
+from bridge_stack import CdsClient, push, register
 from conftest import REPO
-from gateway_helpers import COVERAGE_TOML, pkce_pair
+from gateway_helpers import COVERAGE_TOML
 from servers import uvicorn_server
 
 
@@ -32,36 +31,20 @@ def gateway_url(tmp_path):
         yield str(url)
 
 
-def _pushed_request(base: str) -> tuple[dict, str]:
-    http = httpx2.Client(base_url=base, timeout=30)
-    registered = http.post("/oauth/register", json={"scope": "cds_client_admin cds_usage_1",
-                                                    "client_name": "Browser Test App",
-                                                    "client_uri": "https://app.example/"}).json()
-    admin = (registered["client_id"], registered["client_secret"])
-    access = http.post("/oauth/token", data={"grant_type": "client_credentials", "scope": "cds_client_admin"},
-                       auth=admin).json()["access_token"]
-    headers = {"Authorization": f"Bearer {access}"}
-    clients = http.get("/cds-api/v1/clients", headers=headers).json()["clients"]
-    usage = next(c for c in clients if "cds_usage_1" in c["scope"].split())
-    credentials = http.get("/cds-api/v1/credentials", headers=headers,
-                           params={"client_ids": usage["client_id"]}).json()["credentials"]
-    _verifier, challenge = pkce_pair()
-    pushed = http.post("/oauth/par", auth=(usage["client_id"], credentials[0]["client_secret"]), data={
-        "response_type": "code", "client_id": usage["client_id"], "redirect_uri": usage["cds_default_redirect_uri"],
-        "scope": "cds_usage_1", "state": "browser-state", "code_challenge": challenge,
-        "code_challenge_method": "S256",
-        "authorization_details": json.dumps([{"type": "cds_usage_1", "segment_start": "P2Y"}]),
-    })
-    assert pushed.status_code == 201, pushed.text
-    return usage, pushed.json()["request_uri"]
+def _pushed_request(base: str) -> tuple[CdsClient, str]:
+    """A registered client's PAR for two years of usage; returns the client and the authorize URL."""
+    client = register(base, "Browser Test App", client_uri="https://app.example/")
+    authorize_url, _verifier = push(base, client, [{"type": "cds_usage_1", "segment_start": "P2Y"}],
+                                    state="browser-state")
+    return client, authorize_url
 
 
 def test_consent_form_in_chromium(gateway_url, browser, artifacts_dir):
-    usage, request_uri = _pushed_request(gateway_url)
+    client, authorize_url = _pushed_request(gateway_url)
     context = browser.new_context(java_script_enabled=False)
     try:
         page = context.new_page()
-        page.goto(f"{gateway_url}/oauth/authorize?client_id={usage['client_id']}&request_uri={request_uri}")
+        page.goto(authorize_url)
         assert "Browser Test App" in page.inner_text("#requester")
         assert page.locator("section.request").count() == 1
         assert "Usage from" in page.inner_text("section.request")
@@ -72,7 +55,7 @@ def test_consent_form_in_chromium(gateway_url, browser, artifacts_dir):
         page.click("#approve")
         page.wait_for_load_state()
         landed = urlsplit(page.url)
-        assert f"{landed.scheme}://{landed.netloc}{landed.path}" == usage["cds_default_redirect_uri"]
+        assert f"{landed.scheme}://{landed.netloc}{landed.path}" == client.redirect_uri
         query = parse_qs(landed.query)
         assert query["state"] == ["browser-state"] and query["code"][0]
         # the default redirect URI shows the customer their Authorization Receipt
@@ -84,11 +67,11 @@ def test_consent_form_in_chromium(gateway_url, browser, artifacts_dir):
 
 
 def test_declining_in_chromium(gateway_url, browser):
-    usage, request_uri = _pushed_request(gateway_url)
+    _client, authorize_url = _pushed_request(gateway_url)
     context = browser.new_context(java_script_enabled=False)
     try:
         page = context.new_page()
-        page.goto(f"{gateway_url}/oauth/authorize?client_id={usage['client_id']}&request_uri={request_uri}")
+        page.goto(authorize_url)
         page.click("#decline")
         page.wait_for_load_state()
         query = parse_qs(urlsplit(page.url).query)
