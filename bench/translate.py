@@ -49,7 +49,7 @@ if mode == "iterparse":
 elif mode == "parse":
     from espi.atom import FeedReader
 else:
-    import cds.from_espi.translate
+    import bridge.from_espi.translate
     import greenbridge.commands.translate
     from greenbridge.cli import main
 startup = time.perf_counter() - started

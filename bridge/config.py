@@ -81,7 +81,7 @@ class CustodianConfig:
     sftp: SftpConfig | None = None
     coverage: dict[str, Any] | None = None  # the WG1-01 coverage entry for this custodian's customers
     # The scope strings the custodian offers us, verbatim as in its ApplicationInformation (``FB=…;…``): the consent
-    # hop asks for the narrowest of them that covers a CDS request (cds.custodian_scopes.narrowest_scope).
+    # hop asks for the narrowest of them that covers a CDS request (bridge.custodian_scopes.narrowest_scope).
     scopes: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # never print the secret

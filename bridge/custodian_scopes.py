@@ -21,7 +21,7 @@ This module turns them into what greenbridge offers for that custodian and maps 
   the data of a server-created CDS Grant (WG1-02 §8) with ``authorization_details`` derived from its scope string;
   :func:`persist_server_created_grant` stores it with :func:`cds.grants.create_grant`.
 
-What a CDS scope needs from the custodian is :mod:`cds.legacy_scope` (docs/mapping.md §10); the decisions made here
+What a CDS scope needs from the custodian is :mod:`bridge.legacy_scope` (docs/mapping.md §10); the decisions made here
 are in docs/mapping.md §11 "Custodian scope strings ↔ CDS". In short:
 
 * **Ids.** One Scope Description per scope type and custodian, ``{type}_{custodian}`` (``cds_usage_sandbox``).
@@ -34,7 +34,7 @@ are in docs/mapping.md §11 "Custodian scope strings ↔ CDS". In short:
 * **Implied blocks.** A string with any usage-data block (FB_2, 4–12, 15–17, 27–29) also counts as FB_1 and FB_3,
   one with any retail-customer data block (FB_52, 54–62) as FB_51 and FB_53: they are mandatory for a certified
   Connect My Data custodian, and real strings leave them out (``FB=4_5_15`` in GBA's token-response contract).
-* **Gating.** A scope type is offered when one string covers its base access (:data:`cds.legacy_scope.SCOPE_TYPES`
+* **Gating.** A scope type is offered when one string covers its base access (:data:`bridge.legacy_scope.SCOPE_TYPES`
   default-true fields, plus at least one usage value type; direct access also needs one preselection field it can
   match). Value-type choices are those whose blocks that string has. Optional include fields it cannot fill are not
   offered; the ones WG3-01 §6.1 requires a scope to offer stay, default false, saying which blocks are missing.
@@ -63,9 +63,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from cds import authorization_details as rar
-from cds.authorization_details import INFINITE, START_FIELDS, AuthorizationDetailsError, load_timezone
-from cds.legacy_scope import (
+from bridge.legacy_scope import (
     COMMODITY_BLOCKS,
     CUSTOMER_JOIN,
     PRESELECTION_NEEDS,
@@ -73,6 +71,8 @@ from cds.legacy_scope import (
     history_fields,
     requirements,
 )
+from cds import authorization_details as rar
+from cds.authorization_details import INFINITE, START_FIELDS, AuthorizationDetailsError, load_timezone
 from cds.scopes import (
     CLIENT_ADMIN_ID,
     GRANT_ADMIN_ID,
@@ -623,7 +623,7 @@ def _needs(entries: Sequence[tuple[str, str, Mapping[str, Any]]],
     return needs
 
 
-#: Blocks that come along with others (the base blocks, and the customer-data join of cds.legacy_scope): named
+#: Blocks that come along with others (the base blocks, and the customer-data join of bridge.legacy_scope): named
 #: after the blocks that bring them in.
 _BROUGHT_ALONG = IMPLIED_USAGE_BLOCKS | IMPLIED_RETAIL_BLOCKS | CUSTOMER_JOIN
 
@@ -673,7 +673,7 @@ def narrowest_scope(
     ignored); ``effective_details``: :func:`cds.authorization_details.validate_authorization_details` ``.effective``
     (defaults filled, dates absolute); ``offered``: the custodian's scope strings; ``descriptions``: its Scope
     Descriptions; ``now``: the reference moment of the request. Among the strings whose Function Blocks (with the
-    implied base blocks) include everything :func:`cds.legacy_scope.requirements` asks for and whose history reaches
+    implied base blocks) include everything :func:`bridge.legacy_scope.requirements` asks for and whose history reaches
     back to every start field, the one with the fewest written blocks wins, then the shortest history, then one
     without ``BR=``, then the custodian's order. :class:`CustodianCannotProvide` names what no string can give;
     ``ValueError`` when the request holds no customer-data scope at all.

@@ -19,7 +19,7 @@ The rules (docs/mapping.md "CDS scopes → Green Button Function Blocks" has the
   net FB_7, reverse FB_8, gas FB_10, water FB_11, interval cost FB_12. GBA certifies FB_4 only together with
   one of FB_5/10/11/29, so a request without any of them (net or demand only, cost only, or value types null)
   adds the commodity blocks (FB_5/10/11) of the commodities concerned. A ``service_types`` preselection narrows
-  the commodities, and so does ``commodities=`` (what one custodian scope string meters, cds/custodian_scopes.py)
+  the commodities, and so does ``commodities=`` (what one custodian scope string meters, bridge/custodian_scopes.py)
   when it leaves any.
 * Bill sections: FB_15 (Usage Summary) and FB_16 (its costs: cost details, line items). Bill statements are built
   from those sections only in "utility mode" (docs/mapping.md §6.2): ESPI has no amount due, which is reported

@@ -20,7 +20,7 @@ Grant lifecycle (CDS-WG1-02 §8.2 statuses; issue 6 item 7):
 
 Resource matching (espi.md §4.1): a notification's ``Batch/Subscription/{id}`` URI is matched to an authorization's
 ``resourceURI`` with the query stripped; a bulk part is matched by its subscription id. Revoked authorizations never
-fetch; imported ones without tokens (cds.upstream.has_tokens) receive bulk parts only.
+fetch; imported ones without tokens (bridge.upstream.has_tokens) receive bulk parts only.
 
 Plain functions over a session; no network, no configuration reading.
 """
@@ -33,12 +33,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from bridge.upstream import resource_key, subscription_id_of, uri_digest
 from cds.grants import FINAL, effective_status
 from cds.messages import changelog
 from cds.secrets import SecretBox
 from cds.store.jobs import enqueue
 from cds.store.models import Grant, Job, Token, UpstreamAuthorization
-from cds.upstream import resource_key, subscription_id_of, uri_digest
 from cds.urls import Urls
 
 #: The statuses a Grant may still receive data in (a ``future`` Grant is fetched ahead of its start; an ``errored``

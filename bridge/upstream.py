@@ -41,7 +41,7 @@ PENDING_ETA = timedelta(hours=1)
 
 
 class CustodianSettings(Protocol):
-    """What :func:`endpoints` needs of a configured custodian (gateway.config.CustodianConfig)."""
+    """What :func:`endpoints` needs of a configured custodian (bridge.config.CustodianConfig)."""
 
     id: str
     resource_url: str

@@ -17,9 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cds.grants import create_grant
-from cds.registration import rfc3339
 from cds.secrets import SecretBox
 from cds.store.models import Client, Grant, Receipt
+from cds.timestamps import rfc3339
 
 _DURATION_LABELS = {
     "sync_until": "Kept up to date until",

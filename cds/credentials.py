@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session
 
 from cds.api_errors import bad_request, not_found, page_link, paginate, query_datetime, space_list
 from cds.messages import changelog
-from cds.registration import new_credential, rfc3339
+from cds.registration import new_credential
 from cds.secrets import SecretBox
 from cds.store.models import Client, Credential, Token
+from cds.timestamps import rfc3339
 from cds.urls import Urls
 
 

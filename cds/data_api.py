@@ -50,9 +50,9 @@ from sqlalchemy import String, and_, func, literal, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from cds.api_errors import CdsApiError, bad_request, page_link, query_datetime, space_list
-from cds.ingest import data_object, rfc3339
 from cds.projection import ID_FIELDS, LISTINGS, Access, StoredSegments, listing_of, project, q_matches
 from cds.store.models import DataObject, UsageSegmentRow
+from cds.store.objects import data_object, rfc3339
 from cds.urls import Urls
 
 __all__ = ["FILTERS", "MAX_PAGE_SIZE", "CustomerObjects", "group_objects", "list_objects"]

@@ -38,9 +38,9 @@ from cds.api_errors import (
     space_list,
 )
 from cds.messages import changelog
-from cds.registration import rfc3339
 from cds.secrets import SecretBox
 from cds.store.models import Client, Grant, Token
+from cds.timestamps import rfc3339
 from cds.urls import Urls
 
 STATUSES = (
@@ -354,10 +354,14 @@ def _by_type(details: list[dict]) -> list[dict]:
     return sorted(details, key=lambda e: str(e.get("type")))
 
 
-def _close(session: Session, grant: Grant, now: datetime) -> None:
-    from cds.bridge import end_upstream  # cds.bridge builds on this module
+#: ``on_close(session, grant_id, now)``: what else closing a Grant must do in the same transaction. The gateway wires
+#: the bridge's hook here (ending the custodian's Authorization too); cds knows nothing of custodians.
+GrantClosedHook = Callable[[Session, str, datetime], Any]
 
-    end_upstream(session, grant.grant_id, now)  # a closed Grant ends the custodian's Authorization too
+
+def _close(session: Session, grant: Grant, now: datetime, on_close: GrantClosedHook | None) -> None:
+    if on_close is not None:
+        on_close(session, grant.grant_id, now)
     grant.status = "closed"
     grant.enabled_scope = ""
     grant.enabled_authorization_details = []
@@ -383,8 +387,10 @@ def modify_grant(
     descriptions: Mapping[str, Any],
     timezone: str,
     now: datetime,
+    on_close: GrantClosedHook | None = None,
 ) -> dict[str, Any]:
-    """``PATCH {uri}`` (§8.7): close, reduce or expand; every accepted change is synchronous (200)."""
+    """``PATCH {uri}`` (§8.7): close, reduce or expand; every accepted change is synchronous (200). ``on_close`` runs
+    when the Grant closes (see :data:`GrantClosedHook`)."""
     grant = _owned(session, registration_id, grant_id)
     if not isinstance(body, Mapping):
         raise bad_request("the body must be a JSON object")
@@ -404,7 +410,7 @@ def modify_grant(
             raise bad_request("closing a grant cannot be combined with scope or authorization_details changes")
         if grant.status in FINAL:
             raise bad_request(f"the grant is {grant.status}; it cannot be closed")
-        _close(session, grant, now)
+        _close(session, grant, now, on_close)
         _log(session, grant, before, urls=urls, box=box, now=now)
         return grant_view(grant, urls, now)
     if scope_value is None and details_value is None:

@@ -47,9 +47,9 @@ from cds.api_errors import (
     space_list,
     too_large,
 )
-from cds.registration import rfc3339
 from cds.secrets import SecretBox
 from cds.store.models import Client, Message
+from cds.timestamps import rfc3339
 from cds.urls import Urls
 
 CLIENT_TYPES = ("private_message", "production_request", "support_request", "grant_request", "client_submission")

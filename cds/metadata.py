@@ -29,8 +29,8 @@ from urllib.parse import quote, urlencode
 
 import msgspec
 
-from cds.registration import rfc3339
 from cds.scopes import metadata_json, oauth_metadata_unions, registration_fields
+from cds.timestamps import rfc3339
 from cds.urls import Urls
 
 __all__ = [
@@ -111,7 +111,7 @@ class _Server(Protocol):
 
 
 class _Config(Protocol):
-    """The part of ``gateway.config.GatewayConfig`` read here (cds does not import the gateway)."""
+    """The part of ``bridge.config.GatewayConfig`` read here (cds imports nothing of bridge)."""
 
     server: _Server
     coverage: Sequence[Mapping[str, Any]]

@@ -1023,7 +1023,7 @@ class StoredSegments:
 
     ``serve(created, modified, synced, body)`` takes a stored segment (its ``cds_*`` timestamps as RFC 3339 text,
     its body as ingest wrote it: JSON without the timestamps) and gives what ``serve_segment`` gives for the
-    decoded segment (``cds.ingest.segment_object``), except that ``values`` may hold the stored JSON text
+    decoded segment (``cds.store.objects.segment_object``), except that ``values`` may hold the stored JSON text
     (msgspec.Raw) of all Value Sets or of their kept members, and tuples for lists: ``cds.jsonenc`` writes the
     very same bytes. Only the fields the projection keeps are decoded, each stored format list is projected once,
     and when the segment lies inside its rule's window the Value Sets are not parsed into numbers: passed through

@@ -29,8 +29,10 @@ from authlib.oauth2.rfc7591.claims import ClientMetadataClaims
 from joserfc.errors import JoseError
 from sqlalchemy.orm import Session
 
+from cds.messages import changelog
 from cds.secrets import SecretBox
 from cds.store.models import Client, Credential
+from cds.timestamps import rfc3339
 from cds.urls import Urls
 
 CLIENT_ADMIN = "cds_client_admin"
@@ -181,8 +183,6 @@ def is_direct_access(description: Any) -> bool:
 
 def _review_notice(session: Session, client: Client, *, urls: Urls, box: SecretBox, now: datetime) -> None:
     """The server notification that a direct-access Client waits for the operator's review (internal_review)."""
-    from cds.messages import changelog  # cds.messages imports this module
-
     changelog(
         session, client.registration_id, related_uri=urls.client(client.client_id), related_type="client",
         name="Direct access: internal review pending",
@@ -210,14 +210,6 @@ def new_credential(session: Session, client: Client, *, box: SecretBox, now: dat
         expires_at=0,
     ))
     return secret
-
-
-def rfc3339(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    value = value.astimezone(UTC)
-    text = value.isoformat(timespec="microseconds" if value.microsecond else "seconds")
-    return text.replace("+00:00", "Z")
 
 
 def client_json(client: Client, urls: Urls) -> dict[str, Any]:

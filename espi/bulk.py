@@ -3,7 +3,7 @@
 A bulk feed (espi.md §4.2, §7) is one Atom feed holding the data of every subscription whose Authorization scope
 names the same ``BR={bulkId}``. A third party has to store each customer's data under that customer's grant, so
 ``split_bulk`` cuts the bulk into one standalone Atom feed per subscription, which the translator
-(``greenbridge translate``, :func:`cds.from_espi.translate`) reads like any Batch/Subscription answer.
+(``greenbridge translate``, :func:`bridge.from_espi.translate`) reads like any Batch/Subscription answer.
 
 Which subscription an entry belongs to comes from its hrefs: an entry belongs to subscription ``S`` when its
 ``self`` href (else its ``up`` href) has the path segments ``Subscription/{S}`` — the resource-level form

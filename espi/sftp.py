@@ -80,7 +80,7 @@ class SftpNotFound(SftpError):
 
 
 class SftpSettings(Protocol):
-    """What :func:`download` needs to know about a server (``gateway.config.SftpConfig`` has these attributes)."""
+    """What :func:`download` needs to know about a server (``bridge.config.SftpConfig`` has these attributes)."""
 
     host: str
     port: int

@@ -2,7 +2,8 @@
 
 The body is read in async code first; these objects carry the already-parsed parameters into the threadpool where
 the Authlib server runs (ecosystem notes §1.2). Shared by both authorization servers we run: the CDS gateway
-(gateway/oauth) and the sandbox custodian (espi/sandbox) — it lives in espi, the bottom layer, so both may import it.
+(gateway/oauth) and the sandbox custodian (sandbox/); it lives in espi, the bottom layer, the one package both may
+import.
 """
 
 from __future__ import annotations

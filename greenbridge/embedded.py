@@ -50,7 +50,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.config import ConfigError, GatewayConfig, load_config
+from bridge.config import ConfigError, GatewayConfig, load_config
 
 HOST = "127.0.0.1"
 SANDBOX_ID = "sandbox"

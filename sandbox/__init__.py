@@ -4,8 +4,8 @@ It is the upstream peer the gateway's tests run against, so it behaves as ESPI c
 sandbox customers whose data comes from ESPI files or from :mod:`espi.generate`. See docs/sandbox.md.
 """
 
-from espi.sandbox.app import build_sandbox, create_sandbox_app
-from espi.sandbox.config import CustomerSpec, SandboxConfig, SandboxConfigError, ThirdParty, load_sandbox_config
+from sandbox.app import build_sandbox, create_sandbox_app
+from sandbox.config import CustomerSpec, SandboxConfig, SandboxConfigError, ThirdParty, load_sandbox_config
 
 __all__ = ["CustomerSpec", "SandboxConfig", "SandboxConfigError", "ThirdParty", "build_sandbox",
            "create_sandbox_app", "load_sandbox_config"]

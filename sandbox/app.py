@@ -1,7 +1,7 @@
 """The sandbox data custodian as a Starlette application: ``create_sandbox_app(config)``.
 
-``uvicorn --factory espi.sandbox.app:create_sandbox_app`` builds the configuration from the environment
-(``GREENBRIDGE_SANDBOX_CONFIG`` and ``GREENBRIDGE_SANDBOX_*``, see :mod:`espi.sandbox.config`). Endpoints, all below
+``uvicorn --factory sandbox.app:create_sandbox_app`` builds the configuration from the environment
+(``GREENBRIDGE_SANDBOX_CONFIG`` and ``GREENBRIDGE_SANDBOX_*``, see :mod:`sandbox.config`). Endpoints, all below
 the path of ``base_url``:
 
 * ``GET /`` (home page: endpoints, customers and passwords, authorizations, notifications), ``GET /healthz``,
@@ -43,12 +43,14 @@ from espi.atom import FeedReader
 from espi.errors import EspiError
 from espi.namespaces import local_name
 from espi.notification import normalized_query_time
-from espi.sandbox import data as sandbox_data
-from espi.sandbox.config import SandboxConfig, load_sandbox_config
-from espi.sandbox.data import Customer, DataSet, EntryRecord
-from espi.sandbox.notify import Deferrals, Notifier
-from espi.sandbox.oauth import SandboxOAuth, SandboxUser, describe_scope, offered_scope_for
-from espi.sandbox.resources import (
+from espi.starlette_oauth import GatewayRequest
+from espi.xmlsafe import secure_parse
+from sandbox import data as sandbox_data
+from sandbox.config import SandboxConfig, load_sandbox_config
+from sandbox.data import Customer, DataSet, EntryRecord
+from sandbox.notify import Deferrals, Notifier
+from sandbox.oauth import SandboxOAuth, SandboxUser, describe_scope, offered_scope_for
+from sandbox.resources import (
     ATOM_MEDIA_TYPE,
     INVALID_QUERY,
     Query,
@@ -61,7 +63,7 @@ from espi.sandbox.resources import (
     parse_query,
     resource_element,
 )
-from espi.sandbox.store import (
+from sandbox.store import (
     ACTIVE,
     DENIED,
     REVOKED,
@@ -71,8 +73,6 @@ from espi.sandbox.store import (
     TokenRecord,
     is_customer_scope,
 )
-from espi.starlette_oauth import GatewayRequest
-from espi.xmlsafe import secure_parse
 
 log = logging.getLogger("greenbridge.sandbox")
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))

@@ -1,7 +1,7 @@
 """Configuration of the sandbox custodian: one immutable object, built once (TOML file, flags, environment).
 
 Sources, later ones winning: the defaults below, a TOML file (``--config FILE`` or ``GREENBRIDGE_SANDBOX_CONFIG``),
-``GREENBRIDGE_SANDBOX_*`` environment variables (so that ``uvicorn --factory espi.sandbox.app:create_sandbox_app``
+``GREENBRIDGE_SANDBOX_*`` environment variables (so that ``uvicorn --factory sandbox.app:create_sandbox_app``
 and tests can configure a child process), then command-line flags. Nothing here reads the environment at import
 time; :func:`load_sandbox_config` is handed the environment (a mapping) explicitly.
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import httpx2
 
 from espi.notification import build_batch_list
-from espi.sandbox.resources import ATOM_MEDIA_TYPE
+from sandbox.resources import ATOM_MEDIA_TYPE
 
 log = logging.getLogger("greenbridge.sandbox.notify")
 

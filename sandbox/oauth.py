@@ -27,11 +27,11 @@ from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidScopeError
 from authlib.oauth2.rfc7636 import CodeChallenge
 
 from espi.function_blocks import function_block
-from espi.sandbox.config import SandboxConfig, ThirdParty
-from espi.sandbox.data import Customer
-from espi.sandbox.store import AuthorizationRecord, CodeRecord, Store, is_customer_scope, new_token
 from espi.scope import LEGACY_SCOPES, Scope, ScopeError, format_scope, parse_scope
 from espi.starlette_oauth import GatewayRequest, StarletteServerMixin
+from sandbox.config import SandboxConfig, ThirdParty
+from sandbox.data import Customer
+from sandbox.store import AuthorizationRecord, CodeRecord, Store, is_customer_scope, new_token
 
 AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 #: client_credentials scopes of a third party that mean a registration_access_token (espi.md §5.1, §6.3)

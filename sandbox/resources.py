@@ -26,7 +26,7 @@ from typing import Any
 from lxml import etree
 
 from espi.namespaces import ATOM, ESPI
-from espi.sandbox.data import EntryRecord
+from sandbox.data import EntryRecord
 
 XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 ATOM_MEDIA_TYPE = "application/atom+xml"

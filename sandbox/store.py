@@ -24,9 +24,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from espi.sandbox.config import SandboxConfig, ThirdParty
-from espi.sandbox.data import Customer
 from espi.scope import Scope, ScopeError, parse_scope
+from sandbox.config import SandboxConfig, ThirdParty
+from sandbox.data import Customer
 
 ROLES = ("access", "client", "registration", "upload", "data_custodian")
 #: Authorization.status codes (espi.xsd AuthorizationStatus)

@@ -29,7 +29,7 @@ import httpx2
 from gateway_helpers import COVERAGE_TOML, pkce_pair
 from servers import HOST, ServerStartError, _log_tail, _stop, _wait_http, free_port, redis_server, uvicorn_server
 
-from espi.sandbox.config import DEFAULT_SCOPES
+from sandbox.config import DEFAULT_SCOPES
 
 REPO = Path(__file__).resolve().parent.parent
 CUSTODIAN_ID = "sandbox"
@@ -61,8 +61,8 @@ class Bridge:
     def box(self):
         """The gateway's objects built from the same configuration (its SecretBox decrypts the stored tokens);
         dispose of ``.engine`` after use."""
-        from gateway.app import build_gateway
-        from gateway.config import GatewayConfig
+        from bridge.config import GatewayConfig
+        from gateway.context import build_gateway
 
         config = GatewayConfig(issuer=self.gateway, database_url=self.database_url, secret_key=self.secret_key)
         return build_gateway(config, migrate=False)
@@ -193,7 +193,7 @@ def start_bridge(directory: Path, redis_url: str | None = None, *, scopes: tuple
         "GREENBRIDGE_SANDBOX_NOTIFY_ATTEMPTS": "3", "GREENBRIDGE_SANDBOX_NOTIFY_BACKOFF": "0.5",
         **(sandbox_env or {}),
     }
-    with uvicorn_server("espi.sandbox.app:create_sandbox_app", env=env_sandbox, app_dir=REPO,
+    with uvicorn_server("sandbox.app:create_sandbox_app", env=env_sandbox, app_dir=REPO,
                         health_path="/healthz", log_path=directory / "sandbox.log") as sandbox:
         listed = ", ".join(json.dumps(s) for s in scopes)
         config = directory / "greenbridge.toml"
@@ -381,7 +381,7 @@ def source_totals(customer_number: int, days: int, start: date, series: str = "e
     """(readings, exact kWh sum) of one series in what the sandbox generated for customer ``customer_number``:
     the generator's own totals of raw ESPI integers (Wh, power of ten 0), independent of any translation."""
     from espi.generate import write_feed
-    from espi.sandbox.data import generated_spec
+    from sandbox.data import generated_spec
 
     totals = write_feed(io.StringIO(), generated_spec(customer_number, days, start, "https://x.test/r"))
     count = sum(v[0] for (_, name), v in totals.series.items() if name == series)

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from starlette.testclient import TestClient
 
-from gateway.config import GatewayConfig, load_config
+from bridge.config import GatewayConfig, load_config
 
 BASE_URL = "http://localhost"
 TEST_CUSTOMER = ("customer-1", "sandbox")

@@ -87,7 +87,7 @@ def _sandbox_authorizations(bridge) -> list[dict]:
 
 
 def _upstream_row(bridge, grant_id):
-    from cds import upstream
+    from bridge import upstream
 
     with bridge.sessions()() as session:
         (row,) = upstream.authorizations_of(session, grant_id)
@@ -227,7 +227,7 @@ def test_application_information_notification_is_read(bridge):
 def test_concurrent_refreshes_of_one_authorization_refresh_once(bridge, client):
     """Two runs holding the same expired token: the first refreshes (the sandbox rotates the refresh token), the
     second finds the new tokens and uses them instead of spending the rotated refresh token."""
-    from gateway.config import load_config
+    from bridge.config import load_config
     from workers import upstream as bridge_jobs
 
     granted = consent(bridge, client, customer_index=0)
@@ -235,7 +235,7 @@ def test_concurrent_refreshes_of_one_authorization_refresh_once(bridge, client):
     row = _upstream_row(bridge, granted.grant_id)
     config = load_config(environ=bridge.env)
     ctx = bridge_jobs.context(config)
-    from cds import upstream
+    from bridge import upstream
 
     stale = upstream.tokens_of(ctx.box, row).access_token
     custodian = ctx.custodian("sandbox")
@@ -255,7 +255,7 @@ def test_refused_refresh_token_asks_the_customer_to_authorize_again(bridge, clie
     granted = consent(bridge, client, customer_index=1)
     wait_grant(bridge, client, granted.grant_id, "active")
     row = _upstream_row(bridge, granted.grant_id)
-    from gateway.config import load_config
+    from bridge.config import load_config
     from workers import upstream as bridge_jobs
 
     box = bridge_jobs.context(load_config(environ=bridge.env)).box

@@ -169,7 +169,7 @@ def test_rest_bulk_fans_out_the_same_way(tmp_path):
     their own. Customer 3's authorization was revoked on our side before the bulk: its part is never stored."""
     from datetime import UTC, datetime
 
-    from cds import upstream
+    from bridge import upstream
     from cds.store.models import UpstreamAuthorization
 
     with start_bridge(tmp_path, scopes=(BULK_SCOPE,), customers=3, days=DAYS,

@@ -1,4 +1,4 @@
-"""The bridge's store side without any server: cds.bridge (grant lifecycle, resource matching), the deferred-job
+"""The bridge's store side without any server: bridge.lifecycle (grant lifecycle, resource matching), the deferred-job
 resume of cds.store.jobs, lease renewal, and the gateway's hooks (the receipt revocation and a closed Grant queue
 the upstream revocation; a BatchList resumes a deferred job instead of making another)."""
 
@@ -11,7 +11,7 @@ import pytest
 from gateway_helpers import consent_flow, gateway_client, make_config, register
 from sqlalchemy import select
 
-from cds import bridge, upstream
+from bridge import lifecycle, upstream
 from cds.store.jobs import NEW_JOBS
 from cds.store.models import Grant, Job, Message, Token
 from espi.custodian_client import CustodianTokens
@@ -41,14 +41,14 @@ hosts = ["dc.example"]
     (None, None),
 ])
 def test_subscription_id_of(uri, expected):
-    assert bridge.subscription_id_of(uri) == expected
+    assert lifecycle.subscription_id_of(uri) == expected
 
 
 def test_resource_key_ignores_query_case_and_trailing_slash():
-    assert bridge.resource_key("HTTPS://DC.example/a/Batch/Subscription/5/?x=1#f") == \
-        bridge.resource_key("https://dc.example/a/Batch/Subscription/5")
-    assert bridge.resource_key("https://dc.example/a/Batch/Subscription/5") != \
-        bridge.resource_key("https://dc.example/a/Batch/Subscription/50")
+    assert lifecycle.resource_key("HTTPS://DC.example/a/Batch/Subscription/5/?x=1#f") == \
+        lifecycle.resource_key("https://dc.example/a/Batch/Subscription/5")
+    assert lifecycle.resource_key("https://dc.example/a/Batch/Subscription/5") != \
+        lifecycle.resource_key("https://dc.example/a/Batch/Subscription/50")
 
 
 def test_waiting_key_matches_the_resource_whatever_the_window():
@@ -94,8 +94,8 @@ def test_activate_enables_what_was_approved_and_logs_it(gateway):
     _registration, _tokens, grant_id, _row = _consented_grant(client, gw)
     with gw.sessions() as session, session.begin():
         grant = session.get(Grant, grant_id)
-        assert bridge.activate(session, grant, urls=gw.urls, box=gw.box, now=T0)
-        assert not bridge.activate(session, grant, urls=gw.urls, box=gw.box, now=T0)  # only pending → active
+        assert lifecycle.activate(session, grant, urls=gw.urls, box=gw.box, now=T0)
+        assert not lifecycle.activate(session, grant, urls=gw.urls, box=gw.box, now=T0)  # only pending → active
     with gw.sessions() as session:
         grant = session.get(Grant, grant_id)
         assert grant.status == "active" and grant.enabled_scope == grant.scope and grant.eta is None
@@ -110,33 +110,33 @@ def test_keeps_syncing_until_sync_until_and_never_after_the_end(gateway):
     with gw.sessions() as session:
         grant = session.get(Grant, grant_id)
         now = datetime.now(UTC)
-        assert bridge.keeps_syncing(grant, now)
+        assert lifecycle.keeps_syncing(grant, now)
         grant.authorization_details = [{**d, "sync_until": (now - timedelta(days=1)).isoformat()}
                                        for d in grant.authorization_details]
-        assert not bridge.keeps_syncing(grant, now)
+        assert not lifecycle.keeps_syncing(grant, now)
         grant.authorization_details = [{**d, "sync_until": (now + timedelta(days=1)).isoformat()}
                                        for d in grant.authorization_details]
-        assert bridge.keeps_syncing(grant, now)
+        assert lifecycle.keeps_syncing(grant, now)
         for status in ("revoked", "closed", "disabled", "suspended"):
             grant.status = status
-            assert not bridge.keeps_syncing(grant, now), status
+            assert not lifecycle.keeps_syncing(grant, now), status
         grant.status, grant.expires = "active", now - timedelta(seconds=1)
-        assert not bridge.keeps_syncing(grant, now)
+        assert not lifecycle.keeps_syncing(grant, now)
 
 
 def test_upstream_revocation_revokes_the_grant_and_its_tokens(gateway):
     client, gw = gateway
     _registration, tokens, grant_id, row_id = _consented_grant(client, gw)
     with gw.sessions() as session, session.begin():
-        (row,) = bridge.authorizations_for_authorization(session, "dc", f"{RESOURCE}/Authorization/9?x=1")
+        (row,) = lifecycle.authorizations_for_authorization(session, "dc", f"{RESOURCE}/Authorization/9?x=1")
         assert row.id == row_id
-        assert bridge.revoke_from_upstream(session, row, urls=gw.urls, box=gw.box, now=T0, why="test")
+        assert lifecycle.revoke_from_upstream(session, row, urls=gw.urls, box=gw.box, now=T0, why="test")
     with gw.sessions() as session:
         grant = session.get(Grant, grant_id)
         assert grant.status == "revoked" and grant.enabled_scope == ""
         assert all(t.access_revoked and t.refresh_revoked
                    for t in session.scalars(select(Token).where(Token.grant_id == grant_id)))
-        assert bridge.authorizations_for_resource(session, "dc", f"{RESOURCE}/Batch/Subscription/5") == []
+        assert lifecycle.authorizations_for_resource(session, "dc", f"{RESOURCE}/Batch/Subscription/5") == []
     answer = client.get("/cds-api/v1/usage-segments", headers={"Authorization": f"Bearer {tokens['access_token']}"})
     assert answer.status_code in (401, 403)
 
@@ -151,7 +151,7 @@ def test_a_grant_with_another_live_authorization_survives_one_revocation(gateway
                                                              resource_uri=f"{RESOURCE}/Batch/Subscription/6",
                                                              authorization_uri=f"{RESOURCE}/Authorization/10"))
         first = session.get(upstream.UpstreamAuthorization, row_id)
-        assert not bridge.revoke_from_upstream(session, first, urls=gw.urls, box=gw.box, now=T0, why="test")
+        assert not lifecycle.revoke_from_upstream(session, first, urls=gw.urls, box=gw.box, now=T0, why="test")
         assert first.revoked == T0
     with gw.sessions() as session:
         assert session.get(Grant, grant_id).status == "pending"
@@ -192,8 +192,8 @@ def test_first_fetch_is_queued_once_per_authorization(gateway):
     _registration, _tokens, _grant_id, row_id = _consented_grant(client, gw)
     with gw.sessions() as session, session.begin():
         row = session.get(upstream.UpstreamAuthorization, row_id)
-        first = bridge.first_fetch(session, row, T0)
-        again = bridge.first_fetch(session, row, T0)
+        first = lifecycle.first_fetch(session, row, T0)
+        again = lifecycle.first_fetch(session, row, T0)
     assert first.job_id == again.job_id and first.kind == "fetch_subscription" and first.queue == "http"
 
 
@@ -272,15 +272,15 @@ def test_grant_statuses_follow_the_feed(gateway):
     now = datetime.now(UTC)
     with gw.sessions() as session, session.begin():
         grant = session.get(Grant, grant_id)
-        assert bridge.first_fetch_failed(session, grant, urls=gw.urls, box=gw.box, now=now, error="boom")
+        assert lifecycle.first_fetch_failed(session, grant, urls=gw.urls, box=gw.box, now=now, error="boom")
         assert grant.status == "errored" and grant.eta is None
-        assert not bridge.first_fetch_failed(session, grant, urls=gw.urls, box=gw.box, now=now, error="again")
-        assert bridge.keeps_syncing(grant, now)  # a later BatchList is still acted on
-        assert bridge.activate(session, grant, urls=gw.urls, box=gw.box, now=now)
-        assert not bridge.sync_ended(session, grant, urls=gw.urls, box=gw.box, now=now)
+        assert not lifecycle.first_fetch_failed(session, grant, urls=gw.urls, box=gw.box, now=now, error="again")
+        assert lifecycle.keeps_syncing(grant, now)  # a later BatchList is still acted on
+        assert lifecycle.activate(session, grant, urls=gw.urls, box=gw.box, now=now)
+        assert not lifecycle.sync_ended(session, grant, urls=gw.urls, box=gw.box, now=now)
         grant.authorization_details = [{**d, "sync_until": (now - timedelta(days=1)).isoformat()}
                                        for d in grant.authorization_details]
-        assert bridge.sync_ended(session, grant, urls=gw.urls, box=gw.box, now=now)
+        assert lifecycle.sync_ended(session, grant, urls=gw.urls, box=gw.box, now=now)
         assert grant.status == "stopped" and grant.enabled_scope
     answer = client.get("/cds-api/v1/usage-segments", headers={"Authorization": f"Bearer {tokens['access_token']}"})
     assert answer.status_code == 200  # stopped: existing data is still accessible
@@ -340,3 +340,28 @@ def test_custodian_errors_become_the_right_job_outcome():
     limited = _failure(CustodianError("slow down", 429), "GET")
     assert isinstance(limited, jobs.RetryLater) and limited.retry_after is None
     assert isinstance(_failure(CustodianError("connection refused"), "GET"), jobs.RetryLater)
+
+
+def test_migration_0007_backfills_the_keys_the_application_computes(gateway):
+    """An existing database (at 0006, rows without lookup keys) upgrades to head with each row's keys equal to what
+    bridge.upstream computes: the migration keeps its own frozen copy of the key functions (cds imports nothing of
+    bridge), and this test notices if the two ever drift apart for the URIs stored today."""
+    from alembic import command
+
+    from cds.store.migrate import alembic_config, upgrade
+    from cds.store.models import UpstreamAuthorization
+
+    client, gw = gateway
+    *_rest, row_id = _consented_grant(client, gw, subscription="77", authorization="12")
+    engine = gw.engine
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0006")
+    upgrade(engine)
+    with gw.sessions() as session:
+        row = session.get(UpstreamAuthorization, row_id)
+        assert row.subscription_id == "77"
+        assert {"resource_digest": row.resource_digest, "authorization_digest": row.authorization_digest,
+                "subscription_id": row.subscription_id} == upstream.lookup_keys(row.resource_uri,
+                                                                               row.authorization_uri)

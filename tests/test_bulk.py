@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from cds.from_espi import TranslateOptions, translate
+from bridge.from_espi import TranslateOptions, translate
 from espi.bulk import BulkSplitError, split_bulk, subscription_id_of, subscription_of_href
 from espi.errors import EspiError, NotEspiError, XmlSecurityError, XmlSyntaxError
 from espi.feed import read_feed
 from espi.generate import FeedSpec, GeneratedTotals, generate_feed, write_feed
 from espi.namespaces import ATOM, ESPI
-from espi.sandbox.app import build_sandbox, subscription_entries
-from espi.sandbox.config import DEFAULT_SCOPES, load_sandbox_config
-from espi.sandbox.resources import Query, feed_document
 from espi.validation import validate
 from greenbridge.cli import main
+from sandbox.app import build_sandbox, subscription_entries
+from sandbox.config import DEFAULT_SCOPES, load_sandbox_config
+from sandbox.resources import Query, feed_document
 
 R = "https://dc.example/DataCustodian/espi/1_1/resource"
 BULK_SCOPE = DEFAULT_SCOPES[3]  # ...;BR=1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import REPO
 
-from gateway.config import ConfigError, GatewayConfig, load_config
+from bridge.config import ConfigError, GatewayConfig, load_config
 
 
 def write(tmp_path, text):

@@ -39,11 +39,11 @@ from conftest import SAMPLES_DIR
 from gateway_helpers import bearer, consent_flow, gateway_client, make_config, register, token
 from test_conformance_wg1 import EXAMPLES, compare, load
 
+from bridge.from_espi import TranslateOptions
+from bridge.from_espi.billing import StatementPolicy
+from bridge.ingest import ingest_file
 from cds import authorization_details as rar
-from cds.from_espi import TranslateOptions
-from cds.from_espi.billing import StatementPolicy
 from cds.grants import create_grant
-from cds.ingest import ingest_file
 from cds.store.models import Client
 from espi.generate import FeedSpec, write_feed
 

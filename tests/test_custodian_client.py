@@ -40,7 +40,7 @@ def sandbox_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def sandbox():
-    with uvicorn_server("espi.sandbox.app:create_sandbox_app", env=sandbox_env(), app_dir=REPO,
+    with uvicorn_server("sandbox.app:create_sandbox_app", env=sandbox_env(), app_dir=REPO,
                         health_path="/healthz") as url:
         yield str(url)
 
@@ -158,7 +158,7 @@ def test_foreign_urls_are_never_fetched(sandbox, tmp_path):
 
 
 def test_deferred_answer_is_reported_not_raised(tmp_path):
-    with uvicorn_server("espi.sandbox.app:create_sandbox_app", env=sandbox_env(GREENBRIDGE_SANDBOX_DEFER="30"),
+    with uvicorn_server("sandbox.app:create_sandbox_app", env=sandbox_env(GREENBRIDGE_SANDBOX_DEFER="30"),
                         app_dir=REPO, health_path="/healthz") as url:
         client, tokens = connect(str(url), tmp_path)
         answer = client.subscription(tokens.resource_uri, tokens.access_token)

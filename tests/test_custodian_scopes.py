@@ -1,4 +1,4 @@
-"""A custodian's legacy scope strings as CDS structures (cds/custodian_scopes.py, docs/mapping.md §11).
+"""A custodian's legacy scope strings as CDS structures (bridge/custodian_scopes.py, docs/mapping.md §11).
 
 The scope strings below are spec facts copied from ../shared/reference/espi.md (§5.1 grammar table and notes, §3.9
 OpenESPI seed data, §6.1/§6.2/§6.4 examples) and the GBA sandbox's ApplicationInformation (observed in
@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLES_DIR
 
-from cds import authorization_details as rar
-from cds.custodian_scopes import (
+from bridge.custodian_scopes import (
     DEFAULT_HISTORY,
     AuthorizationNotMigratable,
     CustodianCannotProvide,
@@ -28,7 +27,8 @@ from cds.custodian_scopes import (
     persist_server_created_grant,
     read_custodian_scopes,
 )
-from cds.legacy_scope import SCOPE_TYPES, required_function_blocks
+from bridge.legacy_scope import SCOPE_TYPES, required_function_blocks
+from cds import authorization_details as rar
 from cds.scopes import CLIENT_ADMIN_ID, GRANT_ADMIN_ID, metadata_json, problems
 from espi.authorization import Authorization
 from espi.usage import DateTimeInterval
@@ -410,7 +410,7 @@ def test_metering_fallback_uses_the_commodities_the_string_meters():
     descriptions = offered_scopes("gas", strings, documentation_base=DOCS, timezone=TZ)
     entry = {"type": "cds_usage_gas", "include_usage_segment_value_types": ["cost"]}
     assert upstream(strings, descriptions, ["cds_usage_gas"], entry) == strings[0]
-    # cds.legacy_scope keeps its behaviour without commodities= (every commodity for the FB_4 fallback).
+    # bridge.legacy_scope keeps its behaviour without commodities= (every commodity for the FB_4 fallback).
     assert required_function_blocks("cds_query_usage", {"include_usage_segment_value_types": ["cost"]}) >= {5, 10, 11}
     assert required_function_blocks("cds_query_usage", {"include_usage_segment_value_types": ["cost"]},
                                     commodities=["natural_gas"]) == {1, 3, 4, 10, 12}
@@ -522,8 +522,8 @@ def test_every_offered_scope_maps_at_its_defaults_and_its_limits(name):
 
 
 def test_the_project_sandbox_scopes():
-    """The scope strings greenbridge's own sandbox custodian publishes (espi/sandbox, issue 5 item 5)."""
-    sandbox_config = pytest.importorskip("espi.sandbox.config")
+    """The scope strings greenbridge's own sandbox custodian publishes (sandbox, issue 5 item 5)."""
+    sandbox_config = pytest.importorskip("sandbox.config")
     strings = list(sandbox_config.DEFAULT_SCOPES)
     result = check_every_scope_maps(strings)
     assert {"cds_usage", "cds_meters"} <= types_of(result.descriptions)

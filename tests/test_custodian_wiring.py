@@ -19,7 +19,7 @@ from gateway_helpers import bearer, gateway_client, make_config, pkce_pair, regi
 from servers import uvicorn_server
 from test_custodian_client import CLIENT_ID, CLIENT_SECRET, approve, client_for, sandbox_env
 
-from espi.sandbox.config import DEFAULT_SCOPES
+from sandbox.config import DEFAULT_SCOPES
 
 OTHER_SCOPES = ["FB=4_5_15;IntervalDuration=3600;BlockDuration=monthly;HistoryLength=24"]
 
@@ -134,7 +134,7 @@ def test_scopes_of_two_custodians_are_refused(client):
 # ------------------------------------------------------------------------------ import-authorizations (item 3c)
 @pytest.fixture(scope="module")
 def sandbox():
-    with uvicorn_server("espi.sandbox.app:create_sandbox_app", env=sandbox_env(), app_dir=REPO,
+    with uvicorn_server("sandbox.app:create_sandbox_app", env=sandbox_env(), app_dir=REPO,
                         health_path="/healthz") as url:
         yield str(url)
 
@@ -153,8 +153,8 @@ def _customer_authorizations(sandbox: str, tmp_path: Path, count: int = 2) -> li
 
 
 def test_import_authorizations_makes_grants_once(sandbox, tmp_path):
+    from bridge.upstream import authorizations_of, has_tokens
     from cds.store.models import Grant, Message
-    from cds.upstream import authorizations_of, has_tokens
     from greenbridge.commands.custodian import import_authorizations
 
     uris = _customer_authorizations(sandbox, tmp_path)

@@ -1,4 +1,4 @@
-"""The WG3-01 customer data listings over HTTP: tokens from the real consent flow, data from ``cds.ingest``.
+"""The WG3-01 customer data listings over HTTP: tokens from the real consent flow, data from ``bridge.ingest``.
 
 Usage totals are checked against an independent oracle on the raw XML (``oracle`` of test_translate_samples, which
 shares no code with ``espi``/``cds``), for a full window and for a window that cuts through segments. Then: grants
@@ -21,9 +21,9 @@ import pytest
 from gateway_helpers import BASE_URL, bearer, consent_flow, gateway_client, make_config, register, token
 from test_translate_samples import oracle
 
-from cds.from_espi import TranslateOptions
-from cds.from_espi.billing import StatementPolicy
-from cds.ingest import ingest_file
+from bridge.from_espi import TranslateOptions
+from bridge.from_espi.billing import StatementPolicy
+from bridge.ingest import ingest_file
 from cds.store.models import Grant, UsageSegmentRow
 from espi.generate import FeedSpec, write_feed
 

@@ -24,7 +24,6 @@ from test_data_api import API, CUSTOMER, SCOPES, config, generated, grant, inges
 import gateway.routes.data as data_routes
 from cds import jsonenc
 from cds.data_api import CustomerObjects, group_objects
-from cds.ingest import decode_body, load_objects, segment_object
 from cds.projection import (
     SegmentRule,
     StoredSegments,
@@ -33,6 +32,7 @@ from cds.projection import (
     serve_segment,
 )
 from cds.store.models import DataObject, UsageSegmentRow
+from cds.store.objects import decode_body, load_objects, segment_object
 from gateway.routes.data import value_formats
 
 

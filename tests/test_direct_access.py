@@ -284,7 +284,7 @@ def test_an_enabled_client_cannot_add_reviewed_scopes_through_put(client, config
 def test_bound_direct_access_reads_only_its_customer_and_preselection(client, config, sample):
     """The operator binds a reviewed direct-access client to one customer; its tokens read that customer's data,
     narrowed by the preselection it must send; an unbound client reads nothing."""
-    from cds.ingest import ingest_file
+    from bridge.ingest import ingest_file
 
     with client.app.state.gateway.sessions() as session, session.begin():
         ingest_file(session, sample("hydroone_Retail_Customer_redacted.xml"), customer_id="customer-1")
@@ -306,7 +306,7 @@ def test_bound_direct_access_reads_only_its_customer_and_preselection(client, co
         set_client_status(config, direct["client_id"], "enable", customer_id="customer-2")
 
     with client.app.state.gateway.sessions() as session:
-        from cds.ingest import load_objects
+        from cds.store.objects import load_objects
 
         numbers = [a.get("account_number") for a in load_objects(session, ["customer-1"], "accounts")]
     numbers = [n for n in numbers if n]

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from cds.from_espi import TranslateOptions, translate
+from bridge.from_espi import TranslateOptions, translate
 from espi.generate import FeedSpec, write_feed
 from espi.validation import validate
 

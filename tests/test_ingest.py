@@ -1,4 +1,4 @@
-"""Ingesting translated Green Button data into the store (cds/ingest.py, ``greenbridge ingest``), on both backends.
+"""Ingesting translated Green Button data into the store (bridge/ingest.py, ``greenbridge ingest``), on both backends.
 
 The oracle is the translation itself, run independently of the store: what is loaded back must equal it object for
 object (decimals digit for digit), with cds_created/cds_modified/cds_synced following WG3-01 §10.
@@ -22,21 +22,13 @@ from conftest import REPO
 from gateway_helpers import make_config
 from sqlalchemy import func, select
 
-import cds.ingest
-from cds.from_espi import LISTINGS, TranslateOptions, translate
-from cds.ingest import (
-    ID_FIELDS,
-    TIMESTAMPS,
-    IngestError,
-    ingest_file,
-    ingest_translation,
-    load_objects,
-    segment_object,
-    translate_options_for,
-)
+import bridge.ingest
+from bridge.from_espi import LISTINGS, TranslateOptions, translate
+from bridge.ingest import IngestError, ingest_file, ingest_translation, translate_options_for
 from cds.store.engine import make_engine, make_sessionmaker
 from cds.store.migrate import upgrade
 from cds.store.models import DataObject, UsageSegmentRow
+from cds.store.objects import ID_FIELDS, TIMESTAMPS, load_objects, segment_object
 from espi.errors import XmlSyntaxError
 from espi.generate import FeedSpec, write_feed
 
@@ -152,7 +144,7 @@ Z1, Z2 = "2026-02-01T12:00:00Z", "2026-02-02T08:30:00Z"
 
 
 def test_generated_feed_round_trips_and_reingest_only_confirms(sessions, tmp_path, monkeypatch):
-    monkeypatch.setattr(cds.ingest, "BATCH_SIZE", 5)  # several batches and a partial one
+    monkeypatch.setattr(bridge.ingest, "BATCH_SIZE", 5)  # several batches and a partial one
     path = _feed(tmp_path)
     translated = _translated(path, "c1")
     assert len(translated["usage_segments"]) > 5
@@ -186,7 +178,7 @@ def test_one_changed_reading_modifies_exactly_its_segment(sessions, tmp_path):
     changed.write_text(text[:match.start(1)] + str(int(match.group(1)) + 7) + text[match.end(1):])
     before, after = _translated(path, "c1"), _translated(changed, "c1")
     differing = [i for i, obj in after["usage_segments"].items()
-                 if cds.ingest._body(obj) != cds.ingest._body(before["usage_segments"][i])]
+                 if bridge.ingest._body(obj) != bridge.ingest._body(before["usage_segments"][i])]
     assert len(differing) == 1
 
     _ingest(sessions, path)

@@ -1,4 +1,4 @@
-"""CDS scope → legacy Green Button Function Blocks and scope terms (cds/legacy_scope.py)."""
+"""CDS scope → legacy Green Button Function Blocks and scope terms (bridge/legacy_scope.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cds import authorization_details as rar
-from cds.legacy_scope import (
+from bridge.legacy_scope import (
     COMMODITY_BLOCKS,
     CUSTOMER_JOIN,
     INCLUDE_NEEDS,
@@ -19,6 +18,7 @@ from cds.legacy_scope import (
     requirements,
     scope_terms,
 )
+from cds import authorization_details as rar
 from cds.scopes import build_scope_descriptions, metadata_json
 from espi.function_blocks import FUNCTION_BLOCKS
 from espi.scope import format_scope, parse_scope

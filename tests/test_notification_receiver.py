@@ -1,4 +1,4 @@
-"""The notification receiver: POST BatchList → refused or accepted URIs → job rows (gateway + cds.notifications)."""
+"""The notification receiver: POST BatchList → refused or accepted URIs → job rows (gateway + bridge.notifications)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from gateway_helpers import gateway_client, make_config
 from sqlalchemy import select
 from test_notification import DECL, SAMPLES, URI, URI2, VARIANTS
 
-from cds.notifications import accept_notification, dedupe_key, loggable_uri, refusal
+from bridge.notifications import accept_notification, dedupe_key, loggable_uri, refusal
 from cds.store.engine import make_engine, make_sessionmaker
 from cds.store.migrate import upgrade
 from cds.store.models import Job

@@ -33,8 +33,8 @@ from starlette.routing import Route
 from espi.feed import read_feed
 from espi.generate import FeedSpec, generate_feed
 from espi.notification import ResourceKind, classify_resource, parse_batch_list
-from espi.sandbox.config import DEFAULT_SCOPES, SandboxConfigError, load_sandbox_config
 from espi.validation import validate
+from sandbox.config import DEFAULT_SCOPES, SandboxConfigError, load_sandbox_config
 
 SUBSCRIPTION_SCOPE = DEFAULT_SCOPES[0]
 CLASSIC_SCOPE = DEFAULT_SCOPES[1]
@@ -151,7 +151,7 @@ def start_sandbox(tmp_path, receiver: Receiver, extra: str = "", env: dict[str, 
     config.write_text(_toml(receiver, extra))
     environment = {"GREENBRIDGE_SANDBOX_CONFIG": str(config), "GREENBRIDGE_SANDBOX_BASE_URL": "http://127.0.0.1:{port}",
                    **(env or {})}
-    return uvicorn_server("espi.sandbox.app:create_sandbox_app", env=environment, app_dir=REPO,
+    return uvicorn_server("sandbox.app:create_sandbox_app", env=environment, app_dir=REPO,
                           health_path="/healthz")
 
 

@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from cds.from_espi import TranslateOptions, translate
+from bridge.from_espi import TranslateOptions, translate
 from espi.errors import NoUsageDataError
 from espi.generate import FeedSpec, generate_feed
 

@@ -1,4 +1,4 @@
-"""Adversarial, hand-written Green Button documents through the ESPI → CDS translation (cds.from_espi).
+"""Adversarial, hand-written Green Button documents through the ESPI → CDS translation (bridge.from_espi).
 
 Every document is written by these tests and every expectation is computed from the XML the test wrote: exact
 Decimals, exact RFC 3339 instants, exact Value Set counts. The rules under test are mapping-notes §2 (time),
@@ -18,8 +18,8 @@ from decimal import Decimal
 import pytest
 from espi_builders import ESPI, STYLES, E, Ent, Raw, block, document, reading, reading_type
 
+from bridge.from_espi import LISTINGS, TranslateOptions, translate
 from cds import jsonenc
-from cds.from_espi import LISTINGS, TranslateOptions, translate
 from espi.errors import NoUsageDataError, XmlSyntaxError
 from espi.generate import FeedSpec, write_feed
 from greenbridge.cli import main

@@ -19,8 +19,8 @@ import pytest
 from conftest import sample_files
 from lxml import etree
 
-from cds.from_espi import LISTINGS, TranslateOptions, translate
-from cds.from_espi.translate import DEFAULT_ID_SECRET
+from bridge.from_espi import LISTINGS, TranslateOptions, translate
+from bridge.from_espi.translate import DEFAULT_ID_SECRET
 from cds.ids import IdFactory
 from espi.errors import NoUsageDataError
 

@@ -29,7 +29,7 @@ from bridge_stack import (
 )
 
 from espi.custodian_client import CustodianClient, Fetched
-from espi.sandbox.config import DEFAULT_SCOPES
+from sandbox.config import DEFAULT_SCOPES
 
 
 @contextlib.contextmanager
@@ -95,7 +95,7 @@ def _journey(stack: Bridge) -> None:
     assert "token" not in json.dumps(grant).lower()
 
     # 5. the upstream tokens are stored against the grant, encrypted, and work at the custodian
-    from cds import upstream
+    from bridge import upstream
 
     gateway = stack.box()
     try:
@@ -124,7 +124,7 @@ def _journey(stack: Bridge) -> None:
 
 
 def _custodian_settings(stack: Bridge):
-    from gateway.config import CustodianConfig
+    from bridge.config import CustodianConfig
 
     return CustodianConfig(id=CUSTODIAN_ID, name="Sandbox", resource_url=f"{stack.sandbox}/espi/1_1/resource",
                            authorize_url=f"{stack.sandbox}/oauth/authorize", token_url=f"{stack.sandbox}/oauth/token",

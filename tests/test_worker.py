@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
+from bridge.config import load_config
 from cds.store.engine import make_engine, make_sessionmaker
 from cds.store.migrate import upgrade
 from cds.store.models import DataObject, Job, UsageSegmentRow
 from espi.generate import FeedSpec, write_feed
-from gateway.config import load_config
 from workers import jobs
 from workers.app import celery_settings, make_celery
 from workers.tasks import publish, submit

@@ -16,12 +16,10 @@ The reliable configuration (docs: ../shared/reference/ecosystem.md §2.1, Celery
   them when due;
 * bounded broker connections (socket timeouts, health checks, 3 publish retries) so a dead Redis fails fast;
 * no result backend: outcomes are recorded in the jobs table, the single source of truth;
-* queues ``http``, ``sftp``, ``translate`` and ``notify``; a job's queue is chosen by its kind (workers.tasks).
+* queues ``http``, ``sftp``, ``translate`` and ``notify``; a job's queue is chosen by its kind (workers.kinds).
 
-Dependency note: this module does not import the gateway; ``make_celery`` takes any object with the
-``GatewayConfig`` attributes it reads (``redis_url``, ``database_url``, ``data_dir`` and what cds.ingest needs).
-Only the lazy ``app`` attribute imports ``gateway.config.load_config`` (plain data, no web code) because that is
-where configuration is loaded.
+``make_celery`` takes any object with the ``GatewayConfig`` attributes it reads (``redis_url``, ``database_url``,
+``data_dir`` and what bridge.ingest needs); only the lazy ``app`` attribute loads one (bridge.config.load_config).
 """
 
 from __future__ import annotations
@@ -31,14 +29,12 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
-from workers.jobs import QUEUES
+from workers.jobs import QUEUES, RETRY_COUNTDOWN_MAX
 
 VISIBILITY_TIMEOUT = 2 * 3600  # seconds; must exceed the longest task and the longest countdown
 TASK_TIME_LIMIT = 3600  # hard limit per task (pool process killed); < VISIBILITY_TIMEOUT
 TASK_SOFT_TIME_LIMIT = 3300  # SoftTimeLimitExceeded first, so the job is recorded as failed
-RETRY_COUNTDOWN_MAX = 600  # longer retry delays are left to the reconciler (see workers.jobs.failed)
 RECONCILE_EVERY = 60.0  # seconds between reconciler runs (beat)
-RECONCILE_STALE_AFTER = 900.0  # a queued job untouched this long is re-published
 DEFAULT_QUEUE = "translate"
 
 assert TASK_SOFT_TIME_LIMIT < TASK_TIME_LIMIT < VISIBILITY_TIMEOUT
@@ -106,7 +102,7 @@ def __getattr__(name: str) -> Any:
     if name != "app":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if _app is None:
-        from gateway.config import load_config
+        from bridge.config import load_config
 
         _app = make_celery(load_config())
     return _app

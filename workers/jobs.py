@@ -47,6 +47,8 @@ RETRY_AFTER_MAX = 24 * 3600.0  # an upstream's Retry-After is honoured up to a d
 # taken over, and the run of a killed worker is reclaimable within a lease (config: job_lease_seconds).
 LEASE_SECONDS = 60
 ERROR_MAX = 2000  # characters of last_error kept
+RETRY_COUNTDOWN_MAX = 600  # seconds: a retry due sooner is re-published with a countdown, a later one by the reconciler
+RECONCILE_STALE_AFTER = 900.0  # a queued job untouched this long is re-published by the reconciler
 
 
 class JobError(Exception):

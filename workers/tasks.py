@@ -15,51 +15,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_process_init
 from sqlalchemy.orm import Session, sessionmaker
 
 from cds.store.models import Job
 from workers import jobs
 
+# The upstream job kinds register themselves on import (workers.kinds).
+from workers import upstream as _upstream  # noqa: F401
+from workers.kinds import AFTER_COMMIT, HANDLERS, PUBLISH, Kind, queue_for, register, sessions_for
+
 log = logging.getLogger(__name__)
-
-Handler = Callable[[Session, Job, Any], Any]
-
-
-@dataclass(frozen=True)
-class Kind:
-    handler: Handler
-    queue: str
-    #: ``on_dead(session, job, config, error)``: what else must happen when a job of this kind gives up (in the
-    #: transaction that records ``dead``), e.g. telling the Grant waiting for it.
-    on_dead: Callable[[Session, Job, Any, str], Any] | None = None
-
-
-HANDLERS: dict[str, Kind] = {}
-
-
-def register(kind: str, *, queue: str, on_dead: Callable[[Session, Job, Any, str], Any] | None = None
-             ) -> Callable[[Handler], Handler]:
-    """Decorator: ``handler`` runs the jobs of ``kind``, published to ``queue``."""
-    if queue not in jobs.QUEUES:
-        raise ValueError(f"queue must be one of {', '.join(jobs.QUEUES)}, not {queue!r}")
-
-    def decorate(handler: Handler) -> Handler:
-        HANDLERS[kind] = Kind(handler, queue, on_dead)
-        return handler
-
-    return decorate
-
-
-def queue_for(kind: str) -> str:
-    if kind not in HANDLERS:
-        raise KeyError(f"no handler for job kind {kind!r}")
-    return HANDLERS[kind].queue
-
 
 # ------------------------------------------------------------------------------------------------------ handlers
 
@@ -67,9 +35,9 @@ def queue_for(kind: str) -> str:
 @register("ingest_file", queue="translate")
 def ingest_file(session: Session, job: Job, config: Any) -> str:
     """Payload ``{"path": FILE, "customer_id": ID, "source"?: NAME}``: translate a Green Button file and upsert
-    its objects for the customer (cds.ingest: stable ids, so a re-run confirms rather than duplicates)."""
-    from cds.ingest import IngestError, translate_options_for
-    from cds.ingest import ingest_file as ingest
+    its objects for the customer (bridge.ingest: stable ids, so a re-run confirms rather than duplicates)."""
+    from bridge.ingest import IngestError, translate_options_for
+    from bridge.ingest import ingest_file as ingest
     from espi.errors import EspiError
 
     path, customer = job.payload.get("path"), job.payload.get("customer_id")
@@ -87,24 +55,6 @@ def ingest_file(session: Session, job: Job, config: Any) -> str:
 
 # --------------------------------------------------------------------------------------------------- the runtime
 
-_sessions: dict[str, sessionmaker[Session]] = {}
-
-
-def sessions_for(config: Any) -> sessionmaker[Session]:
-    """One engine per database URL and process (made lazily, so never shared across a fork)."""
-    factory = _sessions.get(config.database_url)
-    if factory is None:
-        from cds.store.engine import make_engine, make_sessionmaker
-
-        factory = _sessions[config.database_url] = make_sessionmaker(make_engine(config.database_url))
-    return factory
-
-
-@worker_process_init.connect
-def _forget_engines(**_kwargs: Any) -> None:
-    _sessions.clear()  # a forked pool process opens its own connections
-
-
 def publish(app: Any, job: Job, *, countdown: float | None = None) -> None:
     """Send ``gb.run_job(job_id)`` to the job's queue; call after the transaction that wrote the job committed."""
     app.send_task("gb.run_job", args=(job.job_id,), queue=job.queue, countdown=countdown)
@@ -118,30 +68,6 @@ def submit(app: Any, session: Session, kind: str, payload: dict[str, Any], dedup
     if job.state == jobs.QUEUED:
         publish(app, job)
     return job
-
-
-AFTER_COMMIT = "greenbridge.after_commit"
-PUBLISH = "greenbridge.publish"
-
-
-def publish_now(session: Session, job_id: str, queue: str) -> bool:
-    """Publish a job committed outside the run's transaction (a fan-out that starts before the run ends) with the
-    run's publisher; False when there is none (the reconciler will)."""
-    publisher = session.info.get(PUBLISH)
-    if publisher is None:
-        return False
-    try:
-        publisher(job_id, queue)
-    except Exception as error:
-        log.warning("job %s not published (%s); the reconciler will", job_id, error)
-        return False
-    return True
-
-
-def after_commit(session: Session, action: Callable[[], Any]) -> None:
-    """Run ``action`` once the handler's transaction has committed (e.g. delete a downloaded file only when what
-    was read from it is stored); dropped when the run fails."""
-    session.info.setdefault(AFTER_COMMIT, []).append(action)
 
 
 def _drop_pending(session: Session) -> None:
@@ -272,8 +198,6 @@ class _Heartbeat:
 @shared_task(name="gb.run_job", bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_job(self, job_id: str) -> str | None:
     """Run job ``job_id``; a retry due soon is re-published with a countdown, a later one left to the reconciler."""
-    from workers.app import RETRY_COUNTDOWN_MAX
-
     config = self.app.greenbridge_config
     outcome = execute(config, job_id, lambda new_id, queue: self.app.send_task(
         "gb.run_job", args=(new_id,), queue=queue))
@@ -281,7 +205,7 @@ def run_job(self, job_id: str) -> str | None:
         return None
     if outcome.state in (jobs.FAILED, jobs.DEFERRED) and outcome.run_after is not None:
         delay = (outcome.run_after - jobs.utcnow()).total_seconds()
-        if delay <= RETRY_COUNTDOWN_MAX:
+        if delay <= jobs.RETRY_COUNTDOWN_MAX:
             with sessions_for(config)() as session:
                 job = jobs.get(session, job_id)
             if job is not None:
@@ -292,16 +216,11 @@ def run_job(self, job_id: str) -> str | None:
 @shared_task(name="gb.reconcile", bind=True, acks_late=True, ignore_result=True)
 def reconcile(self, stale_after: float | None = None) -> int:
     """Re-publish every job whose message may be lost (workers.jobs.lost); returns how many were published."""
-    from workers.app import RECONCILE_STALE_AFTER
-
     with sessions_for(self.app.greenbridge_config)() as session, session.begin():
-        found = jobs.lost(session, stale_after=RECONCILE_STALE_AFTER if stale_after is None else stale_after)
+        found = jobs.lost(session, stale_after=jobs.RECONCILE_STALE_AFTER if stale_after is None else stale_after)
     for job in found:
         publish(self.app, job)
     if found:
         log.info("reconciler re-published %d job(s)", len(found))
     return len(found)
 
-
-# The upstream job kinds register themselves on import (after the names above exist: they import this module).
-from workers import upstream as _upstream  # noqa: E402,F401

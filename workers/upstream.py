@@ -10,12 +10,12 @@
 * ``ingest_bulk_part``: one subscription's part of a bulk, stored under each Grant whose upstream authorization has
   that subscription.
 * ``sync_authorization``: a BatchList named an Authorization (PSH002): read it with the client token; a revoked or
-  denied one (status 0 or 2) revokes the CDS Grant behind it (cds.bridge.revoke_from_upstream).
+  denied one (status 0 or 2) revokes the CDS Grant behind it (bridge.lifecycle.revoke_from_upstream).
 * ``sync_application_information``: a BatchList named our ApplicationInformation (PSH001): report scope changes.
 * ``revoke_upstream``: the CDS Grant ended: ``DELETE Authorization/{id}`` at the custodian (FB_44 with the client
   token), then the authorization is marked revoked; its tokens are never used again.
 
-Every write is an idempotent upsert (cds.ingest), so a re-run after a lost acknowledgement or a killed worker
+Every write is an idempotent upsert (bridge.ingest), so a re-run after a lost acknowledgement or a killed worker
 stores nothing twice. A rotated refresh token is committed in its own transaction at once, whatever the run's
 outcome: losing it would lose the customer's authorization.
 """
@@ -34,13 +34,13 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from cds import bridge, upstream
+from bridge import lifecycle, upstream
 from cds.secrets import SecretBox
 from cds.store.models import Grant, Job, UpstreamAuthorization
 from cds.urls import Urls
 from espi.custodian_client import CustodianClient, CustodianError, Deferred, Fetched, ForeignURLError
 from workers import jobs
-from workers.tasks import after_commit, publish_now, register, sessions_for
+from workers.kinds import after_commit, publish_now, register, sessions_for
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def _defer(ctx: Context, job: Job, custodian_id: str, answer: Deferred) -> Excep
 
 
 def jobs_uri(uri: str) -> str:
-    from cds.notifications import loggable_uri
+    from bridge.notifications import loggable_uri
 
     return loggable_uri(uri)
 
@@ -145,7 +145,7 @@ def refresh(ctx: Context, client: CustodianClient, row_id: int, stale: str) -> s
             refused = error
             grant = session.get(Grant, row.grant_id)
             if grant is not None:
-                bridge.needs_authorization(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now,
+                lifecycle.needs_authorization(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now,
                                            why=f"the data custodian refused to renew its authorization "
                                                f"({error.oauth_error}); the customer must authorize again")
         else:
@@ -182,7 +182,7 @@ def client_token(ctx: Context, client: CustodianClient, scope: str | None = None
 
 def store_file(session: Session, ctx: Context, path: Path, grant: Grant, source: str) -> str:
     """Translate ``path`` and upsert it under the Grant's customer; a pending Grant becomes active."""
-    from cds.ingest import IngestError, ingest_file, translate_options_for
+    from bridge.ingest import IngestError, ingest_file, translate_options_for
     from espi.errors import EspiError
 
     try:
@@ -190,7 +190,7 @@ def store_file(session: Session, ctx: Context, path: Path, grant: Grant, source:
                              options=translate_options_for(ctx.config), now=ctx.now)
     except (EspiError, IngestError) as error:  # the document itself is wrong: fetching it again cannot help
         raise jobs.PermanentError(f"{source}: {error}") from None
-    bridge.activate(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now)
+    lifecycle.activate(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now)
     return report.summary()
 
 
@@ -205,7 +205,7 @@ def _first_fetch_dead(session: Session, job: Job, config: Any, error: str) -> No
     grant = session.get(Grant, row.grant_id) if row is not None else None
     if grant is not None:
         ctx = context(config)
-        bridge.first_fetch_failed(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now, error=error)
+        lifecycle.first_fetch_failed(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now, error=error)
 
 
 @register("fetch_subscription", queue="http", on_dead=_first_fetch_dead)
@@ -220,15 +220,15 @@ def fetch_subscription(session: Session, job: Job, config: Any) -> str:
         rows = [row] if row is not None and row.revoked is None and upstream.has_tokens(row) else []
         uri = job.payload.get("requested") or (row.resource_uri if row is not None else None)
     else:
-        rows = bridge.authorizations_for_resource(session, custodian.id, uri or "")
+        rows = lifecycle.authorizations_for_resource(session, custodian.id, uri or "")
     if not uri:
         raise jobs.PermanentError("fetch_subscription needs a subscription URI")
     summaries = []
     for row in rows:
         grant = session.get(Grant, row.grant_id)
-        if grant is None or not bridge.keeps_syncing(grant, ctx.now):
+        if grant is None or not lifecycle.keeps_syncing(grant, ctx.now):
             if grant is not None:
-                bridge.sync_ended(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now)
+                lifecycle.sync_ended(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now)
             summaries.append(f"grant {row.grant_id}: not syncing ({grant.status if grant else 'gone'})")
             continue
         client = ctx.client(custodian)
@@ -318,7 +318,7 @@ class _FanOut:
         made: list[tuple[str, str]] = []
         with sessions_for(self.ctx.config)() as session:
             with session.begin():
-                rows = bridge.authorizations_for_subscription(session, self.custodian_id, subscription_id)
+                rows = lifecycle.authorizations_for_subscription(session, self.custodian_id, subscription_id)
                 files = []
                 for index, row in enumerate(rows):
                     # each ingest job owns its file (a hard link for a subscription behind several grants), so
@@ -370,7 +370,7 @@ def ingest_bulk_part(session: Session, job: Job, config: Any) -> str:
     if row is None:
         raise jobs.PermanentError(f"upstream authorization {job.payload.get('upstream_id')} is gone")
     grant = session.get(Grant, row.grant_id)
-    if row.revoked is not None or grant is None or not bridge.keeps_syncing(grant, ctx.now):
+    if row.revoked is not None or grant is None or not lifecycle.keeps_syncing(grant, ctx.now):
         after_commit(session, lambda: path.unlink(missing_ok=True))
         return f"grant {row.grant_id}: not syncing; part skipped"
     if not path.is_file():
@@ -423,7 +423,7 @@ def _admin_feed(ctx: Context, job: Job, custodian: Any, uri: str, scope: str | N
 def sync_authorization(session: Session, job: Job, config: Any) -> str:
     """Payload: ``custodian_id``, ``uri`` (``Authorization`` or ``Authorization/{id}``). A revoked or denied
     Authorization revokes the CDS Grant(s) behind it."""
-    from cds.custodian_scopes import AUTHORIZATION_STATUS
+    from bridge.custodian_scopes import AUTHORIZATION_STATUS
 
     ctx = context(config)
     custodian = ctx.custodian(job.payload.get("custodian_id"))
@@ -432,7 +432,7 @@ def sync_authorization(session: Session, job: Job, config: Any) -> str:
         feed = _admin_feed(ctx, job, custodian, uri)
     except CustodianError as error:
         if error.status in (404, 410):  # the custodian forgot the Authorization: it no longer authorizes anything
-            return _revoke_rows(session, ctx, bridge.authorizations_for_authorization(session, custodian.id, uri),
+            return _revoke_rows(session, ctx, lifecycle.authorizations_for_authorization(session, custodian.id, uri),
                                 f"the data custodian no longer knows the authorization ({error.status})")
         raise _failure(error, f"GET {jobs_uri(uri)}") from None
     outcomes = []
@@ -443,7 +443,7 @@ def sync_authorization(session: Session, job: Job, config: Any) -> str:
             authorization = resource.value
             status = AUTHORIZATION_STATUS.get(authorization.status, "suspended")
             named = authorization.authorization_uri or entry.self_href or uri
-            rows = bridge.authorizations_for_authorization(session, custodian.id, named)
+            rows = lifecycle.authorizations_for_authorization(session, custodian.id, named)
             if status == "revoked":
                 outcomes.append(_revoke_rows(session, ctx, rows, f"the customer revoked the authorization at "
                                                                  f"{custodian.name}"))
@@ -454,7 +454,7 @@ def sync_authorization(session: Session, job: Job, config: Any) -> str:
 
 def _revoke_rows(session: Session, ctx: Context, rows: list[UpstreamAuthorization], why: str) -> str:
     changed = [row.grant_id for row in rows
-               if bridge.revoke_from_upstream(session, row, urls=ctx.urls, box=ctx.box, now=ctx.now, why=why)]
+               if lifecycle.revoke_from_upstream(session, row, urls=ctx.urls, box=ctx.box, now=ctx.now, why=why)]
     return f"{len(rows)} authorization(s) ended, grant(s) revoked: {', '.join(changed) or 'none'}"
 
 

@@ -16,8 +16,8 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from cds.from_espi.usage_points import stamps
-from cds.from_espi.value_formats import (
+from bridge.from_espi.usage_points import stamps
+from bridge.from_espi.value_formats import (
     IMPERIAL_GALLON_LITRES,
     UOM_IMPERIAL_GAL,
     SeriesFormat,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from cds.from_espi.usage_points import stamps
+from bridge.from_espi.usage_points import stamps
 from espi import customer as cust
 from espi.atom import Entry
 from espi.currency import currency_alpha

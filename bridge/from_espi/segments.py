@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from datetime import time as dtime
 from typing import Any
 
-from cds.from_espi.value_formats import SeriesFormat, cds_quality, cds_tier, cds_tou, cost_value
+from bridge.from_espi.value_formats import SeriesFormat, cds_quality, cds_tier, cds_tou, cost_value
 from cds.ids import IdFactory
 from espi.codes import INT48_SENTINEL, TIME_SENTINEL
 from espi.intervals import IntervalBlock

@@ -19,10 +19,10 @@ from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cds.from_espi import billing
-from cds.from_espi.billing import StatementPolicy
-from cds.from_espi.customer import CustomerObjects, translate_customer
-from cds.from_espi.segments import (
+from bridge.from_espi import billing
+from bridge.from_espi.billing import StatementPolicy
+from bridge.from_espi.customer import CustomerObjects, translate_customer
+from bridge.from_espi.segments import (
     SectionWindow,
     Segmenter,
     Series,
@@ -31,15 +31,15 @@ from cds.from_espi.segments import (
     local_date,
     rfc3339,
 )
-from cds.from_espi.staging import BlockStaging
-from cds.from_espi.usage_points import (
+from bridge.from_espi.staging import BlockStaging
+from bridge.from_espi.usage_points import (
     service_point,
     synthetic_account,
     synthetic_meter_device,
     synthetic_service_contract,
     usage_point_commodity,
 )
-from cds.from_espi.value_formats import SeriesFormat, classify
+from bridge.from_espi.value_formats import SeriesFormat, classify
 from cds.ids import IdFactory
 from espi.atom import BARE_DOCUMENTS, BlockRead, Entry, FeedReader
 from espi.errors import EspiError, NoUsageDataError

@@ -12,7 +12,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from cds.from_espi.value_formats import known, multiplier
+from bridge.from_espi.value_formats import known, multiplier
 from cds.jsonenc import plain_decimal
 from espi.feed import UsagePointNode
 from espi.usage import SummaryMeasurement, UsagePoint

@@ -181,7 +181,7 @@ class UpstreamAuthorization(Base):
     # Set when either side ended the authorization (the customer at the custodian, or a CDS revocation that the
     # workers carried upstream); a revoked authorization is never fetched with again.
     revoked: Mapped[datetime | None]
-    # Lookup keys of the URIs above (cds.upstream.uri_digest, subscription_id_of): a notification or a bulk part
+    # Lookup keys of the URIs above (bridge.upstream.uri_digest, subscription_id_of): a notification or a bulk part
     # finds its authorizations with one indexed query, however many customers the custodian has.
     resource_digest: Mapped[str | None] = mapped_column(String(64), index=True)
     authorization_digest: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -43,6 +43,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse, Response
 
+from bridge.config import GatewayConfig
 from cds import authorization_details as rar
 from cds.grants import NO_ACCESS, client_credentials_grant, effective_status
 from cds.scopes import metadata_json
@@ -50,7 +51,6 @@ from cds.secrets import SecretBox
 from cds.store.models import AuthFailure, AuthorizationCode, Client, Credential, Grant, PushedRequest, Token
 from cds.urls import Urls
 from espi.starlette_oauth import GatewayRequest, StarletteServerMixin
-from gateway.config import GatewayConfig
 
 _session: ContextVar[Session] = ContextVar("greenbridge_oauth_session")
 CLIENT_AUTH = ["client_secret_basic"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from gateway.config import GatewayConfig
+from bridge.config import GatewayConfig
 
 
 def routes(config: GatewayConfig) -> list[BaseRoute]:

@@ -22,12 +22,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bridge.config import GatewayConfig
 from cds import clients, credentials, grants, messages
 from cds.api_errors import CdsApiError, query_dict
 from cds.registration import CLIENT_ADMIN
 from cds.urls import Urls
-from gateway.app import Gateway
-from gateway.config import GatewayConfig
+from gateway.context import Gateway
 from gateway.oauth.server import BearerError
 from gateway.routes.common import ApiError, CdsJSONResponse, gateway_of, in_session, read_json
 
@@ -141,7 +141,8 @@ def _get_grant(session: Session, call: Call) -> dict[str, Any]:
 def _patch_grant(session: Session, call: Call) -> dict[str, Any]:
     g = call.gateway
     return grants.modify_grant(session, call.registration_id, call.path["grant_id"], call.body, urls=g.urls,
-                               box=g.box, descriptions=g.descriptions, timezone=g.config.timezone, now=call.now)
+                               box=g.box, descriptions=g.descriptions, timezone=g.config.timezone, now=call.now,
+                               on_close=g.grant_closed)
 
 
 # ---------------------------------------------------------------------------------------------- Messages (§6)

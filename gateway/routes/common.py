@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from cds.jsonenc import encode
 from espi.starlette_oauth import GatewayRequest
-from gateway.app import Gateway
+from gateway.context import Gateway
 
 T = TypeVar("T")
 

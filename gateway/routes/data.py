@@ -42,14 +42,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bridge.config import GatewayConfig
 from cds.api_errors import CdsApiError, query_dict
 from cds.data_api import CustomerObjects, list_objects
 from cds.grants import NO_ACCESS, effective_status
 from cds.projection import CUSTOMER_DATA_TYPES, LISTINGS, Access, expired_entries, grant_access
 from cds.store.models import Grant, Token
 from cds.urls import Urls
-from gateway.app import Gateway
-from gateway.config import GatewayConfig
+from gateway.context import Gateway
 from gateway.oauth.server import BearerError
 from gateway.routes.common import ApiError, CdsJSONResponse, gateway_of, in_session
 

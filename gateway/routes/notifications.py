@@ -2,7 +2,7 @@
 
 ``POST /espi/1_1/Notification`` (the path OpenESPI third parties use; each URI's custodian is found by host and
 path prefix) and ``POST /custodians/{custodian_id}/notify`` (one URL per custodian). The body is parsed with
-espi.notification; each URI is checked by cds.notifications (nothing we are merely told about is fetched unless it
+espi.notification; each URI is checked by bridge.notifications (nothing we are merely told about is fetched unless it
 belongs to a configured custodian), refused URIs are logged without their query, and accepted ones become rows of
 the jobs table. The answer is 200 with an empty body as soon as the rows are committed: fetching is the workers'.
 
@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from cds.notifications import Accepted, Refused, accept_notification, owner_of
+from bridge.notifications import Accepted, Refused, accept_notification, owner_of
 from espi.errors import EspiError, XmlSecurityError
 from espi.notification import parse_batch_list
 from gateway.routes.common import gateway_of, in_session

@@ -21,14 +21,15 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from cds import bridge, consent, upstream
-from cds.custodian_scopes import CustodianCannotProvide, narrowest_scope
+from bridge import lifecycle, upstream
+from bridge.config import CustodianConfig, GatewayConfig
+from bridge.custodian_scopes import CustodianCannotProvide, narrowest_scope
+from cds import consent
 from cds.grants import NO_ACCESS, effective_status
 from cds.registration import RegistrationError, register
 from cds.store.models import AuthorizationCode, Client, Grant, PushedRequest, Receipt
 from espi.custodian_client import CustodianError
 from espi.starlette_oauth import GatewayRequest, RedirectResponse
-from gateway.config import CustodianConfig, GatewayConfig
 from gateway.routes.common import (
     ApiError,
     CdsJSONResponse,
@@ -421,7 +422,7 @@ async def custodian_callback(request: Request) -> Response:
         )
         row = upstream.bind(session, gateway.box, grant_id=record.grant_id, custodian_id=custodian.id,
                             customer_id=customer, scope=taken["scope"], tokens=tokens, now=now)
-        bridge.first_fetch(session, row, now)  # published once this transaction commits (gateway.job_publisher)
+        lifecycle.first_fetch(session, row, now)  # published once this transaction commits (gateway.job_publisher)
         oauth_req.grant_record = record
         oauth_req.user = customer
         log.info("custodian %s authorized grant %s for client %s (receipt %s)", custodian.id, record.grant_id,
@@ -500,7 +501,7 @@ async def revoke_from_receipt(request: Request) -> Response:
             return _receipt_not_found(request)
         _receipt, grant = found
         if effective_status(grant) not in NO_ACCESS:
-            bridge.end_upstream(session, grant.grant_id, datetime.now(UTC))  # revoke at the custodian too
+            gateway.grant_closed(session, grant.grant_id, datetime.now(UTC))  # revoke at the custodian too
             grant.status = "revoked"
             grant.enabled_scope = ""
             grant.enabled_authorization_details = []

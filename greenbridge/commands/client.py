@@ -161,13 +161,13 @@ def list_clients(config: Any, *, status: str | None = None) -> list[dict[str, An
 
 # ---------------------------------------------------------------------------------------------- the commands
 def _config(args: argparse.Namespace) -> Any:
-    from gateway.config import load_config
+    from bridge.config import load_config
 
     return load_config(getattr(args, "config", None))
 
 
 def run_action(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError
+    from bridge.config import ConfigError
 
     try:
         client = set_client_status(_config(args), args.client_id, args.action,
@@ -181,7 +181,7 @@ def run_action(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError
+    from bridge.config import ConfigError
 
     try:
         clients = list_clients(_config(args), status=args.status)

@@ -6,11 +6,11 @@ to CDS keeps its customers' consents:
 
 * the custodian's client_credentials token (espi.custodian_client, endpoints from the ``[[custodians]]`` table)
   reads its Authorization feed; each ``Authorization`` resource goes through
-  :func:`cds.custodian_scopes.grant_from_authorization` with the custodian's scopes the Client was registered for
+  :func:`bridge.custodian_scopes.grant_from_authorization` with the custodian's scopes the Client was registered for
   (``cds_usage_{custodian}`` …). Client-credentials (administrative, bulk) Authorizations and ones no such scope
   covers are skipped (``AuthorizationNotMigratable``) and listed with the reason.
-* each migrated Authorization becomes one Grant (:func:`cds.custodian_scopes.persist_server_created_grant`), linked
-  to its ``authorizationURI`` by an ``upstream_authorizations`` row without tokens (cds.upstream.link_imported), and
+* each migrated Authorization becomes one Grant (:func:`bridge.custodian_scopes.persist_server_created_grant`), linked
+  to its ``authorizationURI`` by an ``upstream_authorizations`` row without tokens (bridge.upstream.link_imported), and
   one changelog Message (``Grant created``) in the Client's registration. An Authorization already linked to a
   Grant (imported before, or consented through the gateway) is left alone: running the command again creates
   nothing.
@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------------------------------- the work
 def _authorizations(custodian: Any, issuer: str) -> list[tuple[str | None, Any]]:
     """(entry self link, Authorization) of every Authorization resource in the custodian's feed."""
-    from cds import upstream
+    from bridge import upstream
     from espi.custodian_client import CustodianError, Deferred
     from espi.feed import read_feed
 
@@ -92,8 +92,8 @@ def import_authorizations(config: Any, custodian_id: str, client_id: str, *,
     """Migrate custodian ``custodian_id``'s Authorizations to Grants of Client ``client_id`` in the store of
     ``config`` (a GatewayConfig). ``CustodianCommandError`` for an unknown custodian or Client, a Client registered
     for none of the custodian's scopes, or a custodian that cannot be read."""
-    from cds import upstream
-    from cds.custodian_scopes import (
+    from bridge import upstream
+    from bridge.custodian_scopes import (
         AuthorizationNotMigratable,
         custodian_scope_ids,
         grant_from_authorization,
@@ -102,7 +102,7 @@ def import_authorizations(config: Any, custodian_id: str, client_id: str, *,
     from cds.messages import changelog
     from cds.store.models import Client
     from espi.custodian_client import CustodianTokens
-    from gateway.app import build_gateway
+    from gateway.context import build_gateway
 
     custodian = next((c for c in config.custodians if c.id == custodian_id), None)
     if custodian is None:
@@ -171,7 +171,7 @@ def import_authorizations(config: Any, custodian_id: str, client_id: str, *,
 
 # ---------------------------------------------------------------------------------------------- the command
 def run_import(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, load_config
+    from bridge.config import ConfigError, load_config
 
     try:
         result = import_authorizations(load_config(getattr(args, "config", None)), args.custodian_id,

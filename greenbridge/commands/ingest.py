@@ -29,11 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from cds.ingest import IngestError, ingest_file, translate_options_for
+    from bridge.config import ConfigError, load_config
+    from bridge.ingest import IngestError, ingest_file, translate_options_for
     from cds.store.engine import make_engine, make_sessionmaker
     from cds.store.migrate import upgrade
     from espi.errors import DocumentError, EspiError
-    from gateway.config import ConfigError, load_config
 
     try:
         config = load_config(args.config)

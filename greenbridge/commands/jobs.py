@@ -47,9 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _sessions(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    from bridge.config import load_config
     from cds.store.engine import make_engine, make_sessionmaker
     from cds.store.migrate import upgrade
-    from gateway.config import load_config
 
     config = load_config(getattr(args, "config", None))
     engine = make_engine(config.database_url)
@@ -65,8 +65,8 @@ def _fail(message: str) -> int:
 def run_summary(args: argparse.Namespace) -> int:
     from sqlalchemy import func, select
 
+    from bridge.config import ConfigError
     from cds.store.models import Job
-    from gateway.config import ConfigError
 
     try:
         _config, engine, sessions = _sessions(args)
@@ -111,8 +111,8 @@ def _as_json(job: Any) -> dict[str, Any]:
 def run_list(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
+    from bridge.config import ConfigError
     from cds.store.models import Job
-    from gateway.config import ConfigError
 
     if args.limit < 1:
         return _fail("--limit must be at least 1")
@@ -141,8 +141,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_retry(args: argparse.Namespace) -> int:
+    from bridge.config import ConfigError
     from cds.store.jobs import take_new_jobs
-    from gateway.config import ConfigError
     from workers import jobs
 
     try:

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from espi.errors import EspiError
-    from espi.sandbox.config import DEFAULT_BASE_URL, SandboxConfigError, load_sandbox_config
+    from sandbox.config import DEFAULT_BASE_URL, SandboxConfigError, load_sandbox_config
 
     overrides = {
         "base_url": args.base_url, "data_dir": args.data, "generate_customers": args.generate,
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         if config.data_dir is not None:
             config = config.with_overrides(data_dir=Path(config.data_dir).resolve())
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        from espi.sandbox.app import create_sandbox_app
+        from sandbox.app import create_sandbox_app
 
         app = create_sandbox_app(config)
     except (SandboxConfigError, EspiError, OSError) as error:

@@ -38,14 +38,14 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from gateway.config import ConfigError, load_config
+    from bridge.config import ConfigError, load_config
 
     try:
         config = load_config(args.config)
     except ConfigError as error:
         print(f"greenbridge serve: {error}", file=sys.stderr)
         return 2
-    from gateway.config import GatewayConfig
+    from bridge.config import GatewayConfig
 
     port = args.port or urlsplit(config.issuer).port or 8080
     if config.issuer == GatewayConfig().issuer and (args.port or args.host != "127.0.0.1"):

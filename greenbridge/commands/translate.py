@@ -41,9 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bridge.from_espi import LISTINGS, StatementPolicy, TranslateOptions, TranslationError, translate
+    from bridge.from_espi.translate import DEFAULT_ID_SECRET, source_size
     from cds import jsonenc
-    from cds.from_espi import LISTINGS, StatementPolicy, TranslateOptions, TranslationError, translate
-    from cds.from_espi.translate import DEFAULT_ID_SECRET, source_size
     from espi.errors import EspiError
 
     if args.file != "-" and not os.path.isfile(args.file):

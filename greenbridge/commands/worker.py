@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _app(command: str, config_path: str | None, *, migrate: bool):
-    from gateway.config import ConfigError, load_config
+    from bridge.config import ConfigError, load_config
     from workers.app import make_celery
 
     try:

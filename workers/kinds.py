@@ -1,0 +1,98 @@
+"""The job kinds and what their handlers may ask of the run they are in.
+
+A kind is registered with :func:`register` (its handler, its queue, what happens when it gives up); the runtime in
+workers.tasks claims a job, looks its kind up here and runs the handler. Handlers (workers.tasks, workers.upstream)
+import only this module and workers.jobs, never the runtime, so the runtime can import them to register them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery.signals import worker_process_init
+from sqlalchemy.orm import Session, sessionmaker
+
+from cds.store.models import Job
+from workers import jobs
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Session, Job, Any], Any]
+
+
+@dataclass(frozen=True)
+class Kind:
+    handler: Handler
+    queue: str
+    #: ``on_dead(session, job, config, error)``: what else must happen when a job of this kind gives up (in the
+    #: transaction that records ``dead``), e.g. telling the Grant waiting for it.
+    on_dead: Callable[[Session, Job, Any, str], Any] | None = None
+
+
+HANDLERS: dict[str, Kind] = {}
+
+
+def register(kind: str, *, queue: str, on_dead: Callable[[Session, Job, Any, str], Any] | None = None
+             ) -> Callable[[Handler], Handler]:
+    """Decorator: ``handler`` runs the jobs of ``kind``, published to ``queue``."""
+    if queue not in jobs.QUEUES:
+        raise ValueError(f"queue must be one of {', '.join(jobs.QUEUES)}, not {queue!r}")
+
+    def decorate(handler: Handler) -> Handler:
+        HANDLERS[kind] = Kind(handler, queue, on_dead)
+        return handler
+
+    return decorate
+
+
+def queue_for(kind: str) -> str:
+    if kind not in HANDLERS:
+        raise KeyError(f"no handler for job kind {kind!r}")
+    return HANDLERS[kind].queue
+
+
+# ------------------------------------------------------------------------------------ what a handler may ask
+
+_sessions: dict[str, sessionmaker[Session]] = {}
+
+
+def sessions_for(config: Any) -> sessionmaker[Session]:
+    """One engine per database URL and process (made lazily, so never shared across a fork)."""
+    factory = _sessions.get(config.database_url)
+    if factory is None:
+        from cds.store.engine import make_engine, make_sessionmaker
+
+        factory = _sessions[config.database_url] = make_sessionmaker(make_engine(config.database_url))
+    return factory
+
+
+@worker_process_init.connect
+def _forget_engines(**_kwargs: Any) -> None:
+    _sessions.clear()  # a forked pool process opens its own connections
+
+
+AFTER_COMMIT = "greenbridge.after_commit"
+PUBLISH = "greenbridge.publish"
+
+
+def publish_now(session: Session, job_id: str, queue: str) -> bool:
+    """Publish a job committed outside the run's transaction (a fan-out that starts before the run ends) with the
+    run's publisher; False when there is none (the reconciler will)."""
+    publisher = session.info.get(PUBLISH)
+    if publisher is None:
+        return False
+    try:
+        publisher(job_id, queue)
+    except Exception as error:
+        log.warning("job %s not published (%s); the reconciler will", job_id, error)
+        return False
+    return True
+
+
+def after_commit(session: Session, action: Callable[[], Any]) -> None:
+    """Run ``action`` once the handler's transaction has committed (e.g. delete a downloaded file only when what
+    was read from it is stored); dropped when the run fails."""
+    session.info.setdefault(AFTER_COMMIT, []).append(action)
