@@ -91,7 +91,9 @@ __all__ = [
     "CustodianCannotProvide",
     "CustodianOffer",
     "CustodianScope",
+    "DeliveryPlan",
     "History",
+    "Omission",
     "Skipped",
     "custodian_offer",
     "custodian_scope_ids",
@@ -100,6 +102,7 @@ __all__ = [
     "narrowest_scope",
     "offered_scopes",
     "persist_server_created_grant",
+    "plan_delivery",
     "read_custodian_scopes",
 ]
 
@@ -601,6 +604,18 @@ def _render(value: date | datetime | str) -> str:
     return value
 
 
+def _older_than(value: Any, fid: str, earliest: date | datetime, *, tz, now: datetime) -> bool:
+    """Whether a window start reaches further back than ``earliest``, compared at the precision the value is
+    expressed in: a start written in whole seconds is not older than an earliest instant within that second (the
+    request's own defaults are resolved to whole seconds; the history limit keeps the clock's microseconds)."""
+    if value == INFINITE:
+        return True
+    resolved = _resolve(value, fid, tz=tz, now=now)
+    if isinstance(resolved, datetime) and isinstance(earliest, datetime) and not resolved.microsecond:
+        earliest = earliest.replace(microsecond=0)
+    return resolved < earliest
+
+
 def _too_old(source: CustodianScope, entries: Sequence[tuple[str, str, Mapping[str, Any]]], *, tz,
              now: datetime) -> tuple[str, str, Any, Any] | None:
     """(scope id, field, value, earliest) of the first window field older than ``source``'s history, or None."""
@@ -608,7 +623,7 @@ def _too_old(source: CustodianScope, entries: Sequence[tuple[str, str, Mapping[s
         for fid in history_fields(scope_type, details):
             earliest = _earliest(source.history, fid, tz=tz, now=now)
             value = details[fid]
-            if value == INFINITE or _resolve(value, fid, tz=tz, now=now) < earliest:
+            if _older_than(value, fid, earliest, tz=tz, now=now):
                 return scope_id, fid, value, earliest
     return None
 
@@ -722,6 +737,215 @@ def narrowest_scope(
     raise CustodianCannotProvide(
         prefix + f"{fid} {shown} ({scope_id}) reaches further back than the custodian's HistoryLength of "
         f"{longest.history.text} allows (earliest {_render(earliest)}, scope {longest.text!r})", field=fid)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# CDS request → what this custodian can deliver of it (the grant may be partial)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Omission:
+    """One part of a request the custodian will not provide: the scope it belongs to, the field (a value type's
+    field, an include field, a window start, a preselection, or ``""`` for the whole scope) and plain words for the
+    customer and the client."""
+
+    scope_id: str
+    field: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPlan:
+    """What the consent hop asks of one custodian for a CDS request and what the Grant will carry.
+
+    ``scope``: the custodian scope string to ask for, verbatim. ``enabled_scopes``: the request's scope ids the
+    Grant enables (customer-data scopes of which nothing can be delivered are left out; other scopes stay).
+    ``enabled_details``: the effective ``authorization_details`` narrowed to what the string gives (value types it
+    does not carry removed, include fields it cannot fill set false, window starts moved to its history).
+    ``omissions``: what was narrowed, in words. A complete plan has none: the Grant becomes ``active``; otherwise
+    ``partial`` (WG1-02 §8.2: the server limited access to the ``enabled_*`` values)."""
+
+    scope: str
+    enabled_scopes: tuple[str, ...]
+    enabled_details: list[dict[str, Any]]
+    omissions: tuple[Omission, ...]
+
+    @property
+    def complete(self) -> bool:
+        return not self.omissions
+
+
+@dataclass(frozen=True, slots=True)
+class _Narrowed:
+    details: dict[str, Any] | None  # None: nothing of the entry can be delivered
+    omissions: tuple[Omission, ...]
+    history_lost: float  # days of requested history the string does not reach
+
+
+def _field_names(description: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(field id → name, value-type choice id → name) of a description's JSON, for the omission texts."""
+    names, choices = {}, {}
+    for fd in description.get("authorization_details_fields_supported") or ():
+        names[fd["id"]] = fd.get("name") or fd["id"]
+        if fd["id"] == VALUE_TYPES:
+            choices = {c["id"]: c.get("name") or c["id"] for c in fd.get("choices") or ()}
+    return names, choices
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
+
+
+def _ceil_second(moment: datetime) -> datetime:
+    return moment.replace(microsecond=0) + timedelta(seconds=1) if moment.microsecond else moment
+
+
+def _narrow_entry(scope_id: str, scope_type: str, details: Mapping[str, Any], description: Mapping[str, Any],
+                  source: CustodianScope, *, tz, now: datetime) -> _Narrowed:
+    """``details`` (an effective entry, without ``type``) as far as ``source`` can deliver it (docs/mapping.md
+    §11.5): value types and include fields are "include what exists", preselections must be honoured exactly (a
+    filter the custodian cannot apply would widen the data), window starts are moved to the string's history."""
+    blocks, metered = source.blocks, source.commodities
+    kind = SCOPE_TYPES[scope_type]
+    names, choice_names = _field_names(description)
+    scope_name = description.get("name") or scope_id
+
+    def nothing(fid: str, why: str) -> _Narrowed:
+        return _Narrowed(None, (Omission(scope_id, fid, f"{scope_name}: {why}"),), 0.0)
+
+    narrowed = dict(details)
+    omissions: list[Omission] = []
+    trial: dict[str, Any] = {fid: value for fid, value in details.items() if fid in kind.base}
+    values = details.get(VALUE_TYPES)
+    if isinstance(values, list) and _includes_usage(kind, details):
+        kept = [vt for vt in values if _fits(scope_type, {**trial, VALUE_TYPES: [vt]}, blocks, metered)]
+        dropped = [vt for vt in values if vt not in kept]
+        if values and not kept:
+            return nothing(VALUE_TYPES, "none of the requested usage values ("
+                           + ", ".join(_lower_first(choice_names.get(vt, vt)) for vt in values) + ")")
+        if dropped:
+            narrowed[VALUE_TYPES] = kept
+            omissions.extend(Omission(scope_id, VALUE_TYPES, _lower_first(choice_names.get(vt, vt)))
+                             for vt in dropped)
+        trial[VALUE_TYPES] = kept
+    elif VALUE_TYPES in details:
+        trial[VALUE_TYPES] = values
+    if not _fits(scope_type, trial, blocks, metered):
+        need = requirements(scope_type, trial, commodities=metered)
+        return nothing("", f"not shared by this utility (it needs {_missing_text(need.function_blocks - blocks)})")
+    for fid, value in details.items():
+        if fid not in PRESELECTION_NEEDS or value is None:
+            continue
+        need = requirements(scope_type, {**trial, fid: value}, commodities=metered)
+        if not need.function_blocks <= blocks or any(item.subject == fid for item in need.unavailable):
+            return nothing(fid, f"this utility cannot select by {_lower_first(names.get(fid, fid))}")
+        trial[fid] = value
+    for fid, value in details.items():
+        if not fid.startswith("include_") or fid == VALUE_TYPES or fid in kind.base or value is not True:
+            continue
+        if _fits(scope_type, {**trial, fid: True}, blocks, metered):
+            trial[fid] = True
+        else:
+            narrowed[fid] = False
+            omissions.append(Omission(scope_id, fid, _lower_first(names.get(fid, fid).removeprefix("Include "))))
+    lost = 0.0
+    for fid in history_fields(scope_type, narrowed):
+        earliest = _earliest(source.history, fid, tz=tz, now=now)
+        if not _older_than(narrowed[fid], fid, earliest, tz=tz, now=now):
+            continue
+        if isinstance(earliest, datetime):
+            start = _ceil_second(earliest.astimezone(tz))
+            narrowed[fid] = rar.format_datetime(start)
+            shown = start.date()
+        else:
+            narrowed[fid] = rar.format_date(earliest)
+            shown = earliest
+        value = details[fid]
+        reach = _resolve(value, fid, tz=tz, now=now)
+        if isinstance(reach, datetime):
+            lost += max(0.0, (start - reach).total_seconds() / 86400)
+        elif isinstance(reach, date):
+            lost += max(0, (shown - reach).days)
+        else:  # "infinite": all history
+            lost += MAX_HISTORY_DAYS
+        omissions.append(Omission(scope_id, fid, f"data before {shown.isoformat()} (this utility keeps "
+                                  f"{source.history.text} of history)"))
+    if not _fits(scope_type, narrowed, blocks, metered):  # cannot happen: every step above kept within the string
+        return nothing("", "not shared by this utility")
+    return _Narrowed(narrowed, tuple(omissions), lost)
+
+
+def _includes_usage(kind: Any, details: Mapping[str, Any]) -> bool:
+    value = details.get("include_usage_segments", "include_usage_segments" in kind.base)
+    return value is True
+
+
+def plan_delivery(
+    request_scopes: Iterable[str],
+    effective_details: Sequence[Mapping[str, Any]],
+    offered: Iterable[str],
+    descriptions: Mapping[str, Any],
+    *,
+    now: datetime,
+    timezone: str = "UTC",
+    history_units: str = "heuristic",
+    default_history: str = DEFAULT_HISTORY,
+) -> DeliveryPlan:
+    """What this custodian can deliver of a CDS request (docs/mapping.md §11.5), and the scope string to ask for.
+
+    Arguments as :func:`narrowest_scope`; ``now`` must be the reference moment the ``effective_details`` were
+    resolved at (their relative defaults), or a default start would look older than the history it was made from.
+    Every offered string is tried; the winner delivers the most scopes, then drops the fewest value types and
+    fields, then loses the least history, then is the narrowest (:func:`narrowest_scope`'s order). A request this
+    custodian covers whole gives a complete plan with exactly the string :func:`narrowest_scope` picks.
+    :class:`CustodianCannotProvide` when nothing of the request can be delivered, with :func:`narrowest_scope`'s
+    description of what is missing; ``ValueError`` when the request holds no customer-data scope at all."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    tz = load_timezone(timezone)
+    request_scopes = list(dict.fromkeys(request_scopes))
+    entries = _request_entries(request_scopes, effective_details, descriptions)
+    if not entries:
+        raise ValueError("the request holds no customer-data scope of this custodian")
+    candidates, _ = read_custodian_scopes(offered, history_units=history_units, default_history=default_history)
+    described = {scope_id: _json(descriptions[scope_id]) for scope_id, _type, _details in entries}
+    best: tuple[tuple, CustodianScope, list[_Narrowed]] | None = None
+    for source in candidates:
+        results = [_narrow_entry(scope_id, scope_type, details, described[scope_id], source, tz=tz, now=now)
+                   for scope_id, scope_type, details in entries]
+        undelivered = sum(r.details is None for r in results)
+        if undelivered == len(results):
+            continue
+        dropped = sum(len(r.omissions) for r in results if r.details is not None)
+        rank = (undelivered, dropped, sum(r.history_lost for r in results), len(source.scope.function_blocks),
+                source.history.days, bool(source.scope.bulk_ids), source.position)
+        if best is None or rank < best[0]:
+            best = (rank, source, results)
+    if best is None:
+        narrowest_scope(request_scopes, effective_details, offered, descriptions, now=now, timezone=timezone,
+                        history_units=history_units, default_history=default_history)
+        raise CustodianCannotProvide("the data custodian cannot provide any part of this request")  # not reached
+    _rank, source, results = best
+    served = {scope_id for (scope_id, _t, _d), r in zip(entries, results, strict=True) if r.details is not None}
+    customer_data = {scope_id for scope_id, _t, _d in entries}
+    enabled_scopes = tuple(s for s in request_scopes if s not in customer_data or s in served)
+    narrowed_by_type: dict[str, dict[str, Any]] = {}
+    for (scope_id, _t, _d), result in zip(entries, results, strict=True):
+        if result.details is not None:
+            for type_ in described[scope_id].get("authorization_details_types_supported") or ():
+                narrowed_by_type[type_] = result.details
+    enabled_details = []
+    for entry in effective_details:
+        type_ = entry.get("type") if isinstance(entry, Mapping) else None
+        owner = next((sid for sid in customer_data
+                      if type_ in (described[sid].get("authorization_details_types_supported") or ())), None)
+        if owner is None:
+            enabled_details.append(dict(entry))
+        elif type_ in narrowed_by_type:
+            enabled_details.append({"type": type_, **narrowed_by_type[type_]})
+    omissions = tuple(o for r in results for o in r.omissions)
+    return DeliveryPlan(source.text, enabled_scopes, enabled_details, omissions)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from cds.urls import Urls
 #: The statuses a Grant may still receive data in (a ``future`` Grant is fetched ahead of its start; an ``errored``
 #: one is tried again when the custodian announces data; bulk deliveries may still reach one that
 #: ``needs_authorization``, whose own token no longer works).
-FETCHING = frozenset({"pending", "active", "future", "errored", "delayed", "needs_authorization"})
+FETCHING = frozenset({"pending", "active", "partial", "future", "errored", "delayed", "needs_authorization"})
 
 
 def first_fetch(session: Session, row: UpstreamAuthorization, now: datetime) -> Job:
@@ -131,19 +131,29 @@ def _before(grant: Grant) -> dict[str, Any]:
             "enabled_authorization_details": list(grant.enabled_authorization_details)}
 
 
+#: Statuses of a Grant whose feed runs on schedule (``partial``: on schedule for what its utility provides).
+SYNCED = frozenset({"active", "partial"})
 #: Statuses that stored data turns into ``active``: waiting for the first data, or its fetch failed before.
 ACTIVATED_BY_DATA = frozenset({"pending", "errored"})
 
 
+def is_narrowed(grant: Grant) -> bool:
+    """Whether the Grant enables less than it was granted (its utility cannot provide part of it)."""
+    return (set(grant.enabled_scope.split()) != set(grant.scope.split())
+            or grant.enabled_authorization_details != grant.authorization_details)
+
+
 def activate(session: Session, grant: Grant, *, urls: Urls, box: SecretBox, now: datetime) -> bool:
-    """A ``pending`` (or ``errored``) Grant whose data is stored becomes ``active`` with its scope and details
-    enabled."""
+    """A ``pending`` (or ``errored``) Grant whose data is stored becomes ``active``, or ``partial`` when the consent
+    hop enabled less than was requested (WG1-02 §8.2: access limited to the ``enabled_*`` values; what was left out
+    is on the receipt). A Grant from before partial grants existed has nothing enabled yet: it gets everything."""
     if grant.status not in ACTIVATED_BY_DATA:
         return False
     before = _before(grant)
-    grant.status = "active"
-    grant.enabled_scope = grant.scope
-    grant.enabled_authorization_details = list(grant.authorization_details)
+    if not grant.enabled_scope:
+        grant.enabled_scope = grant.scope
+        grant.enabled_authorization_details = list(grant.authorization_details)
+    grant.status = "partial" if is_narrowed(grant) else "active"
     grant.eta = None
     grant.modified = now
     _log_change(session, grant, before, urls=urls, box=box, now=now,
@@ -167,9 +177,9 @@ def first_fetch_failed(session: Session, grant: Grant, *, urls: Urls, box: Secre
 
 
 def sync_ended(session: Session, grant: Grant, *, urls: Urls, box: SecretBox, now: datetime) -> bool:
-    """An ``active`` Grant past its ``sync_until`` becomes ``stopped`` (WG1-02 §8.2: the feed stopped, existing
-    data is still accessible) the first time a notification finds it so."""
-    if grant.status != "active" or effective_status(grant, now) != "active" or keeps_syncing(grant, now):
+    """An ``active`` (or ``partial``) Grant past its ``sync_until`` becomes ``stopped`` (WG1-02 §8.2: the feed
+    stopped, existing data is still accessible) the first time a notification finds it so."""
+    if grant.status not in SYNCED or effective_status(grant, now) not in SYNCED or keeps_syncing(grant, now):
         return False
     before = _before(grant)
     grant.status = "stopped"

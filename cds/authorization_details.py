@@ -547,12 +547,14 @@ class ValidatedDetails:
 
     ``effective``: every entry with defaults filled and durations absolute (what the Grant stores and enforces).
     ``echoed``: the same entries as the token response / Grant ``authorization_details`` show them (consent scopes
-    drop their preselection fields). ``scopes``: the scope id of each entry, parallel to both lists.
+    drop their preselection fields). ``scopes``: the scope id of each entry, parallel to both lists. ``now``: the
+    reference moment relative values were resolved at (None when the entries were not resolved here).
     """
 
     effective: list[dict] = field(default_factory=list)
     echoed: list[dict] = field(default_factory=list)
     scopes: list[str] = field(default_factory=list)
+    now: datetime | None = None
 
 
 def _description_json(description: Any) -> dict:
@@ -793,7 +795,7 @@ def validate_authorization_details(
             echoed.append({k: v for k, v in entry.items() if k not in PRESELECTION_FIELDS or k in keep})
         else:
             echoed.append(dict(entry))
-    return ValidatedDetails(effective=effective, echoed=echoed, scopes=scopes_of)
+    return ValidatedDetails(effective=effective, echoed=echoed, scopes=scopes_of, now=now)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -99,18 +99,27 @@ def approve(
     zone: ZoneInfo | None = None,
     now: datetime | None = None,
     eta: datetime | None = None,
+    enabled_scope: str | None = None,
+    enabled_authorization_details: list[dict[str, Any]] | None = None,
+    omitted: list[str] | None = None,
 ) -> tuple[Grant, str]:
     """Create (or, for a ``cds_grant_id`` re-authorization, update) the Grant and issue a receipt.
 
     Returns the grant and the receipt's secret URL handle. The grant is updated immediately (WG1-02 §8.3: the
     server must not wait for the token request). With ``eta`` (the upstream hop: the data is still to be fetched
-    from the custodian) the grant is ``pending`` with that ``eta`` and nothing enabled yet, as WG1-02 §8.2 asks of
-    a grant whose data loads asynchronously; otherwise it is ``active`` with everything enabled.
+    from the custodian) the grant is ``pending`` with that ``eta``, as WG1-02 §8.2 asks of a grant whose data loads
+    asynchronously; otherwise it is ``active``. ``enabled_scope`` / ``enabled_authorization_details``: what the
+    grant will give when less than requested can be delivered (a ``partial`` grant, WG1-02 §8.2); by default
+    everything (nothing while ``pending``, unless given). ``omitted``: what will not be provided, in words, for the
+    receipt.
     """
     now = now or datetime.now(UTC)
     expires = _absolute_expiry(authorization_details)
     status = "pending" if eta is not None else "active"
-    enabled_scope, enabled_details = ("", []) if eta is not None else (scope, authorization_details)
+    if enabled_scope is not None:
+        enabled_details = list(enabled_authorization_details or [])
+    else:
+        enabled_scope, enabled_details = ("", []) if eta is not None else (scope, authorization_details)
     if grant_id:
         grant = session.get(Grant, grant_id)
         grant.scope = scope
@@ -127,6 +136,8 @@ def approve(
         grant = create_grant(session, client, scope=scope, authorization_details=authorization_details, box=box,
                              customer_id=customer_id, state=state, expires=expires, now=now, status=status)
         grant.eta = eta
+        grant.enabled_scope = enabled_scope
+        grant.enabled_authorization_details = enabled_details
     handle = box.new_secret(32)
     confirmation = new_confirmation()
     previous = session.scalars(select(Receipt).where(Receipt.grant_id == grant.grant_id,
@@ -144,6 +155,7 @@ def approve(
             "scope": scope,
             "requests": request_sections(scope, authorization_details, descriptions, zone),
             "customer_id": customer_id,
+            "omitted": list(omitted or []),
         },
     ))
     grant.receipt_confirmations = [*grant.receipt_confirmations, confirmation]

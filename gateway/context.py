@@ -4,14 +4,16 @@ store, the OAuth server, the scope descriptions, the job publisher) and wires th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge import lifecycle
+from bridge import consent_hop, lifecycle
 from bridge.config import GatewayConfig
 from bridge.custodian_scopes import custodian_scope_ids, merge_offers, offered_scopes
+from cds.authorization_details import ValidatedDetails
 from cds.grants import GrantClosedHook
 from cds.scopes import build_scope_descriptions
 from cds.secrets import SecretBox
@@ -19,7 +21,7 @@ from cds.store.engine import make_engine, make_sessionmaker
 from cds.store.migrate import upgrade
 from cds.urls import Urls
 from gateway.job_publisher import JobPublisher
-from gateway.oauth.server import GatewayServer
+from gateway.oauth.server import GatewayServer, RequestCheck
 
 
 @dataclass
@@ -52,11 +54,28 @@ def build_gateway(config: GatewayConfig, *, migrate: bool = True) -> Gateway:
         coverages=[entry["id"] for entry in config.coverage],
     )
     descriptions, scope_custodians = with_custodian_scopes(config, generic, urls)
-    oauth = GatewayServer(config, descriptions, box, urls)
+    oauth = GatewayServer(config, descriptions, box, urls,
+                          request_check=servable_check(config, descriptions, scope_custodians))
     sessions = make_sessionmaker(engine)
     publisher = JobPublisher(config.redis_url)
     publisher.attach(sessions)
     return Gateway(config, urls, engine, sessions, box, descriptions, oauth, scope_custodians, publisher)
+
+
+def servable_check(config: GatewayConfig, descriptions: dict[str, Any], scope_custodians: dict[str, str]
+                   ) -> RequestCheck | None:
+    """With custodians configured, PAR refuses a request of which no utility can deliver anything (the consent hop
+    would fail only after the customer approved; bridge.consent_hop). Without, consent is local: no check."""
+    if not config.custodians:
+        return None
+
+    def check(scope: str, details: ValidatedDetails) -> None:
+        found = consent_hop.options(config.custodians, scope, details.effective, descriptions=descriptions,
+                                    scope_custodians=scope_custodians, now=details.now or datetime.now(UTC),
+                                    timezone=config.timezone)
+        consent_hop.check_servable(found)
+
+    return check
 
 
 def with_custodian_scopes(config: GatewayConfig, generic: dict[str, Any], urls: Urls

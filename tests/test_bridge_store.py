@@ -365,3 +365,27 @@ def test_migration_0007_backfills_the_keys_the_application_computes(gateway):
         assert {"resource_digest": row.resource_digest, "authorization_digest": row.authorization_digest,
                 "subscription_id": row.subscription_id} == upstream.lookup_keys(row.resource_uri,
                                                                                row.authorization_uri)
+
+
+def test_a_narrowed_grant_activates_as_partial_and_keeps_its_limits(gateway):
+    """The consent hop enabled less than was requested (issue 12 item 1: its utility cannot provide part of it):
+    the first data makes the Grant ``partial`` (WG1-02 §8.2), never widens what was enabled, and the feed of a
+    partial Grant runs and stops like an active one's."""
+    client, gw = gateway
+    _registration, _tokens, grant_id, _row = _consented_grant(client, gw)
+    with gw.sessions() as session, session.begin():
+        grant = session.get(Grant, grant_id)
+        narrowed = [{**entry, "include_meter_numbers": False} for entry in grant.authorization_details]
+        assert narrowed != grant.authorization_details  # the local consent asked for meter numbers
+        grant.enabled_scope, grant.enabled_authorization_details = grant.scope, narrowed
+        assert lifecycle.activate(session, grant, urls=gw.urls, box=gw.box, now=T0)
+    with gw.sessions() as session, session.begin():
+        grant = session.get(Grant, grant_id)
+        assert grant.status == "partial" and grant.eta is None
+        assert grant.enabled_authorization_details == narrowed and grant.authorization_details != narrowed
+        now = datetime.now(UTC)
+        assert lifecycle.keeps_syncing(grant, now)
+        grant.authorization_details = [{**d, "sync_until": (now - timedelta(days=1)).isoformat()}
+                                       for d in grant.authorization_details]
+        assert lifecycle.sync_ended(session, grant, urls=gw.urls, box=gw.box, now=now)
+        assert grant.status == "stopped"

@@ -25,11 +25,12 @@ from bridge.custodian_scopes import (
     narrowest_scope,
     offered_scopes,
     persist_server_created_grant,
+    plan_delivery,
     read_custodian_scopes,
 )
 from bridge.legacy_scope import SCOPE_TYPES, required_function_blocks
 from cds import authorization_details as rar
-from cds.scopes import CLIENT_ADMIN_ID, GRANT_ADMIN_ID, metadata_json, problems
+from cds.scopes import CLIENT_ADMIN_ID, GRANT_ADMIN_ID, build_scope_descriptions, metadata_json, problems
 from espi.authorization import Authorization
 from espi.usage import DateTimeInterval
 
@@ -486,6 +487,107 @@ def test_requests_without_customer_data_or_strings(sandbox):
         narrowest_scope(["cds_usage_sandbox"], [], SANDBOX, sandbox, now=datetime(2026, 1, 1))
 
 
+def test_a_default_start_resolved_to_the_second_is_not_older_than_the_limit():
+    """The field report: every string carries a HistoryLength, the description's default segment_start is resolved
+    at whole seconds, and the hop ran a moment later (…:18Z against an earliest of …:18.980411Z)."""
+    strings = ["FB=1_3_4_5_13_14_39;IntervalDuration=900;HistoryLength=13", "FB=1_3_4_5_12;HistoryLength=24"]
+    descriptions = offered_scopes("dc", strings, documentation_base=DOCS, timezone=TZ)
+    validated = effective(descriptions, ["cds_usage_dc"])
+    later = NOW + timedelta(microseconds=980411)
+    assert narrowest_scope(["cds_usage_dc"], validated, strings, descriptions, now=later, timezone=TZ) == strings[1]
+    # A start written with a fraction is compared with the fraction: a microsecond too early is too early.
+    validated[0]["segment_start"] = rar.format_datetime(
+        rar.resolve_date_value("P24M", datetime_format=True, subtract=True, tz=rar.load_timezone(TZ), now=later)
+        - timedelta(microseconds=1))
+    with pytest.raises(CustodianCannotProvide, match="HistoryLength of 24 months"):
+        narrowest_scope(["cds_usage_dc"], validated, strings, descriptions, now=later, timezone=TZ)
+
+
+# ------------------------------------------------------------------ (b2) what a custodian delivers of a request
+
+
+def generic_and(strings, custodian="dc"):
+    """The gateway's generic descriptions (cds_usage_1 …) beside one custodian's, as the gateway merges them."""
+    generic = build_scope_descriptions(documentation_base=DOCS, timezone=TZ, segment_history="P3Y")
+    return merge_offers([generic, offered_scopes(custodian, strings, documentation_base=DOCS, timezone=TZ)])
+
+
+def test_generic_defaults_are_narrowed_to_what_the_custodian_has():
+    """A spec-only client: cds_usage_1 with nothing but required fields, so every include default applies."""
+    descriptions = generic_and(SANDBOX)
+    (requested,) = effective(descriptions, ["cds_usage_1"])
+    with pytest.raises(CustodianCannotProvide):
+        narrowest_scope(["cds_usage_1"], [requested], SANDBOX, descriptions, now=NOW, timezone=TZ)
+    plan = plan_delivery(["cds_usage_1"], [requested], SANDBOX, descriptions, now=NOW, timezone=TZ)
+    assert plan.scope == SANDBOX_FULL and plan.enabled_scopes == ("cds_usage_1",) and not plan.complete
+    (entry,) = plan.enabled_details
+    assert entry["include_usage_segment_value_types"] == requested["include_usage_segment_value_types"]
+    assert requested["include_meter_numbers"] and entry["include_meter_numbers"] is False  # no FB_60
+    assert requested["include_contract_numbers"] and entry["include_contract_numbers"] is False  # no FB_57
+    assert entry["segment_start"] > requested["segment_start"]  # 13 months of history, not 3 years
+    changed = {k for k in requested if requested[k] != entry[k]}
+    assert changed == {"include_meter_numbers", "include_contract_numbers", "segment_start"}
+    assert sorted(o.field for o in plan.omissions) == sorted(changed)
+    assert any(o.text == "meter numbers" for o in plan.omissions)
+    # what stays enabled is a valid request of the same scope (a reduction the client could have asked for)
+    assert effective(descriptions, ["cds_usage_1"], dict(entry)) == [entry]
+
+
+def test_value_types_the_strings_lack_are_left_out():
+    descriptions = generic_and([SANDBOX_HOURLY, SANDBOX_15MIN])
+    entry = {"type": "cds_usage_1", "include_usage_segment_value_types": ["electric_usage_forward", "cost",
+                                                                            "electric_demand_peak"]}
+    plan = plan_delivery(["cds_usage_1"], effective(descriptions, ["cds_usage_1"], entry),
+                         [SANDBOX_HOURLY, SANDBOX_15MIN], descriptions, now=NOW, timezone=TZ)
+    assert plan.enabled_details[0]["include_usage_segment_value_types"] == ["electric_usage_forward"]
+    dropped = [o.text for o in plan.omissions if o.field == "include_usage_segment_value_types"]
+    assert len(dropped) == 2 and any("cost" in text.lower() for text in dropped)
+    # the string that keeps the most wins, then the narrowest: the 15-minute string adds FB_15, which is not needed
+    assert plan.scope == SANDBOX_HOURLY
+
+
+def test_a_scope_the_custodian_cannot_serve_is_left_out_of_a_partial_grant():
+    descriptions = generic_and([SANDBOX_HOURLY])
+    scopes = ["cds_usage_1", "cds_service_bills_1", "openid"]
+    requested = effective(descriptions, ["cds_usage_1", "cds_service_bills_1"],
+                          {"type": "cds_usage_1", "include_usage_segment_value_types": ["electric_usage_forward"],
+                           "segment_start": "P6M", "include_meter_numbers": False,
+                           "include_contract_numbers": False})
+    plan = plan_delivery(scopes, requested, [SANDBOX_HOURLY], descriptions, now=NOW, timezone=TZ)
+    assert plan.enabled_scopes == ("cds_usage_1", "openid")
+    assert [e["type"] for e in plan.enabled_details] == ["cds_usage_1"]
+    assert plan.enabled_details[0] == requested[0]
+    (whole,) = plan.omissions
+    assert whole.scope_id == "cds_service_bills_1" and whole.field == "" and "FB_15" in whole.text
+
+
+@pytest.mark.parametrize(("entry", "named"), [
+    # a preselection must hold exactly: selecting by meter number needs FB_60
+    ({"type": "cds_usage_1", "meter_numbers": ["M-1"]}, "FB_60"),
+    # cost alone, from strings without FB_12: nothing of the entry exists
+    ({"type": "cds_usage_1", "include_usage_segment_value_types": ["cost"]}, "FB_12"),
+])
+def test_a_request_of_which_nothing_can_be_delivered_is_refused(entry, named):
+    strings = [SANDBOX_HOURLY, SANDBOX_15MIN]
+    descriptions = generic_and(strings)
+    requested = effective(descriptions, ["cds_usage_1"], entry)
+    with pytest.raises(CustodianCannotProvide, match=named):
+        plan_delivery(["cds_usage_1"], requested, strings, descriptions, now=NOW, timezone=TZ)
+
+
+def test_the_string_a_custodian_granted_decides_what_is_enabled():
+    """Custodians may grant less than was asked (the token response's scope): the plan is made for that string."""
+    descriptions = generic_and(SANDBOX)
+    requested = effective(descriptions, ["cds_usage_1"], {
+        "type": "cds_usage_1", "include_usage_segment_value_types": ["electric_usage_forward", "cost"],
+        "segment_start": "P6M", "include_meter_numbers": False, "include_contract_numbers": False})
+    asked = plan_delivery(["cds_usage_1"], requested, SANDBOX, descriptions, now=NOW, timezone=TZ)
+    assert asked.complete and asked.scope == SANDBOX_FULL
+    granted = plan_delivery(["cds_usage_1"], requested, [SANDBOX_HOURLY], descriptions, now=NOW, timezone=TZ)
+    assert granted.scope == SANDBOX_HOURLY
+    assert granted.enabled_details[0]["include_usage_segment_value_types"] == ["electric_usage_forward"]
+
+
 CUSTODIAN_LISTS = {
     "section_5_1": [*SECTION_5_1_FB, *SECTION_5_1_TERMS, BULK_CONTRACT, *LEGACY_LITERALS, *ADMIN_SCOPES],
     "seed": SEED_SCOPES,
@@ -544,6 +646,13 @@ def check_every_scope_maps(strings):
         if description.is_consent:
             default = upstream(strings, result.descriptions, [scope_id])
             assert len(usable[default].scope.function_blocks) <= len(widest_source.scope.function_blocks)
+            # Its own defaults pass the hop whole (issue 12): resolved to whole seconds, they are not older than a
+            # history limit computed a moment later with the clock's microseconds.
+            validated = effective(result.descriptions, [scope_id])
+            assert narrowest_scope([scope_id], validated, strings, result.descriptions,
+                                   now=NOW + timedelta(microseconds=980411), timezone=TZ) == default
+            plan = plan_delivery([scope_id], validated, strings, result.descriptions, now=NOW, timezone=TZ)
+            assert plan.complete and plan.scope == default and plan.enabled_details == validated
         direct = {"type": scope_id, "sync_until": "P0D", "segment_start": "P1D", "segment_end": "P0D",
                   "statement_date_start": "P1D", "statement_date_end": "P0D", "start_date": "P1D", "end_date": "P0D"}
         widest = _widest_entry(description)

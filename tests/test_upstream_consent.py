@@ -27,6 +27,7 @@ from bridge_stack import (
     register,
     start_bridge,
 )
+from gateway_helpers import pkce_pair
 
 from espi.custodian_client import CustodianClient, Fetched
 from sandbox.config import DEFAULT_SCOPES
@@ -89,7 +90,9 @@ def _journey(stack: Bridge) -> None:
     grant = httpx2.get(f"{stack.gateway}/cds-api/v1/grants/{grant_id}", timeout=30,
                        headers={"Authorization": f"Bearer {client.admin_token}"}).json()
     assert grant["status"] == "pending" and grant["eta"] is not None
-    assert grant["enabled_scope"] == "" and grant["enabled_authorization_details"] == []
+    # the sandbox serves this request whole: everything approved is enabled, served as the data arrives
+    assert grant["enabled_scope"] == "cds_usage_1"
+    assert grant["enabled_authorization_details"] == grant["authorization_details"]
     assert grant["scope"] == "cds_usage_1" and "cds-state" in grant["states"]
     assert len(grant["receipt_confirmations"]) == 1
     assert "token" not in json.dumps(grant).lower()
@@ -183,20 +186,64 @@ def test_custodian_denial_reaches_the_client_as_access_denied(stack):
     assert "code" not in query
 
 
-@pytest.mark.parametrize("change, named", [
-    ({"segment_start": "P2Y"}, "HistoryLength"),  # the sandbox keeps 13 months of history
-    ({"include_meter_numbers": True}, "FB_60"),  # and offers no Retail Customer Meter Information
+@pytest.mark.parametrize("change, omitted, enabled", [
+    # the sandbox keeps 13 months of history: the window starts there
+    ({"segment_start": "P2Y"}, "of history", lambda entry: entry["segment_start"] != "P2Y"),
+    # and offers no Retail Customer Meter Information (FB_60)
+    ({"include_meter_numbers": True}, "meter numbers", lambda entry: entry["include_meter_numbers"] is False),
 ])
-def test_a_request_the_custodian_cannot_provide(stack, change, named):
+def test_a_request_the_custodian_covers_in_part_goes_ahead_narrowed(stack, change, omitted, enabled):
+    """Include what exists (issue 12 item 1): the consent page says what the utility will not provide before the
+    customer approves, the hop goes ahead, and the Grant enables what the utility gives; the receipt keeps the
+    list."""
     client = register(stack.gateway)
     details = [{**USAGE_DETAILS[0], **change}]
-    authorize_url, _verifier = push(stack.gateway, client, details=details, state="history-state")
+    authorize_url, verifier = push(stack.gateway, client, details=details, state="partial-state")
     browser = httpx2.Client(timeout=30, follow_redirects=False)
-    answer = approve_at_gateway(browser, authorize_url)
-    assert answer.status_code == 302
+    page = browser.get(authorize_url)
+    assert page.status_code == 200
+    listed = re.search(rf'<div class="omitted" id="omitted-{CUSTODIAN_ID}">(.*?)</div>', page.text, re.S)
+    assert listed and omitted in listed.group(1) and "will not provide" in listed.group(1)
+    handle = re.search(r'name="consent" value="([^"]+)"', page.text).group(1)
+    answer = browser.post(f"{stack.gateway}/oauth/authorize",
+                          data={"consent": handle, "decision": "approve", "custodian": CUSTODIAN_ID})
+    assert answer.status_code == 303, answer.text
+    callback = at_sandbox(browser, stack.sandbox, answer.headers["location"])
+    answer = browser.get(callback)
+    assert answer.status_code == 302, answer.text
     query = parse_qs(urlsplit(answer.headers["location"]).query)
-    assert query["error"] == ["invalid_authorization_details"] and query["state"] == ["history-state"]
-    assert named in query["error_description"][0] and "Sandbox Power & Light" in query["error_description"][0]
+    assert query["state"] == ["partial-state"] and query["code"][0]
+    receipt = browser.get(answer.headers["location"])
+    assert receipt.status_code == 200 and 'id="omitted"' in receipt.text and omitted in receipt.text
+    tokens = httpx2.post(f"{stack.gateway}/oauth/token", auth=(client.client_id, client.secret), timeout=30, data={
+        "grant_type": "authorization_code", "code": query["code"][0], "redirect_uri": client.redirect_uri,
+        "code_verifier": verifier})
+    assert tokens.status_code == 200, tokens.text
+    (grant_id,) = tokens.json()["cds_grant_ids"]
+    grant = httpx2.get(f"{stack.gateway}/cds-api/v1/grants/{grant_id}", timeout=30,
+                       headers={"Authorization": f"Bearer {client.admin_token}"}).json()
+    assert grant["status"] == "pending" and grant["enabled_scope"] == "cds_usage_1"
+    (requested,), (granted,) = grant["authorization_details"], grant["enabled_authorization_details"]
+    assert requested != granted and enabled(granted)
+    assert {k: v for k, v in granted.items() if k not in change} == \
+        {k: v for k, v in requested.items() if k not in change}
+
+
+def test_a_request_no_utility_can_serve_is_refused_at_par(stack):
+    """Refused before any customer sees it: the sandbox cannot select by meter number (no FB_60), and a
+    preselection is a filter that must hold exactly (serving everything instead would share too much)."""
+    client = register(stack.gateway)
+    verifier, challenge = pkce_pair()
+    details = [{**USAGE_DETAILS[0], "meter_numbers": ["M-1"]}]
+    pushed = httpx2.post(f"{stack.gateway}/oauth/par", auth=(client.client_id, client.secret), timeout=30, data={
+        "response_type": "code", "client_id": client.client_id, "redirect_uri": client.redirect_uri,
+        "scope": "cds_usage_1", "state": "s", "code_challenge": challenge, "code_challenge_method": "S256",
+        "authorization_details": json.dumps(details)})
+    assert pushed.status_code == 400, pushed.text
+    body = pushed.json()
+    assert body["error"] == "invalid_authorization_details"
+    assert "Sandbox Power & Light" in body["error_description"] and "meter numbers" in body["error_description"]
+    del verifier
 
 
 def test_a_utility_must_be_chosen_and_declining_never_goes_upstream(stack):

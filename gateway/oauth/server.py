@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -357,13 +357,14 @@ class AuthorizationCodeGrant(_CdsGrantMixin, grants.AuthorizationCodeGrant):
     def save_authorization_code(self, code: str, request: GatewayRequest) -> None:
         now = int(time.time())
         grant = request.grant_record
+        scope, details = getattr(request, "narrowed", None) or (request.scope, request.details.effective)
         db().add(AuthorizationCode(
             code_hash=self.gateway.box.hash(code),
             client_id=request.client.get_client_id(),
             redirect_uri=request.payload.redirect_uri or request.client.get_default_redirect_uri(),
             requested_redirect_uri=request.payload.redirect_uri,
-            scope=request.scope,
-            authorization_details=request.details.effective,
+            scope=scope,
+            authorization_details=details,
             code_challenge=request.payload.data["code_challenge"],
             code_challenge_method=request.payload.data["code_challenge_method"],
             grant_id=grant.grant_id,
@@ -547,10 +548,18 @@ class BearerError(Exception):
         return JSONResponse(body, status_code=self.status, headers={"WWW-Authenticate": challenge})
 
 
+#: ``request_check(scope, details)``: raises :class:`cds.authorization_details.AuthorizationDetailsError` for a
+#: consent request that cannot be served at all (the gateway wires the bridge's check: no utility can deliver any
+#: part of it), so PAR refuses it before a customer is asked to approve it.
+RequestCheck = Callable[[str, rar.ValidatedDetails], None]
+
+
 class GatewayServer(StarletteServerMixin, AuthorizationServer):
-    def __init__(self, config: GatewayConfig, descriptions: Mapping[str, Any], box: SecretBox, urls: Urls) -> None:
+    def __init__(self, config: GatewayConfig, descriptions: Mapping[str, Any], box: SecretBox, urls: Urls,
+                 request_check: RequestCheck | None = None) -> None:
         super().__init__(scopes_supported=list(descriptions))
         self.config = config
+        self.request_check = request_check
         self.descriptions = descriptions
         # The RAR validator works on the JSON form; rendering it once saves ~1.5 ms per token request.
         self.descriptions_json = metadata_json(descriptions)
@@ -681,6 +690,11 @@ class GatewayServer(StarletteServerMixin, AuthorizationServer):
         probe = GatewayRequest("GET", self.urls.authorization_endpoint, {}, query=params.items())
         grant = self.get_consent_grant(probe)
         del grant
+        if self.request_check is not None and probe.details is not None:
+            try:
+                self.request_check(probe.scope, probe.details)
+            except rar.AuthorizationDetailsError as error:
+                raise InvalidAuthorizationDetailsError(_ascii(error.description)) from None
         handle = self.box.new_secret(32)
         request_uri = "urn:ietf:params:oauth:request_uri:" + handle
         db().add(PushedRequest(
@@ -688,6 +702,17 @@ class GatewayServer(StarletteServerMixin, AuthorizationServer):
             parameters=params, expires_at=int(time.time()) + self.config.par_seconds,
         ))
         return {"request_uri": request_uri, "expires_in": self.config.par_seconds}
+
+    def narrow_consent(self, request: GatewayRequest, scope: str, details: list[dict[str, Any]]) -> None:
+        """The customer's utility provides only part of the approved request (a ``partial`` Grant, WG1-02 §8.2):
+        the authorization code, and so its tokens and the token response (RFC 6749 §5.1 ``scope``, RFC 9396
+        ``authorization_details``), carry what the Grant enables. The narrowed entries are absolute and within the
+        request, so validating them again only renders them as the token response shows them."""
+        validated = rar.validate_authorization_details(
+            details, scopes=scope.split(), descriptions=self.descriptions_json,
+            client_types=list(request.client.row.authorization_details_types), timezone=self.config.timezone,
+            now=request.details.now or datetime.now(UTC).replace(microsecond=0), flow="authorization_code")
+        request.narrowed = (scope, validated.effective)  # save_authorization_code: the request is validated again
 
     def take_pushed_request(self, request_uri: str, client_id: str | None) -> dict[str, str] | None:
         """One-time use: the row is deleted whatever the outcome; None when unknown, expired or not this client's."""

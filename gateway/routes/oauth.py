@@ -21,9 +21,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from bridge import lifecycle, upstream
+from bridge import consent_hop, lifecycle, upstream
 from bridge.config import CustodianConfig, GatewayConfig
-from bridge.custodian_scopes import CustodianCannotProvide, narrowest_scope
+from bridge.custodian_scopes import CustodianCannotProvide
 from cds import consent
 from cds.grants import NO_ACCESS, effective_status
 from cds.registration import RegistrationError, register
@@ -220,7 +220,7 @@ def _validate_and_render(request: Request, session: Session, params: dict[str, s
     if grant_error:
         return _redirect_error(redirect_uri, grant_error, "cds_grant_id does not name a grant of this client",
                                params.get("state"))
-    implied, implied_error = _implied_custodian(gateway, oauth_req.scope)
+    _implied, implied_error = _implied_custodian(gateway, oauth_req.scope)
     if implied_error:
         return _redirect_error(redirect_uri, "invalid_scope", implied_error, params.get("state"))
     handle = gateway.box.new_secret(32)
@@ -239,10 +239,18 @@ def _validate_and_render(request: Request, session: Session, params: dict[str, s
         "customer_id": customer_id,
         # With custodians configured the customer picks their utility and signs in there (the upstream hop);
         # without, the local test customers sign in here. Custodian-specific scopes (cds_usage_sandbox) imply
-        # their custodian: it is the only choice, preselected.
-        "custodians": [{"id": c.id, "name": c.name} for c in gateway.config.custodians
-                       if implied is None or c.id == implied],
+        # their custodian: it is the only choice, preselected. Each utility shows what it will not provide
+        # (bridge.consent_hop); one that can provide nothing of the request is shown but cannot be chosen.
+        "custodians": [{"id": option.custodian.id, "name": option.custodian.name, "omitted": option.omitted,
+                        "refusal": option.refusal} for option in _options(gateway, oauth_req)],
     }, status=error_status if error_text else 200)
+
+
+def _options(gateway: Any, oauth_req: GatewayRequest) -> list[consent_hop.CustodianOption]:
+    details = oauth_req.details
+    return consent_hop.options(gateway.config.custodians, oauth_req.scope, details.effective,
+                               descriptions=gateway.descriptions, scope_custodians=gateway.scope_custodians,
+                               now=details.now or datetime.now(UTC), timezone=gateway.config.timezone)
 
 
 async def decide(request: Request) -> Response:
@@ -306,12 +314,7 @@ def _custodian(config: GatewayConfig, custodian_id: str | None) -> CustodianConf
 
 
 def _implied_custodian(gateway: Any, scope: str | None) -> tuple[str | None, str | None]:
-    """(the custodian the request's custodian-specific scopes imply or None, an error text when they name several)."""
-    owners = dict.fromkeys(gateway.scope_custodians[s] for s in (scope or "").split() if s in gateway.scope_custodians)
-    if len(owners) > 1:
-        return None, ("The request holds scopes of several utilities (" + ", ".join(owners)
-                      + "); one authorization reaches one utility.")
-    return next(iter(owners), None), None
+    return consent_hop.implied_custodian(gateway.scope_custodians, scope)
 
 
 def _start_upstream(request: Request, session: Session, params: dict[str, str], form: dict[str, str],
@@ -337,17 +340,18 @@ def _start_upstream(request: Request, session: Session, params: dict[str, str], 
     _grant_id, grant_error = _check_grant_id(session, params, oauth_req.client.get_client_id())
     if grant_error:
         return _redirect_error(redirect_uri, grant_error, "cds_grant_id is not valid", state)
+    details = oauth_req.details
     try:
-        # the generic scopes and this custodian's own (another custodian's are never part of the request)
-        descriptions = {scope_id: description for scope_id, description in gateway.descriptions.items()
-                        if gateway.scope_custodians.get(scope_id, custodian.id) == custodian.id}
-        scope = narrowest_scope(oauth_req.scope.split(), oauth_req.details.effective, custodian.scopes,
-                                descriptions, now=datetime.now(UTC), timezone=gateway.config.timezone)
+        plan = consent_hop.plan_for(custodian, oauth_req.scope, details.effective, descriptions=gateway.descriptions,
+                                    scope_custodians=gateway.scope_custodians, now=details.now or datetime.now(UTC),
+                                    timezone=gateway.config.timezone)
     except CustodianCannotProvide as error:
-        return _redirect_error(redirect_uri, error.error, f"{custodian.name}: {error}", state)
-    except ValueError:
-        return _redirect_error(redirect_uri, "invalid_scope",
-                               "The request holds no customer-data scope for the utility to authorize.", state)
+        # The page offered this utility as unable (or the configuration changed since): ask again, never fail the
+        # client's request after the customer approved something that can still go to another utility.
+        session.rollback()  # keep the form usable: the consent row stays
+        return _validate_and_render(request, session, params, f"{custodian.name} cannot provide this request: "
+                                    f"{error}", error_status=400)
+    scope = plan.scope
     upstream_state = upstream.start(session, gateway.box, client_id=oauth_req.client.get_client_id(),
                                     request=params, custodian_id=custodian.id, scope=scope)
     location = upstream.client(custodian, gateway.config.issuer).authorization_url(scope, upstream_state)
@@ -415,13 +419,27 @@ async def custodian_callback(request: Request) -> Response:
             return _redirect_error(redirect_uri, "cds_grant_id_invalid_user",
                                    "cds_grant_id belongs to another customer", cds_state)
         now = datetime.now(UTC)
+        granted = tokens.scope.strip() or taken["scope"]  # the utility may grant less than was asked
+        try:
+            plan = consent_hop.plan_for(custodian, oauth_req.scope, oauth_req.details.effective,
+                                        descriptions=gateway.descriptions, scope_custodians=gateway.scope_custodians,
+                                        now=oauth_req.details.now or now, timezone=gateway.config.timezone,
+                                        offered=[granted])
+        except CustodianCannotProvide as error:
+            log.warning("custodian %s granted %r, which serves none of the request: %s", custodian.id, granted, error)
+            return _redirect_error(redirect_uri, "access_denied",
+                                   f"{custodian.name} authorized none of the requested data.", cds_state)
         record, _receipt_handle = consent.approve(
             session, oauth_req.client.row, scope=oauth_req.scope, authorization_details=oauth_req.details.effective,
             customer_id=customer, state=cds_state, grant_id=grant_id, descriptions=gateway.descriptions,
             box=gateway.box, zone=gateway.config.zone, now=now, eta=now + upstream.PENDING_ETA,
+            enabled_scope=" ".join(plan.enabled_scopes), enabled_authorization_details=plan.enabled_details,
+            omitted=[o.text for o in plan.omissions],
         )
         row = upstream.bind(session, gateway.box, grant_id=record.grant_id, custodian_id=custodian.id,
-                            customer_id=customer, scope=taken["scope"], tokens=tokens, now=now)
+                            customer_id=customer, scope=granted, tokens=tokens, now=now)
+        if not plan.complete:
+            gateway.oauth.narrow_consent(oauth_req, record.enabled_scope, record.enabled_authorization_details)
         lifecycle.first_fetch(session, row, now)  # published once this transaction commits (gateway.job_publisher)
         oauth_req.grant_record = record
         oauth_req.user = customer
