@@ -280,7 +280,8 @@ def test_command_line_with_a_path_in_the_base_url(receiver):
     command = [sys.executable, "-m", "greenbridge", "sandbox", "--port", str(port), "--base-url", base,
                "--generate", "1", "--days", "2", "--client-id", "gateway", "--client-secret", "gw-secret",
                "--redirect-uri", f"{receiver.url}/callback", "--notify-uri", f"{receiver.url}/notify",
-               "--scope", "FB=4_5_15;IntervalDuration=3600", "--log-level", "warning"]
+               "--scope", "FB=4_5_15;IntervalDuration=3600", "--log-level", "warning",
+               "--notify-window", "--response-delay", "0.2", "--delete-authorization-status", "501"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
@@ -298,6 +299,8 @@ def test_command_line_with_a_path_in_the_base_url(receiver):
         assert state["third_parties"][0]["client_id"] == "gateway"
         assert state["third_parties"][0]["scopes"] == ["FB=4_5_15;IntervalDuration=3600"]
         assert [c["id"] for c in state["customers"]] == ["customer-1"]
+        assert {k: state["switches"][k] for k in ("notify_window", "response_delay", "delete_authorization_status")} \
+            == {"notify_window": True, "response_delay": 0.2, "delete_authorization_status": 501}
         token = subscribe(base, receiver, client=("gateway", "gw-secret"), scope="FB=4_5_15")
         assert token["resourceURI"].startswith(f"{base}/espi/1_1/resource/Batch/Subscription/")
         assert len(block_entries(feed_of(get(token["resourceURI"], token["access_token"])))) == 4
