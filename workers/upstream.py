@@ -1,9 +1,11 @@
 """The job kinds that talk to legacy custodians (issue 6; ARCHITECTURE.md "The bridge flow"; espi.md §3, §4, §7).
 
-* ``fetch_subscription``: GET ``Batch/Subscription/{id}`` with the customer's token (the first fetch after consent,
-  or a BatchList naming the subscription), translate, upsert under the Grant's customer, and activate a pending
-  Grant. A ``202 Accepted`` defers the job until the BatchList naming the resource arrives, or until
-  ``deferred_timeout_seconds`` have passed, when it polls again (espi.md §4.3).
+* ``fetch_subscription``: with ``upstream_id``, GET ``Batch/Subscription/{id}`` with that authorization's token (the
+  first fetch after consent, or one authorization's share of a notification), translate, upsert under the Grant's
+  customer, and activate a pending Grant. A ``202 Accepted`` defers the job until the BatchList naming the resource
+  arrives, or until ``deferred_timeout_seconds`` have passed, when it polls again (espi.md §4.3). Without it (a
+  BatchList named the subscription), it asks one such job per live authorization of the subscription for a run:
+  each unit of upstream work is its own job, so one failure retries only what it failed (issue 12 item 7).
 * ``fetch_bulk``: a bulk feed announced by a BatchList, over REST (``Batch/Bulk/{id}`` with the client token,
   FB_35) or SFTP (FB_34, espi.sftp: pinned host key, key authentication, resumable download); the feed is split per
   subscription (espi.bulk) and each part becomes an ``ingest_bulk_part`` job (the fan-out, on the translate queue).
@@ -13,7 +15,11 @@
   denied one (status 0 or 2) revokes the CDS Grant behind it (bridge.lifecycle.revoke_from_upstream).
 * ``sync_application_information``: a BatchList named our ApplicationInformation (PSH001): report scope changes.
 * ``revoke_upstream``: the CDS Grant ended: ``DELETE Authorization/{id}`` at the custodian (FB_44 with the client
-  token), then the authorization is marked revoked; its tokens are never used again.
+  token), then the authorization is marked revoked; its tokens are never used again. A custodian that answers 405
+  or 501 cannot revoke: the authorization ends on our side and the job's result says so.
+
+Custodian errors become outcomes by what they mean (:func:`_failure`, espi.custodian_client.CustodianError):
+no answer, 408, 429 and 5xx are retried; other 4xx, 405/501 and refused OAuth requests are permanent.
 
 Every write is an idempotent upsert (bridge.ingest), so a re-run after a lost acknowledgement or a killed worker
 stores nothing twice. A rotated refresh token is committed in its own transaction at once, whatever the run's
