@@ -19,7 +19,8 @@ Grant lifecycle (CDS-WG1-02 §8.2 statuses; issue 6 item 7):
   calls :func:`revoke_from_upstream`: the Grant becomes ``revoked`` and its tokens stop working at once.
 
 Resource matching (espi.md §4.1): a notification's ``Batch/Subscription/{id}`` URI is matched to an authorization's
-``resourceURI`` with the query stripped; a bulk part is matched by its subscription id. Revoked authorizations never
+``resourceURI`` with the query stripped, and each matching authorization gets a fetch job of its own
+(:func:`request_fetch`); a bulk part is matched by its subscription id. Revoked authorizations never
 fetch; imported ones without tokens (bridge.upstream.has_tokens) receive bulk parts only.
 
 Plain functions over a session; no network, no configuration reading.
@@ -27,8 +28,10 @@ Plain functions over a session; no network, no configuration reading.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -37,9 +40,12 @@ from bridge.upstream import resource_key, subscription_id_of, uri_digest
 from cds.grants import FINAL, effective_status
 from cds.messages import changelog
 from cds.secrets import SecretBox
-from cds.store.jobs import enqueue
+from cds.store.jobs import enqueue, request_run
 from cds.store.models import Grant, Job, Token, UpstreamAuthorization
 from cds.urls import Urls
+from espi.notification import classify_resource
+
+JOB_KEY_MAX = 255  # the jobs.dedupe_key column
 
 #: The statuses a Grant may still receive data in (a ``future`` Grant is fetched ahead of its start; an ``errored``
 #: one is tried again when the custodian announces data; bulk deliveries may still reach one that
@@ -47,11 +53,34 @@ from cds.urls import Urls
 FETCHING = frozenset({"pending", "active", "partial", "future", "errored", "delayed", "needs_authorization"})
 
 
+def notified_uri(uri: str) -> str:
+    """A resource URI as notification and fetch jobs name it: scheme and host lower-cased, the fragment dropped and
+    a published window in canonical form (espi.notification), so each spelling of one request is one job."""
+    parts = urlsplit(classify_resource(uri.strip()).normalized_uri())
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, ""))
+
+
+def fetch_key(upstream_id: int, uri: str) -> str:
+    """The job fetching ``uri`` (a subscription, maybe with a published window) for one upstream authorization."""
+    key = f"fetch:{upstream_id}:{notified_uri(uri)}"
+    if len(key) <= JOB_KEY_MAX:
+        return key
+    return f"fetch:{upstream_id}:sha256:{hashlib.sha256(notified_uri(uri).encode()).hexdigest()}"
+
+
+def request_fetch(session: Session, row: UpstreamAuthorization, uri: str, now: datetime) -> Job:
+    """A fetch of ``uri`` with this authorization's token, as its own job (one upstream failure retries only the
+    authorization it failed for); asked again, never duplicated, when the resource is notified again
+    (cds.store.jobs.request_run). Published after the commit."""
+    return request_run(session, "fetch_subscription",
+                       {"custodian_id": row.custodian_id, "upstream_id": row.id, "uri": notified_uri(uri)},
+                       fetch_key(row.id, uri), queue="http", now=now)
+
+
 def first_fetch(session: Session, row: UpstreamAuthorization, now: datetime) -> Job:
-    """Queue the first fetch of a new upstream authorization's subscription (published after the commit)."""
-    return enqueue(session, "fetch_subscription",
-                   {"custodian_id": row.custodian_id, "upstream_id": row.id, "uri": row.resource_uri},
-                   f"first-fetch:{row.id}", queue="http", now=now)
+    """Queue the first fetch of a new upstream authorization's subscription (published after the commit). It is
+    the same job later notifications of the plain subscription URI ask again."""
+    return request_fetch(session, row, row.resource_uri or "", now)
 
 
 def _unrevoked(query: Any) -> Any:

@@ -7,12 +7,20 @@ else is refused, with a reason, and never becomes a job.
 
 Each accepted URI becomes a row of the jobs table (issue 6), kind by what the URI names (espi.notification
 :func:`classify_resource`). The dedupe key is the custodian plus the normalized URI, query included (the
-published-min/max window is part of what is asked), so a repeated notification finds the job it already made.
+published-min/max window is part of what is asked): one row per resource, which every notification asks for
+another run (issue 12; cds.store.jobs.request_run): custodians name the same ``Batch/Subscription/{id}``,
+``Batch/Bulk/{id}`` or ``Authorization/{id}`` in every BatchList, and each time it means "fetch it again". A job
+that has not started absorbs the notification; one that is running runs once more after it; one that is done or
+dead is queued again.
+
+A ``Batch/Subscription`` job fetches nothing itself: it fans out one fetch job per live upstream authorization of
+the subscription (workers.upstream), so one authorization's failure retries only its own fetch.
 
 A deferred job (the custodian answered 202) waiting for a resource the BatchList names is resumed instead
-(issue 6 item 3). The rows are written through cds.store.jobs (shared with the workers); the caller owns the
-transaction, and the gateway publishes the jobs after it commits; an unpublished row is picked up by the workers'
-reconciler.
+(issue 6 item 3): when it asked for exactly that URI (and, for a subscription, such jobs cover every live
+authorization of it), no other job is asked for. The rows are written through cds.store.jobs (shared with the
+workers); the caller owns the transaction, and the gateway publishes the jobs after it commits; an unpublished row
+is picked up by the workers' reconciler.
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from sqlalchemy.orm import Session
 
-from cds.store.jobs import enqueue, resume_waiting, waiting_key
+from bridge.lifecycle import authorizations_for_resource, notified_uri
+from cds.store.jobs import request_run, resume_waiting, waiting_key
+from cds.store.models import Job
 from espi.notification import NotificationResource, ResourceKind, classify_resource
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -128,8 +138,7 @@ def owner_of(custodians: Any, uri: str) -> Any | None:
 
 def normalized(resource: NotificationResource) -> str:
     """The URI with scheme and host lower-cased, the fragment dropped and the published window canonical."""
-    parts = urlsplit(resource.normalized_uri())
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, ""))
+    return notified_uri(resource.uri)
 
 
 def _same_request(requested: Any, target: str) -> bool:
@@ -145,15 +154,17 @@ def dedupe_key(custodian_id: str, uri: str) -> str:
 
 def accept_notification(session: Session, custodian: Any, uris: Any, now: datetime
                         ) -> tuple[list[Accepted], list[Refused]]:
-    """Checks each URI against ``custodian`` and makes a job of each accepted one, in the caller's transaction.
+    """Checks each URI against ``custodian`` and asks for a run of the job of each accepted one, in the caller's
+    transaction.
 
-    Returns the accepted jobs (an existing job for a repeated URI, in whatever state it is) and the refused URIs
-    with their reasons. Nothing is fetched here.
+    Returns the accepted jobs (a repeated URI's job, asked again: queued, or marked to run once more after the run
+    going on) and the refused URIs with their reasons. Nothing is fetched here. The rows are changed in the order
+    of their keys, so two receivers handling the same BatchList at once never wait for each other in a cycle.
     """
-    accepted: list[Accepted] = []
+    wanted: list[tuple[str, int, str, NotificationResource]] = []
     refused: list[Refused] = []
     seen: set[str] = set()
-    for uri in uris:
+    for index, uri in enumerate(uris):
         reason = refusal(custodian, uri)
         resource = classify_resource(uri)
         if reason is None and resource.kind not in JOB_KINDS:
@@ -161,17 +172,19 @@ def accept_notification(session: Session, custodian: Any, uris: Any, now: dateti
         if reason is not None:
             refused.append(Refused(uri, reason))
             continue
-        kind, queue = JOB_KINDS[resource.kind]
         target = normalized(resource)
         key = dedupe_key(custodian.id, target)
-        if key in seen:
-            continue
-        seen.add(key)
+        if key not in seen:
+            seen.add(key)
+            wanted.append((key, index, target, resource))
+    accepted: list[tuple[int, Accepted]] = []
+    for key, index, target, resource in sorted(wanted, key=lambda item: item[0]):
+        kind, queue = JOB_KINDS[resource.kind]
         # A deferred job (HTTP 202) waiting for this resource resumes now; when it asked for exactly this URI, it
-        # is the fetch the notification announces and no second job is made.
+        # is the fetch the notification announces and no other job is asked for.
         resumed = resume_waiting(session, waiting_key(custodian.id, target), now)
-        accepted += [Accepted(job.job_id, job.kind, job.queue, job.state, target) for job in resumed]
-        if any(_same_request(job.payload.get("requested"), target) for job in resumed):
+        accepted += [(index, Accepted(job.job_id, job.kind, job.queue, job.state, target)) for job in resumed]
+        if _announced(session, custodian.id, resource, target, resumed):
             continue
         payload = {
             "custodian_id": custodian.id, "uri": target, "resource": resource.kind.value,
@@ -179,6 +192,21 @@ def accept_notification(session: Session, custodian: Any, uris: Any, now: dateti
             "published_min": resource.published_min.isoformat() if resource.published_min else None,
             "published_max": resource.published_max.isoformat() if resource.published_max else None,
         }
-        job = enqueue(session, kind, payload, key, queue=queue, now=now)
-        accepted.append(Accepted(job.job_id, job.kind, job.queue, job.state, target))
-    return accepted, refused
+        job = request_run(session, kind, payload, key, queue=queue, now=now)
+        accepted.append((index, Accepted(job.job_id, job.kind, job.queue, job.state, target)))
+    return [item for _index, item in sorted(accepted, key=lambda pair: pair[0])], refused
+
+
+def _announced(session: Session, custodian_id: str, resource: NotificationResource, target: str,
+               resumed: list[Job]) -> bool:
+    """Whether the resumed deferred jobs are the whole of what the notification asks: some asked for exactly
+    ``target`` and, for a subscription, those cover every live authorization of it (one fetch job each; a job
+    without an authorization fetches for all of them)."""
+    exact = [job for job in resumed if _same_request(job.payload.get("requested"), target)]
+    if not exact:
+        return False
+    if resource.kind is not ResourceKind.SUBSCRIPTION or any(job.payload.get("upstream_id") is None
+                                                             for job in exact):
+        return True
+    covered = {job.payload.get("upstream_id") for job in exact}
+    return all(row.id in covered for row in authorizations_for_resource(session, custodian_id, target))

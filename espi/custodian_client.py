@@ -39,9 +39,23 @@ QUERY_PARAMETERS = ("published-min", "published-max", "updated-min", "updated-ma
                     "depth")
 
 
+#: HTTP statuses of a custodian's answer worth asking again (RFC 9110 §15.5.9 408, RFC 6585 §4 429); every other
+#: 4xx means the request itself is refused. Every 5xx is worth asking again, but for methods (below).
+TRANSIENT_CLIENT_ERRORS = frozenset({408, 429})
+#: The custodian does not offer the method on the resource at all (RFC 9110 §15.5.6 405, §15.6.2 501), e.g. a
+#: DELETE Authorization (FB_44 is optional): asking again cannot help.
+UNSUPPORTED_METHOD = frozenset({405, 501})
+#: RFC 6749 §5.2 / §4.1.2.1 error codes meaning "try again later" rather than "refused".
+TRANSIENT_OAUTH_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
+
+
 class CustodianError(EspiError):
     """The custodian answered with an error (the HTTP status and a short excerpt of the body); ``retry_after`` is
-    its Retry-After header, verbatim (RFC 9110 §10.2.3: seconds or an HTTP date), when it sent one."""
+    its Retry-After header, verbatim (RFC 9110 §10.2.3: seconds or an HTTP date), when it sent one.
+
+    :attr:`transient` says what the answer means for asking again: no answer at all (timeout, connection refused
+    or reset: ``status`` None), 408, 429 and 5xx are transient; other 4xx, 405/501 (:attr:`not_supported`) and an
+    OAuth error code other than ``temporarily_unavailable``/``server_error`` are not."""
 
     def __init__(self, message: str, status: int | None = None, retry_after: str | None = None,
                  oauth_error: str | None = None) -> None:
@@ -50,9 +64,27 @@ class CustodianError(EspiError):
         self.retry_after = retry_after
         self.oauth_error = oauth_error  # the RFC 6749 §5.2 error code of a token endpoint answer
 
+    @property
+    def not_supported(self) -> bool:
+        return self.status in UNSUPPORTED_METHOD
+
+    @property
+    def transient(self) -> bool:
+        if self.oauth_error is not None:
+            return self.oauth_error in TRANSIENT_OAUTH_ERRORS
+        if self.status is None:
+            return True
+        if self.not_supported:
+            return False
+        return self.status >= 500 or self.status in TRANSIENT_CLIENT_ERRORS
+
 
 class ForeignURLError(CustodianError):
     """A URL outside the custodian's configured hosts: never fetched, never sent a token."""
+
+    @property
+    def transient(self) -> bool:
+        return False
 
 
 @dataclass(frozen=True)
@@ -205,7 +237,9 @@ class CustodianClient:
             try:
                 token = client.fetch_token(self.endpoints.token_url, grant_type="client_credentials")
             except _OAUTH_ERRORS as error:
-                raise CustodianError(f"client_credentials token failed: {error}") from None
+                code = getattr(error, "error", None)
+                raise CustodianError(f"client_credentials token failed: {error}",
+                                     oauth_error=code if isinstance(code, str) else None) from None
         return CustodianTokens.from_response(token)
 
     # ----- resources (ESPI §3) -----

@@ -6,13 +6,15 @@ the path of ``base_url``:
 
 * ``GET /`` (home page: endpoints, customers and passwords, authorizations, notifications), ``GET /healthz``,
   ``GET /sandbox.json`` (the same as JSON), ``POST /sandbox/customers/{id}/advance`` (a generated customer's data
-  grows by ``days``), ``POST /sandbox/authorizations/{id}/revoke`` (the customer revokes at the custodian);
+  grows by ``days``), ``POST /sandbox/authorizations/{id}/revoke`` (the customer revokes at the custodian),
+  ``POST /sandbox/outage`` (the next requests of the resource API answer 503 or 429);
 * ``GET|POST /oauth/authorize`` (sign-in and consent page), ``POST /oauth/token``;
 * ``/espi/1_1/resource/…``: the ESPI REST API (:func:`resource`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -85,6 +87,19 @@ _SUBSCRIPTION_SEGMENT = re.compile(r"(^|/)Subscription/[^/?#]+")
 
 
 @dataclass
+class Outage:
+    """The next ``remaining`` ESPI resource requests are answered ``status`` with ``Retry-After`` (a custodian's
+    back end down, or throttling: the transient failures of the field)."""
+
+    status: int
+    remaining: int
+    retry_after: int
+
+    def as_json(self) -> dict[str, int]:
+        return {"status": self.status, "remaining": self.remaining, "retry_after": self.retry_after}
+
+
+@dataclass
 class Sandbox:
     """Everything a route needs, built once per application."""
 
@@ -94,6 +109,10 @@ class Sandbox:
     notifier: Notifier
     deferrals: Deferrals
     secret: bytes
+    #: Batch answers being held for ``response_delay`` right now (shown in /sandbox.json)
+    held_responses: int = 0
+    #: An outage of the resource API set through ``POST /sandbox/outage`` (None: the API answers)
+    outage: Outage | None = None
 
     @property
     def resource(self) -> str:
@@ -128,7 +147,7 @@ class Sandbox:
                     uris.append(self.bulk_uri(subscription.client_id, bulk_id, write=True))
                 continue
             uri = f"{self.resource}/Batch/Subscription/{subscription.id}"
-            if low is not None and high is not None:
+            if self.config.notify_window and low is not None and high is not None:
                 uri += (f"?published-min={normalized_query_time(low)}"
                         f"&published-max={normalized_query_time(high, ceil=True)}")
             uris.append(uri)
@@ -288,7 +307,11 @@ def _state(sandbox: Sandbox) -> dict[str, Any]:
         "token_endpoint": config.token_endpoint,
         "resource_endpoint": config.resource_endpoint,
         "switches": {"defer": config.defer, "bulk_dir": str(config.bulk_dir) if config.bulk_dir else None,
-                     "sftp_uri": config.sftp_uri or None, "notify_on_new_data": config.notify_on_new_data},
+                     "sftp_uri": config.sftp_uri or None, "notify_on_new_data": config.notify_on_new_data,
+                     "notify_window": config.notify_window, "response_delay": config.response_delay,
+                     "delete_authorization_status": config.delete_authorization_status},
+        "held_responses": sandbox.held_responses,
+        "outage": sandbox.outage.as_json() if sandbox.outage is not None else None,
         "third_parties": [
             {"client_id": r.party.client_id, "client_name": r.party.client_name, "application_information_id": r.id,
              "registration_client_uri": f"{config.resource_endpoint}/ApplicationInformation/{r.id}",
@@ -363,6 +386,25 @@ async def customer_revoke(request: Request) -> Response:
     if wants_html(request):
         return RedirectResponse(f"{sandbox.config.mount_path}/", status_code=303)
     return JSONResponse({"id": record.id, "status": record.status})
+
+
+async def outage(request: Request) -> Response:
+    """The next ``requests`` (1 to 1000) ESPI resource requests, whoever sends them, are answered ``status`` (a 5xx,
+    or 429; default 503) with ``Retry-After: retry_after`` (default 1): an outage or throttling at the custodian.
+    ``requests=0`` ends it."""
+    sandbox = sandbox_of(request)
+    form = await request.form()
+    try:
+        requests = int(form.get("requests") or 1)
+        status = int(form.get("status") or 503)
+        retry_after = int(form.get("retry_after") or 1)
+    except ValueError:
+        requests = -1
+    if not 0 <= requests <= 1000 or not (500 <= status <= 599 or status == 429) or not 0 <= retry_after <= 3600:
+        return JSONResponse({"error": "requests 0-1000, status 5xx or 429, retry_after 0-3600 seconds"},
+                            status_code=400)
+    sandbox.outage = Outage(status, requests, retry_after) if requests else None
+    return JSONResponse({"outage": sandbox.outage.as_json() if sandbox.outage else None})
 
 
 def _int(text: str) -> int:
@@ -671,6 +713,11 @@ def _bulk(request: Request, sandbox: Sandbox, token: TokenRecord, path: str, bul
 
 async def resource(request: Request) -> Response:
     sandbox = sandbox_of(request)
+    outage = sandbox.outage
+    if outage is not None and outage.remaining > 0:
+        outage.remaining -= 1
+        return PlainTextResponse("The data custodian is unavailable; try again later\n", status_code=outage.status,
+                                 headers={"Retry-After": str(outage.retry_after)})
     path = request.path_params["path"].strip("/")
     segments = [s for s in path.split("/") if s]
     body = await request.body() if request.method in ("PUT", "POST") else b""
@@ -681,9 +728,18 @@ async def resource(request: Request) -> Response:
         except QueryError:
             return problem(400, INVALID_QUERY)
         with sandbox.store.lock:
-            return _dispatch(request, sandbox, token, path, segments, query, body)
+            response = _dispatch(request, sandbox, token, path, segments, query, body)
     except Refused as refused:
         return refused.response
+    if sandbox.config.response_delay > 0 and response.status_code == 200 and segments[:1] == ["Batch"] \
+            and segments[1:2] in (["Subscription"], ["Bulk"]):
+        # a slow custodian: the body is what the data was when the request came; the lock is not held meanwhile
+        sandbox.held_responses += 1
+        try:
+            await asyncio.sleep(sandbox.config.response_delay)
+        finally:
+            sandbox.held_responses -= 1
+    return response
 
 
 def _dispatch(request: Request, sandbox: Sandbox, token: TokenRecord, path: str, segments: list[str], query: Query,
@@ -691,6 +747,9 @@ def _dispatch(request: Request, sandbox: Sandbox, token: TokenRecord, path: str,
     method = request.method
     head = segments[0] if segments else ""
     store = sandbox.store
+    if head == "Authorization" and len(segments) == 2 and method == "DELETE" \
+            and sandbox.config.delete_authorization_status != 204:
+        return _no_delete(sandbox.config.delete_authorization_status)
     if head == "Authorization" and len(segments) == 2 and method in ("PUT", "DELETE"):
         return _change_authorization(sandbox, token, segments[1], method, body)
     if head == "Batch" and segments[1:2] == ["RetailCustomer"] and method == "POST":
@@ -806,6 +865,14 @@ def _upload(sandbox: Sandbox, token: TokenRecord, segments: list[str], body: byt
     return PlainTextResponse(f"{len(changed)} entries new or changed\n")
 
 
+def _no_delete(status: int) -> Response:
+    """A custodian without DELETE Authorization (``delete_authorization_status``): 405 with the methods it does
+    allow (RFC 9110 §15.5.6), or 501 Not Implemented. Nothing changes and nobody is notified."""
+    if status == 405:
+        return PlainTextResponse("Method not allowed\n", status_code=405, headers={"Allow": "GET, PUT"})
+    return PlainTextResponse("Revoking an Authorization with DELETE is not implemented\n", status_code=status)
+
+
 def _change_authorization(sandbox: Sandbox, token: TokenRecord, authorization_id: str, method: str,
                           body: bytes) -> Response:
     """PUT/DELETE ``Authorization/{id}`` (FB_44, client_access_token): revoke or deny, then a BatchList (PSH002)."""
@@ -860,6 +927,7 @@ def create_sandbox_app(config: SandboxConfig | None = None) -> Starlette:
         Route("/sandbox.json", state_json),
         Route("/sandbox/customers/{customer}/advance", advance, methods=["POST"]),
         Route("/sandbox/authorizations/{authorization_id}/revoke", customer_revoke, methods=["POST"]),
+        Route("/sandbox/outage", outage, methods=["POST"]),
         Route("/oauth/authorize", authorize, methods=["GET", "POST"]),
         Route("/oauth/token", token, methods=["POST"]),
         Route("/espi/1_1/resource/{path:path}", resource, methods=["GET", "PUT", "DELETE", "POST"]),

@@ -36,6 +36,8 @@ DEFAULT_SCOPES: tuple[str, ...] = (
 )
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8900"
+#: ``DELETE Authorization/{id}``: revoked (204), or the custodian offers no DELETE (405, 501)
+DELETE_AUTHORIZATION_STATUSES = (204, 405, 501)
 ENV_PREFIX = "GREENBRIDGE_SANDBOX_"
 
 
@@ -103,6 +105,15 @@ class SandboxConfig:
     sftp_uri: str = ""
     #: POST BatchLists when a customer's data grows (upload, or /sandbox/customers/{id}/advance)
     notify_on_new_data: bool = True
+    #: New-data BatchLists name the plain ``Batch/Subscription/{id}``, the same URI every time, as real custodians
+    #: do; true: with the new IntervalBlocks' window as ``published-min``/``published-max``
+    notify_window: bool = False
+    #: Seconds a ``Batch/Subscription`` or ``Batch/Bulk`` answer is held after its body was built (a slow
+    #: custodian: data that arrives meanwhile is not in it, and the third party's fetch is still running)
+    response_delay: float = 0.0
+    #: Status of ``DELETE Authorization/{id}``: 204 (revoked, notified), or 405 / 501 for a custodian that cannot
+    #: revoke over its API (FB_44 without DELETE; nothing changes)
+    delete_authorization_status: int = 204
     notify_attempts: int = 4
     notify_backoff: float = 0.5
     notify_timeout: float = 10.0
@@ -124,6 +135,12 @@ class SandboxConfig:
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         if self.defer < 0 or self.notify_attempts < 1 or self.notify_backoff < 0:
             raise SandboxConfigError("defer and notify_backoff must be ≥ 0 and notify_attempts ≥ 1")
+        if self.response_delay < 0:
+            raise SandboxConfigError("response_delay must be ≥ 0")
+        if self.delete_authorization_status not in DELETE_AUTHORIZATION_STATUSES:
+            raise SandboxConfigError(f"delete_authorization_status must be one of "
+                                     f"{', '.join(map(str, DELETE_AUTHORIZATION_STATUSES))}, "
+                                     f"not {self.delete_authorization_status}")
         if (self.generate_customers is not None and self.generate_customers < 0) or self.generate_days < 1:
             raise SandboxConfigError("generate_customers must be ≥ 0 and generate_days ≥ 1")
         if not self.third_parties:

@@ -50,16 +50,18 @@ def test_consent_to_usage_segments_equal_to_the_source(bridge, client):
     segments = usage_segments(bridge, granted.access_token)
     assert segments
     assert segment_totals(segments) == source_totals(1, DAYS, generate_start(DAYS))
-    # one fetch (the first, queued by the consent callback), done; its download removed after the commit
+    # one fetch (the first, queued by the consent callback, with this authorization's token), done; its download
+    # removed after the commit
     (job,) = [j for j in bridge.jobs() if j.kind == "fetch_subscription"]
-    assert job.state == "done" and job.attempts == 1 and job.dedupe_key.startswith("first-fetch:")
+    assert job.state == "done" and job.attempts == 1 and job.dedupe_key.startswith("fetch:")
+    assert job.payload["upstream_id"] == _upstream_row(bridge, granted.grant_id).id
     assert not list((bridge.directory / "var" / "downloads").glob("*.xml*"))
 
 
 def test_notification_brings_new_data_with_a_refreshed_token(bridge, client):
-    """The customer's data grows at the custodian, which POSTs a BatchList naming the subscription with the new
-    published window; the worker finds the access token expired, refreshes it (the rotated tokens are stored,
-    encrypted) and fetches the window; the Grant's totals follow the source exactly."""
+    """The customer's data grows at the custodian, which POSTs a BatchList naming the subscription (the plain URI,
+    the same one the first fetch got); the worker finds the access token expired, refreshes it (the rotated tokens
+    are stored, encrypted) and fetches it again; the Grant's totals follow the source exactly."""
     from cds.store.models import UpstreamAuthorization
 
     granted = consent(bridge, client, customer_index=3)
@@ -71,9 +73,9 @@ def test_notification_brings_new_data_with_a_refreshed_token(bridge, client):
                         timeout=30)
     assert grown.status_code == 200 and grown.json()["notified"], grown.text
     (notified,) = grown.json()["notified"]
-    assert "/Batch/Subscription/" in notified and "published-min=" in notified
-    jobs = bridge.wait_jobs_settled(kinds={"fetch_subscription"},
-                                    expect=lambda jobs: any("published-min" in j.payload["uri"] for j in jobs))
+    assert notified == row.resource_uri  # like real custodians: the same plain URI every time
+    jobs = bridge.wait_jobs_settled(kinds={"fetch_subscription"}, expect=lambda jobs: any(
+        j.payload.get("upstream_id") == row.id and j.generation == 2 for j in jobs))
     assert all(j.state == "done" for j in jobs)
     assert segment_totals(usage_segments(bridge, granted.access_token)) == \
         source_totals(4, DAYS + 2, generate_start(DAYS))
@@ -270,7 +272,7 @@ def test_refused_refresh_token_asks_the_customer_to_authorize_again(bridge, clie
     assert answer.status_code == 200
     waiting = wait_grant(bridge, client, granted.grant_id, "needs_authorization")
     assert waiting["enabled_scope"] == "cds_usage_1"
-    (job,) = [j for j in bridge.jobs() if j.kind == "fetch_subscription" and j.dedupe_key.startswith("notification:")
-              and j.payload.get("uri") == uri]
-    assert job.state == "dead" and "refused the refresh token" in job.last_error
+    # the notification's fan-out asked this authorization's fetch job (the first fetch's) for another run
+    (job,) = [j for j in bridge.jobs() if j.kind == "fetch_subscription" and j.payload.get("upstream_id") == row.id]
+    assert job.state == "dead" and "refused the refresh token" in job.last_error and job.generation == 2
     assert usage_segments(bridge, granted.access_token)  # what was stored is still served

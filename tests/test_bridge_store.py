@@ -240,6 +240,45 @@ def test_batchlist_with_another_window_resumes_and_also_fetches_that_window(gate
     assert kinds == [(False, jobs.QUEUED), (True, jobs.DEFERRED)]
 
 
+def _deferred_fetch(gw, row_id: int, uri: str) -> str:
+    """The authorization's first fetch, answered 202 for ``uri`` and waiting for the custodian's BatchList."""
+    with gw.sessions() as session, session.begin():
+        job = lifecycle.first_fetch(session, session.get(upstream.UpstreamAuthorization, row_id), T0)
+        run = jobs.claim(session, job.job_id, now=T0)
+        assert jobs.deferred(session, run, T0 + timedelta(hours=1), waiting_for=jobs.waiting_key("dc", uri),
+                             payload={"requested": uri}, now=T0)
+        return job.job_id
+
+
+def test_resumed_fetches_cover_only_their_own_authorizations(gateway):
+    """Two Grants behind one subscription, each with its own fetch job. A BatchList naming exactly what both
+    deferred fetches asked for resumes them and asks for nothing else; when one authorization has no fetch waiting,
+    the subscription's job is asked for a run too, and its fan-out reaches that authorization."""
+    client, gw = gateway
+    uri = f"{RESOURCE}/Batch/Subscription/5"
+    *_rest, first = _consented_grant(client, gw, subscription="5", authorization="9")
+    *_rest, second = _consented_grant(client, gw, subscription="5", authorization="10")
+    waiting = {_deferred_fetch(gw, first, uri), _deferred_fetch(gw, second, uri)}
+    assert _notify(client, uri).status_code == 200
+    with gw.sessions() as session:
+        rows = session.scalars(select(Job)).all()
+    assert {j.job_id for j in rows} == waiting and {j.state for j in rows} == {jobs.DEFERRED}
+    assert all(j.run_after <= datetime.now(UTC) for j in rows)
+    with gw.sessions() as session, session.begin():  # the second authorization's fetch ran meanwhile
+        (done,) = [j for j in session.scalars(select(Job)) if j.payload["upstream_id"] == second]
+        assert jobs.done(session, jobs.claim(session, done.job_id))
+    with gw.sessions() as session, session.begin():
+        (resumed,) = [j for j in session.scalars(select(Job)) if j.payload["upstream_id"] == first]
+        run = jobs.claim(session, resumed.job_id)
+        assert jobs.deferred(session, run, T0 + timedelta(hours=1), waiting_for=jobs.waiting_key("dc", uri),
+                             payload={"requested": uri})
+    assert _notify(client, uri).status_code == 200
+    with gw.sessions() as session:
+        kinds = sorted((j.payload.get("upstream_id") is None, j.state) for j in session.scalars(select(Job)))
+    # both fetches stay one job each; the subscription job (no authorization of its own) will fan out to the second
+    assert kinds == [(False, jobs.DEFERRED), (False, jobs.DONE), (True, jobs.QUEUED)]
+
+
 def test_lease_renewal_is_fenced_by_the_attempt(gateway):
     _client, gw = gateway
     with gw.sessions() as session, session.begin():
@@ -340,6 +379,16 @@ def test_custodian_errors_become_the_right_job_outcome():
     limited = _failure(CustodianError("slow down", 429), "GET")
     assert isinstance(limited, jobs.RetryLater) and limited.retry_after is None
     assert isinstance(_failure(CustodianError("connection refused"), "GET"), jobs.RetryLater)
+    # by meaning (issue 12 item 6): 4xx but 408/429 refused for good, 405/501 "not offered", 5xx and no answer
+    # transient; an OAuth error code is refused unless it says to come back later
+    for status, transient in ((400, False), (404, False), (405, False), (408, True), (429, True), (500, True),
+                              (501, False), (502, True), (503, True), (504, True)):
+        error = CustodianError(f"answered {status}", status)
+        assert error.transient is transient and error.not_supported is (status in (405, 501)), status
+        assert isinstance(_failure(error, "DELETE"), jobs.RetryLater if transient else jobs.PermanentError)
+    assert not CustodianError("token failed", oauth_error="invalid_client").transient
+    assert CustodianError("token failed", oauth_error="temporarily_unavailable").transient
+    assert not ForeignURLError("not ours").transient
 
 
 def test_migration_0007_backfills_the_keys_the_application_computes(gateway):

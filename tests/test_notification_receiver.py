@@ -15,6 +15,7 @@ from cds.store.migrate import upgrade
 from cds.store.models import Job
 from espi.namespaces import ESPI
 from espi.notification import build_batch_list
+from workers import jobs
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVzZWQtb25seS1ieS10ZXN0cy1ub3QtYS1yZWFsLWtleQ"
 
@@ -206,6 +207,31 @@ def test_accept_notification_on_both_databases(tmp_path, database_url):
         with sessions() as session:
             rows = session.scalars(select(Job)).all()
         assert len(rows) == 3 and {r.state for r in rows} == {"queued"} and rows[0].created == now
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("uri", [URI, URI2, "https://dc.example/espi/1_1/resource/Batch/Bulk/3",
+                                 "https://dc.example/espi/1_1/resource/ApplicationInformation/1"])
+def test_a_repeated_notification_fetches_again_whatever_the_job_did(tmp_path, database_url, uri):
+    """Custodians name the same plain URI in every BatchList: each time it is fetched again. A done job and a dead
+    one are asked for another run (the same row, queued, its generation counting the requests)."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    dc = next(c for c in make_config(tmp_path, database_url, extra_toml=CUSTODIANS).custodians if c.id == "dc")
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    try:
+        for n, ending in enumerate(("done", "dead", "done")):
+            with sessions() as session, session.begin():
+                (accepted,), _ = accept_notification(session, dc, [uri, uri], now)
+                assert accepted.state == "queued"
+                job = jobs.claim(session, accepted.job_id, now=now)
+                assert job is not None and job.generation == n + 1
+                assert jobs.done(session, job, now=now) if ending == "done" else jobs.dead(session, job, "x", now=now)
+        with sessions() as session:
+            (row,) = session.scalars(select(Job)).all()
+        assert (row.state, row.generation, row.attempts) == ("done", 3, 3)
     finally:
         engine.dispose()
 

@@ -280,7 +280,8 @@ def test_command_line_with_a_path_in_the_base_url(receiver):
     command = [sys.executable, "-m", "greenbridge", "sandbox", "--port", str(port), "--base-url", base,
                "--generate", "1", "--days", "2", "--client-id", "gateway", "--client-secret", "gw-secret",
                "--redirect-uri", f"{receiver.url}/callback", "--notify-uri", f"{receiver.url}/notify",
-               "--scope", "FB=4_5_15;IntervalDuration=3600", "--log-level", "warning"]
+               "--scope", "FB=4_5_15;IntervalDuration=3600", "--log-level", "warning",
+               "--notify-window", "--response-delay", "0.2", "--delete-authorization-status", "501"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
@@ -298,6 +299,8 @@ def test_command_line_with_a_path_in_the_base_url(receiver):
         assert state["third_parties"][0]["client_id"] == "gateway"
         assert state["third_parties"][0]["scopes"] == ["FB=4_5_15;IntervalDuration=3600"]
         assert [c["id"] for c in state["customers"]] == ["customer-1"]
+        assert {k: state["switches"][k] for k in ("notify_window", "response_delay", "delete_authorization_status")} \
+            == {"notify_window": True, "response_delay": 0.2, "delete_authorization_status": 501}
         token = subscribe(base, receiver, client=("gateway", "gw-secret"), scope="FB=4_5_15")
         assert token["resourceURI"].startswith(f"{base}/espi/1_1/resource/Batch/Subscription/")
         assert len(block_entries(feed_of(get(token["resourceURI"], token["access_token"])))) == 4
@@ -672,24 +675,56 @@ def test_failed_notifications_are_retried(sandbox, receiver):
 
 
 def test_new_data_is_announced(sandbox, receiver):
+    """Like real custodians, every new-data BatchList names the plain ``Batch/Subscription/{id}``: the same URI each
+    time (a third party must fetch it again every time it is named)."""
     token = subscribe(sandbox, receiver, customer="customer-2", form={"usage_point": "1"})
     bulk = subscribe(sandbox, receiver, customer="customer-2", scope=BULK_SCOPE)
-    with http() as c:
-        grown = c.post(f"{sandbox}/sandbox/customers/customer-2/advance", data={"days": "2"})
-    assert grown.status_code == 200, grown.text
-    result = grown.json()
-    assert (result["published_min"], result["published_max"]) == ("2025-01-12T05:00:00Z", "2025-01-13T05:00:00Z")
-    uri = f"{token['resourceURI']}?published-min=2025-01-12T05:00:00Z&published-max=2025-01-13T05:00:00Z"
-    assert uri in receiver.batch_list_naming(uri)
+    before = len(receiver.posts)
+    for _ in range(2):
+        with http() as c:
+            grown = c.post(f"{sandbox}/sandbox/customers/customer-2/advance", data={"days": "1"})
+        assert grown.status_code == 200, grown.text
+        assert token["resourceURI"] in grown.json()["notified"]
+        assert not any("?" in uri for uri in grown.json()["notified"])
+    deadline = time.monotonic() + 15
+    while True:
+        named = [post for post in receiver.posts[before:] if token["resourceURI"] in parse_batch_list(post[2])]
+        if len(named) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(named) == 2  # one BatchList per growth, each naming the same plain URI
     resource = f"{sandbox}/espi/1_1/resource"
     assert receiver.batch_list_naming(f"{resource}/Batch/Bulk/1")
-    assert bulk["resourceURI"] not in result["notified"]
-    notified = classify_resource(uri)
-    fresh = feed_of(get(notified.normalized_uri(), token["access_token"]))
-    assert [e.self_href.rsplit("/", 1)[1] for e in block_entries(fresh)] == ["2025-01-11", "2025-01-12"]
+    assert bulk["resourceURI"] not in grown.json()["notified"]
+    fresh = feed_of(get(token["resourceURI"], token["access_token"]))
+    assert [e.self_href.rsplit("/", 1)[1] for e in block_entries(fresh)][-2:] == ["2025-01-11", "2025-01-12"]
+
+
+def test_notify_window_names_the_new_data(tmp_path, receiver):
+    """``notify_window``: new-data BatchLists name the subscription with the new IntervalBlocks' window, for growth
+    and for an upload alike."""
+    with start_sandbox(tmp_path, receiver, "notify_window = true") as url:
+        base = str(url)
+        token = subscribe(base, receiver, customer="customer-2", form={"usage_point": "1"})
+        with http() as c:
+            grown = c.post(f"{base}/sandbox/customers/customer-2/advance", data={"days": "2"})
+        assert grown.status_code == 200, grown.text
+        result = grown.json()
+        assert (result["published_min"], result["published_max"]) == ("2025-01-12T05:00:00Z",
+                                                                       "2025-01-13T05:00:00Z")
+        uri = f"{token['resourceURI']}?published-min=2025-01-12T05:00:00Z&published-max=2025-01-13T05:00:00Z"
+        assert uri in receiver.batch_list_naming(uri)
+        notified = classify_resource(uri)
+        fresh = feed_of(get(notified.normalized_uri(), token["access_token"]))
+        assert [e.self_href.rsplit("/", 1)[1] for e in block_entries(fresh)] == ["2025-01-11", "2025-01-12"]
+        _upload_announces_new_data(base, receiver, windowed=True)
 
 
 def test_upload_announces_new_data(sandbox, receiver):
+    _upload_announces_new_data(sandbox, receiver, windowed=False)
+
+
+def _upload_announces_new_data(sandbox, receiver, windowed: bool):
     token = subscribe(sandbox, receiver, customer="customer-1")
     upload = client_token(sandbox, "FB=45", client=("data_custodian", "secret"))
     assert upload["resourceURI"].endswith("/Batch/RetailCustomer")
@@ -704,10 +739,13 @@ def test_upload_announces_new_data(sandbox, receiver):
         posted = c.post(f"{resource}/Batch/RetailCustomer/1/UsagePoint", content=document,
                         headers={"Authorization": f"Bearer {upload['access_token']}", "Content-Type": ATOM})
     assert posted.status_code == 200, posted.text
-    uris = receiver.wait_for(lambda post: token["resourceURI"].encode() + b"?" in post[2])
-    [uri] = [u for u in parse_batch_list(uris[2]).resources if u.startswith(token["resourceURI"] + "?")]
-    window = classify_resource(uri)
-    assert window.published_min is not None and window.published_min == window.published_max  # GENERATED_AT
+    if windowed:
+        uris = receiver.wait_for(lambda post: token["resourceURI"].encode() + b"?" in post[2])
+        [uri] = [u for u in parse_batch_list(uris[2]).resources if u.startswith(token["resourceURI"] + "?")]
+        window = classify_resource(uri)
+        assert window.published_min is not None and window.published_min == window.published_max  # GENERATED_AT
+    else:
+        assert token["resourceURI"] in receiver.batch_list_naming(token["resourceURI"])
     after = feed_of(get(token["resourceURI"], token["access_token"]))
     days = {e.self_href.rsplit("/", 1)[1] for e in block_entries(after)}
     assert "2025-03-01" in days and "2025-01-01" in days
@@ -744,6 +782,72 @@ def test_defer_answers_202_then_notifies(tmp_path, receiver):
         assert len([n for n in bulk.graph.usage_points if not n.implicit]) == 1
         # errors are not deferred
         assert get(f"{token['resourceURI']}/UsagePoint/9", token["access_token"]).status_code == 404
+
+
+@pytest.mark.parametrize("status", [405, 501])
+def test_a_custodian_without_delete_authorization(tmp_path, receiver, status):
+    """``delete_authorization_status``: DELETE Authorization answers 405 (with Allow) or 501; the Authorization
+    stays active, nobody is notified, and PUT still revokes."""
+    with start_sandbox(tmp_path, receiver, f"delete_authorization_status = {status}") as url:
+        base = str(url)
+        token = subscribe(base, receiver, customer="customer-1")
+        client = client_token(base)["access_token"]
+        before = len(receiver.posts)
+        with http() as c:
+            refused = c.delete(token["authorizationURI"], headers={"Authorization": f"Bearer {client}"})
+            assert refused.status_code == status
+            assert refused.headers.get("allow") == ("GET, PUT" if status == 405 else None)
+            assert feed_of(get(token["authorizationURI"], client)).entries[0].first("Authorization").value.status == 1
+            assert get(token["resourceURI"], token["access_token"]).status_code == 200
+            assert c.get(f"{base}/sandbox.json").json()["switches"]["delete_authorization_status"] == status
+            body = (b'<Authorization xmlns="http://naesb.org/espi"><status>0</status></Authorization>')
+            assert c.put(token["authorizationURI"], headers={"Authorization": f"Bearer {client}"},
+                         content=body).status_code == 200
+        receiver.batch_list_naming(token["authorizationURI"])  # the PUT's revocation, not the refused DELETE
+        assert len([p for p in receiver.posts[before:] if token["authorizationURI"].encode() in p[2]]) == 1
+    with pytest.raises(SandboxConfigError, match="delete_authorization_status"):
+        load_sandbox_config(env={"GREENBRIDGE_SANDBOX_DELETE_AUTHORIZATION_STATUS": "500"})
+
+
+def test_response_delay_holds_answers_built_before_new_data(tmp_path, receiver):
+    """``response_delay``: a Batch/Subscription answer is built when the request arrives and held for the delay
+    (shown as ``held_responses``); data that grows meanwhile is not in it, and the next request has it."""
+    with start_sandbox(tmp_path, receiver, "response_delay = 3") as url:
+        base = str(url)
+        token = subscribe(base, receiver, customer="customer-1")
+        thread_result: list = []
+        slow = threading.Thread(target=lambda: thread_result.append(get(token["resourceURI"],
+                                                                        token["access_token"])))
+        slow.start()
+        deadline = time.monotonic() + 15
+        while get(f"{base}/sandbox.json", None).json()["held_responses"] == 0:
+            assert time.monotonic() < deadline and slow.is_alive(), "the answer was never held"
+            time.sleep(0.05)
+        with http() as c:  # the customer's data grows while the answer is held
+            assert c.post(f"{base}/sandbox/customers/customer-1/advance", data={"days": "1"}).status_code == 200
+        slow.join(30)
+        held = feed_of(thread_result[0])
+        after = feed_of(get(token["resourceURI"], token["access_token"]))
+        assert after.reading_count > held.reading_count
+        assert get(f"{base}/sandbox.json", None).json()["held_responses"] == 0
+        assert get(token["authorizationURI"], token["access_token"]).status_code == 200  # others are not held
+
+
+def test_outage_answers_the_next_requests_with_503(sandbox, receiver):
+    token = subscribe(sandbox, receiver, customer="customer-1")
+    with http() as c:
+        assert c.post(f"{sandbox}/sandbox/outage", data={"requests": "2", "retry_after": "7"}).status_code == 200
+        assert c.post(f"{sandbox}/sandbox/outage", data={"status": "404"}).status_code == 400
+    for _ in range(2):
+        down = get(token["resourceURI"], token["access_token"])
+        assert down.status_code == 503 and down.headers["retry-after"] == "7"
+    assert get(token["resourceURI"], token["access_token"]).status_code == 200
+    with http() as c:
+        assert c.post(f"{sandbox}/sandbox/outage", data={"requests": "5", "status": "429"}).json()["outage"] == \
+            {"status": 429, "remaining": 5, "retry_after": 1}
+        assert get(token["resourceURI"], token["access_token"]).status_code == 429
+        assert c.post(f"{sandbox}/sandbox/outage", data={"requests": "0"}).json()["outage"] is None
+    assert get(token["resourceURI"], token["access_token"]).status_code == 200
 
 
 def test_bulk_files_for_sftp(tmp_path, receiver):

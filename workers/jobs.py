@@ -7,6 +7,12 @@ is later) or ``dead`` (permanent error, or ``max_attempts`` used up). Celery mes
 Every state change is one ``UPDATE … WHERE job_id = :id AND state = :expected`` (and, for the end of a run,
 ``attempts = :attempt``: the attempt number is the run's fencing token), so two workers never both run a job, and
 a worker whose lease expired cannot overwrite the outcome of the run that replaced it. Callers own the transaction.
+
+A notification that arrives while a job runs marks it ``rerun`` (cds.store.jobs.request_run); the end of that run
+honours it in the same guarded UPDATE: ``done`` or ``dead`` becomes ``queued`` again (a new request, fresh attempts),
+``deferred`` becomes due at once, ``failed`` keeps its retry (which is the run owed). The functions ending a run
+return the resulting :class:`Outcome` (None when the run was no longer the current one); a job queued again is
+noted for publishing after the commit (:func:`cds.store.jobs.take_new_jobs`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.orm import Session
 
 # Creating jobs (enqueue) and the states and queues are shared with the gateway: cds/store/jobs.py.
@@ -79,6 +85,11 @@ class Defer(JobError):
         self.payload = payload or {}  # merged into the job's payload (what was asked, for the resume)
 
 
+#: Payload key counting the runs of the current request that ended ``deferred`` (a custodian answering 202 to
+#: every poll is given up on after a number of them); a new request starts again from none.
+DEFERRED_RUNS = "deferred_runs"
+
+
 @dataclass(frozen=True)
 class Outcome:
     state: str
@@ -127,35 +138,71 @@ def renew(session: Session, job: Job, *, lease_seconds: float = LEASE_SECONDS, n
     return result.rowcount == 1
 
 
-def _finish_run(session: Session, job: Job, now: datetime | None, **values: Any) -> bool:
-    """Ends the run ``job.attempts`` of a running job; False when that run is no longer the current one."""
+def _finish_run(session: Session, job: Job, now: datetime | None, marked: bool | None = None, **values: Any) -> bool:
+    """Ends the run ``job.attempts`` of a running job; False when that run is no longer the current one (or, with
+    ``marked`` given, when the job's ``rerun`` mark is not that)."""
     now = now or utcnow()
+    where = [Job.job_id == job.job_id, Job.state == RUNNING, Job.attempts == job.attempts]
+    if marked is not None:
+        where.append(Job.rerun == marked)
     result = session.execute(
-        update(Job)
-        .where(Job.job_id == job.job_id, Job.state == RUNNING, Job.attempts == job.attempts)
+        update(Job).where(*where)
         .values(modified=now, lease_until=None, **values)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
 
 
-def done(session: Session, job: Job, *, now: datetime | None = None) -> bool:
+def _fresh(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload for a new request of the same work: without the counts of the previous request's runs."""
+    return {key: value for key, value in payload.items() if key != DEFERRED_RUNS}
+
+
+def _ended(session: Session, job: Job, state: str, now: datetime, **values: Any) -> Outcome | None:
+    """Ends the run in ``state`` (``done`` or ``dead``), or, when a notification asked for another run meanwhile,
+    queues the job again as a new request (fresh attempts, next generation) and notes it for publishing.
+
+    Two guarded UPDATEs, the first for an unmarked job: a mark set between them makes the first match nothing
+    and the second match; a mark that comes after the first finds the job ended and re-arms it itself."""
+    if _finish_run(session, job, now, marked=False, state=state, finished=now, **values):
+        return Outcome(state)
+    current = get(session, job.job_id)
+    if current is None or not _finish_run(session, job, now, marked=True, state=QUEUED, finished=None, rerun=False,
+                                          payload=_fresh(current.payload), generation=Job.generation + 1,
+                                          max_attempts=Job.attempts + MAX_ATTEMPTS, **values):
+        return None
+    session.info.setdefault(NEW_JOBS, []).append((job.job_id, job.queue))
+    return Outcome(QUEUED)
+
+
+def done(session: Session, job: Job, *, result: str | None = None, now: datetime | None = None) -> Outcome | None:
+    """The run succeeded; ``result`` (its summary) is kept for operators. ``queued`` again when a rerun is owed."""
     now = now or utcnow()
-    return _finish_run(session, job, now, state=DONE, finished=now, last_error=None, waiting_for=None)
+    return _ended(session, job, DONE, now, last_error=None, waiting_for=None,
+                  result=None if result is None else str(result)[:ERROR_MAX])
 
 
 def deferred(session: Session, job: Job, until: datetime, *, waiting_for: str | None = None,
-             message: str | None = None, payload: dict[str, Any] | None = None, now: datetime | None = None) -> bool:
+             message: str | None = None, payload: dict[str, Any] | None = None,
+             now: datetime | None = None) -> Outcome | None:
     """The upstream will answer later: wait until ``until``, or until a notification names ``waiting_for``;
-    ``payload`` entries are merged into the job's payload."""
-    extra = {"payload": {**job.payload, **payload}} if payload else {}
-    return _finish_run(session, job, now, state=DEFERRED, run_after=until, waiting_for=waiting_for,
-                       last_error=message, **extra)
-
-
-def dead(session: Session, job: Job, error: str, *, now: datetime | None = None) -> bool:
+    ``payload`` entries are merged into the job's payload and :data:`DEFERRED_RUNS` counts this run. When a
+    notification arrived during the run (maybe the very one announcing the data is ready), it is due at once."""
     now = now or utcnow()
-    return _finish_run(session, job, now, state=DEAD, finished=now, last_error=error[:ERROR_MAX])
+    merged = {**job.payload, **(payload or {}), DEFERRED_RUNS: int(job.payload.get(DEFERRED_RUNS, 0)) + 1}
+    values = {"state": DEFERRED, "waiting_for": waiting_for, "last_error": message, "payload": merged}
+    if _finish_run(session, job, now, marked=False, run_after=until, **values):
+        return Outcome(DEFERRED, until)
+    if _finish_run(session, job, now, marked=True, run_after=now, rerun=False, generation=Job.generation + 1,
+                   **values):
+        return Outcome(DEFERRED, now)
+    return None
+
+
+def dead(session: Session, job: Job, error: str, *, now: datetime | None = None) -> Outcome | None:
+    """The run gave up for good; ``queued`` again (a new request) when a notification arrived during it."""
+    now = now or utcnow()
+    return _ended(session, job, DEAD, now, last_error=error[:ERROR_MAX])
 
 
 def backoff_delay(attempt: int, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_MAX,
@@ -196,13 +243,14 @@ def failed(session: Session, job: Job, error: str, *, retry_after: float | None 
     """
     now = now or utcnow()
     if job.attempts >= job.max_attempts:
-        return Outcome(DEAD) if dead(session, job, f"attempt {job.attempts}/{job.max_attempts}: {error}",
-                                     now=now) else None
+        return dead(session, job, f"attempt {job.attempts}/{job.max_attempts}: {error}", now=now)
     delay = backoff_delay(job.attempts, rand=rand)
     if retry_after is not None:
         delay = max(delay, min(retry_after, RETRY_AFTER_MAX))
     at = now + timedelta(seconds=delay)
-    if not _finish_run(session, job, now, state=FAILED, run_after=at, last_error=error[:ERROR_MAX]):
+    # a rerun owed is the retry itself: it runs as a new request (the next generation)
+    if not _finish_run(session, job, now, state=FAILED, run_after=at, last_error=error[:ERROR_MAX], rerun=False,
+                       generation=Job.generation + case((Job.rerun.is_(True), 1), else_=0)):
         return None
     return Outcome(FAILED, at)
 
@@ -212,11 +260,15 @@ def requeue(session: Session, job_id: str, *, now: datetime | None = None) -> Jo
     (``max_attempts`` raised by :data:`MAX_ATTEMPTS`; the count itself stays, as the fencing token). None when the
     job is not dead or failed. The caller publishes it after the commit (it is noted for that)."""
     now = now or utcnow()
+    current = get(session, job_id)
+    if current is None:
+        return None
+    # the same request tried again (its generation stays: a bulk's parts already stored are not stored twice)
     result = session.execute(
         update(Job)
         .where(Job.job_id == job_id, Job.state.in_((DEAD, FAILED)))
         .values(state=QUEUED, run_after=None, finished=None, modified=now, waiting_for=None,
-                max_attempts=Job.attempts + MAX_ATTEMPTS)
+                max_attempts=Job.attempts + MAX_ATTEMPTS, payload=_fresh(current.payload))
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
@@ -233,27 +285,42 @@ def lost(session: Session, *, stale_after: float, now: datetime | None = None, l
       happened); their ``modified`` is bumped so a long backlog is re-published once per ``stale_after``, not on
       every tick;
     * ``deferred``/``failed`` whose ``run_after`` has come (retries too long to hold as a Celery countdown);
-    * ``running`` whose lease expired (the worker died): claimable again, or ``dead`` if the attempts are used up.
+    * ``running`` whose lease expired (the worker died): claimable again, or ``dead`` if the attempts are used up
+      (``queued`` afresh instead when a notification asked for another run during it).
     """
     now = now or utcnow()
     cutoff = now - timedelta(seconds=stale_after)
     expired = and_(Job.state == RUNNING, Job.lease_until < now)
+    last_try = "lease expired on the last attempt (the worker died or hung)"
     session.execute(
         update(Job)
-        .where(expired, Job.attempts >= Job.max_attempts)
-        .values(state=DEAD, finished=now, modified=now, lease_until=None,
-                last_error="lease expired on the last attempt (the worker died or hung)")
+        .where(expired, Job.attempts >= Job.max_attempts, Job.rerun.is_(False))
+        .values(state=DEAD, finished=now, modified=now, lease_until=None, last_error=last_try)
         .execution_options(synchronize_session=False)
     )
+    rearmed = []
+    for job in session.scalars(select(Job).where(expired, Job.attempts >= Job.max_attempts, Job.rerun.is_(True))
+                               .limit(limit)).all():
+        changed = session.execute(
+            update(Job)
+            .where(Job.job_id == job.job_id, expired, Job.attempts == job.attempts)
+            .values(state=QUEUED, modified=now, lease_until=None, rerun=False, generation=Job.generation + 1,
+                    max_attempts=Job.attempts + MAX_ATTEMPTS, payload=_fresh(job.payload), last_error=last_try)
+            .execution_options(synchronize_session=False)
+        )
+        if changed.rowcount == 1:
+            rearmed.append(job.job_id)
     rows = list(session.scalars(
         select(Job)
         .where(or_(
             and_(Job.state == QUEUED, Job.modified < cutoff),
             and_(Job.state.in_((DEFERRED, FAILED)), Job.run_after <= now),
             expired,
+            Job.job_id.in_(rearmed),
         ))
         .order_by(Job.created)
         .limit(limit)
+        .execution_options(populate_existing=True)
     ))
     stale = [job.job_id for job in rows if job.state == QUEUED]
     if stale:

@@ -103,40 +103,52 @@ def _run(session: Session, job: Job, kind: Kind | None, config: Any,
             raise jobs.PermanentError(f"no handler for job kind {job.kind!r}")
         with session.begin():
             result = kind.handler(session, job, config)
-            if not jobs.done(session, job):
+            outcome = jobs.done(session, job, result=None if result is None else str(result))
+            if outcome is None:
                 raise _Superseded  # another run took over: roll back (its writes are the same upserts)
         log.info("job %s (%s) done: %s", job.job_id, job.kind, result)
+        if outcome.state == jobs.QUEUED:
+            log.info("job %s (%s): notified during the run; queued again", job.job_id, job.kind)
         _after_commit(session, publish_job)
-        return jobs.Outcome(jobs.DONE)
+        return outcome
     except _Superseded:
         _drop_pending(session)
         log.warning("job %s: lease lost during the run; the current run records the outcome", job.job_id)
         return None
-    # The failed transaction rolled back and expired ``job``: each outcome below reloads it and commits.
+    # The failed transaction rolled back and expired ``job``: each outcome below reloads it and commits. An outcome
+    # may be ``queued`` instead (a notification asked for another run meanwhile): it is published after the commit.
     except jobs.Defer as exc:
         _drop_pending(session)
-        ok = jobs.deferred(session, job, exc.until, waiting_for=exc.waiting_for, message=str(exc),
-                           payload=exc.payload)
+        outcome = jobs.deferred(session, job, exc.until, waiting_for=exc.waiting_for, message=str(exc),
+                                payload=exc.payload)
         session.commit()
-        log.info("job %s (%s) deferred until %s: %s", job.job_id, job.kind, exc.until.isoformat(), exc)
-        return jobs.Outcome(jobs.DEFERRED, exc.until) if ok else None
+        if outcome is not None:
+            log.info("job %s (%s) deferred until %s: %s", job.job_id, job.kind, outcome.run_after.isoformat(), exc)
+        return outcome
     except jobs.PermanentError as exc:
         _drop_pending(session)
         log.warning("job %s (%s) dead: %s", job.job_id, job.kind, exc)
-        ok = jobs.dead(session, job, str(exc))
-        if ok:
-            _on_dead(session, job, kind, config, str(exc))
-        session.commit()
-        return jobs.Outcome(jobs.DEAD) if ok else None
+        outcome = jobs.dead(session, job, str(exc))
+        return _ended_badly(session, job, kind, config, str(exc), outcome, publish_job)
     except Exception as exc:  # transient by default; bounded by max_attempts
         _drop_pending(session)
         log.warning("job %s (%s) attempt %d failed: %s", job.job_id, job.kind, job.attempts, exc)
         retry_after = exc.retry_after if isinstance(exc, jobs.RetryLater) else None
         outcome = jobs.failed(session, job, f"{type(exc).__name__}: {exc}", retry_after=retry_after)
-        if outcome is not None and outcome.state == jobs.DEAD:
-            _on_dead(session, job, kind, config, f"{type(exc).__name__}: {exc}")
-        session.commit()
-        return outcome
+        return _ended_badly(session, job, kind, config, f"{type(exc).__name__}: {exc}", outcome, publish_job)
+
+
+def _ended_badly(session: Session, job: Job, kind: Kind | None, config: Any, error: str,
+                 outcome: jobs.Outcome | None, publish_job: Callable[[str, str], Any] | None) -> jobs.Outcome | None:
+    """Commits a failed or dead outcome: ``on_dead`` when the job gave up for good, and the publish of a job that
+    a notification queued again instead."""
+    if outcome is not None and outcome.state == jobs.DEAD:
+        _on_dead(session, job, kind, config, error)
+    session.commit()
+    if outcome is not None and outcome.state == jobs.QUEUED:
+        log.info("job %s (%s): notified during the run; queued again", job.job_id, job.kind)
+        _after_commit(session, publish_job)
+    return outcome
 
 
 def _on_dead(session: Session, job: Job, kind: Kind | None, config: Any, error: str) -> None:

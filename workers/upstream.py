@@ -1,9 +1,11 @@
 """The job kinds that talk to legacy custodians (issue 6; ARCHITECTURE.md "The bridge flow"; espi.md §3, §4, §7).
 
-* ``fetch_subscription``: GET ``Batch/Subscription/{id}`` with the customer's token (the first fetch after consent,
-  or a BatchList naming the subscription), translate, upsert under the Grant's customer, and activate a pending
-  Grant. A ``202 Accepted`` defers the job until the BatchList naming the resource arrives, or until
-  ``deferred_timeout_seconds`` have passed, when it polls again (espi.md §4.3).
+* ``fetch_subscription``: with ``upstream_id``, GET ``Batch/Subscription/{id}`` with that authorization's token (the
+  first fetch after consent, or one authorization's share of a notification), translate, upsert under the Grant's
+  customer, and activate a pending Grant. A ``202 Accepted`` defers the job until the BatchList naming the resource
+  arrives, or until ``deferred_timeout_seconds`` have passed, when it polls again (espi.md §4.3). Without it (a
+  BatchList named the subscription), it asks one such job per live authorization of the subscription for a run:
+  each unit of upstream work is its own job, so one failure retries only what it failed (issue 12 item 7).
 * ``fetch_bulk``: a bulk feed announced by a BatchList, over REST (``Batch/Bulk/{id}`` with the client token,
   FB_35) or SFTP (FB_34, espi.sftp: pinned host key, key authentication, resumable download); the feed is split per
   subscription (espi.bulk) and each part becomes an ``ingest_bulk_part`` job (the fan-out, on the translate queue).
@@ -13,7 +15,11 @@
   denied one (status 0 or 2) revokes the CDS Grant behind it (bridge.lifecycle.revoke_from_upstream).
 * ``sync_application_information``: a BatchList named our ApplicationInformation (PSH001): report scope changes.
 * ``revoke_upstream``: the CDS Grant ended: ``DELETE Authorization/{id}`` at the custodian (FB_44 with the client
-  token), then the authorization is marked revoked; its tokens are never used again.
+  token), then the authorization is marked revoked; its tokens are never used again. A custodian that answers 405
+  or 501 cannot revoke: the authorization ends on our side and the job's result says so.
+
+Custodian errors become outcomes by what they mean (:func:`_failure`, espi.custodian_client.CustodianError):
+no answer, 408, 429 and 5xx are retried; other 4xx, 405/501 and refused OAuth requests are permanent.
 
 Every write is an idempotent upsert (bridge.ingest), so a re-run after a lost acknowledgement or a killed worker
 stores nothing twice. A rotated refresh token is committed in its own transaction at once, whatever the run's
@@ -38,7 +44,7 @@ from bridge import lifecycle, upstream
 from cds.secrets import SecretBox
 from cds.store.models import Grant, Job, UpstreamAuthorization
 from cds.urls import Urls
-from espi.custodian_client import CustodianClient, CustodianError, Deferred, Fetched, ForeignURLError
+from espi.custodian_client import CustodianClient, CustodianError, Deferred, Fetched
 from workers import jobs
 from workers.kinds import after_commit, publish_now, register, sessions_for
 
@@ -78,10 +84,10 @@ def context(config: Any) -> Context:
 
 
 def _failure(error: CustodianError, what: str) -> Exception:
-    """A custodian error as the job outcome: refused URLs and client errors are permanent, the rest transient."""
-    if isinstance(error, ForeignURLError):
-        return jobs.PermanentError(f"{what}: {error}")
-    if error.status is not None and 400 <= error.status < 500 and error.status not in (408, 429):
+    """A custodian error as the job outcome, by what it means (espi.custodian_client.CustodianError.transient):
+    refused URLs, client errors (4xx but 408 and 429) and refused OAuth requests are permanent; server errors,
+    408, 429, timeouts and connection failures are transient."""
+    if not error.transient:
         return jobs.PermanentError(f"{what}: {error}")
     # 429 / 503 usually say when to come back: honoured (capped at a day) over the backoff when later
     return jobs.RetryLater(f"{what}: {error}", retry_after=jobs.retry_after_seconds(error.retry_after))
@@ -90,8 +96,9 @@ def _failure(error: CustodianError, what: str) -> Exception:
 def _defer(ctx: Context, job: Job, custodian_id: str, answer: Deferred) -> Exception:
     """The job's outcome for a 202: wait for the BatchList (or poll after the timeout); give up after
     :data:`MAX_DEFERRED_RUNS` runs. ``requested`` is kept: the resuming BatchList is compared with it."""
-    if job.attempts >= MAX_DEFERRED_RUNS:
-        return jobs.PermanentError(f"{jobs_uri(answer.url)}: still 202 Accepted after {job.attempts} runs")
+    runs = int(job.payload.get(jobs.DEFERRED_RUNS, 0)) + 1  # this request's runs answered 202, this one included
+    if runs >= MAX_DEFERRED_RUNS:
+        return jobs.PermanentError(f"{jobs_uri(answer.url)}: still 202 Accepted after {runs} runs")
     wait = max(ctx.config.deferred_timeout_seconds, answer.retry_after or 0)
     return jobs.Defer(ctx.now + timedelta(seconds=wait), f"202 Accepted for {jobs_uri(answer.url)}; waiting for "
                       "the custodian's notification", waiting_for=jobs.waiting_key(custodian_id, answer.url),
@@ -210,50 +217,65 @@ def _first_fetch_dead(session: Session, job: Job, config: Any, error: str) -> No
 
 @register("fetch_subscription", queue="http", on_dead=_first_fetch_dead)
 def fetch_subscription(session: Session, job: Job, config: Any) -> str:
-    """Payload: ``custodian_id``, ``uri`` (the subscription, maybe with a published window) and, for the first
-    fetch after consent, ``upstream_id``."""
+    """Payload: ``custodian_id``, ``uri`` (the subscription, maybe with a published window) and ``upstream_id``
+    (the authorization whose token fetches it: the first fetch after consent, or one notification's fan-out).
+
+    Without ``upstream_id`` (a BatchList named the subscription) the job fetches nothing itself: it asks one fetch
+    job per live authorization of the subscription for a run (bridge.lifecycle.request_fetch), so an upstream
+    failure for one authorization retries that authorization's fetch alone."""
     ctx = context(config)
     custodian = ctx.custodian(job.payload.get("custodian_id"))
     uri = job.payload.get("requested") or job.payload.get("uri")
-    if job.payload.get("upstream_id") is not None:
-        row = session.get(UpstreamAuthorization, job.payload["upstream_id"])
-        rows = [row] if row is not None and row.revoked is None and upstream.has_tokens(row) else []
-        uri = job.payload.get("requested") or (row.resource_uri if row is not None else None)
-    else:
-        rows = lifecycle.authorizations_for_resource(session, custodian.id, uri or "")
     if not uri:
         raise jobs.PermanentError("fetch_subscription needs a subscription URI")
-    summaries = []
+    if job.payload.get("upstream_id") is None:
+        return _fan_out_fetches(session, ctx, custodian.id, job.payload.get("uri") or uri)
+    row = session.get(UpstreamAuthorization, job.payload["upstream_id"])
+    if row is None or row.revoked is not None or not upstream.has_tokens(row):
+        return f"authorization {job.payload['upstream_id']}: revoked, gone or without tokens; nothing fetched"
+    grant = session.get(Grant, row.grant_id)
+    if grant is None or not lifecycle.keeps_syncing(grant, ctx.now):
+        if grant is not None:
+            lifecycle.sync_ended(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now)
+        return f"grant {row.grant_id}: not syncing ({grant.status if grant else 'gone'})"
+    client = ctx.client(custodian)
+    token = access_token(ctx, client, row)
+    try:
+        answer = client.get(uri, token)
+    except CustodianError as error:
+        if error.status != 401 or not upstream.tokens_of(ctx.box, row).refresh_token:
+            raise _failure(error, f"GET {jobs_uri(uri)}") from None
+        try:  # the custodian expired the token early: refresh once and ask again
+            answer = client.get(uri, refresh(ctx, client, row.id, token))
+        except CustodianError as again:
+            raise _failure(again, f"GET {jobs_uri(uri)}") from None
+    if isinstance(answer, Deferred):
+        raise _defer(ctx, job, custodian.id, answer)
+    assert isinstance(answer, Fetched)
+    try:  # once read the download goes, whatever the outcome: a retry fetches afresh
+        return f"grant {grant.grant_id}: " + store_file(session, ctx, answer.path, grant,
+                                                        f"{custodian.id}:{jobs_uri(uri)}")
+    finally:
+        answer.path.unlink(missing_ok=True)
+
+
+def _fan_out_fetches(session: Session, ctx: Context, custodian_id: str, uri: str) -> str:
+    """One fetch job per live authorization of the notified subscription (published after the commit)."""
+    rows = lifecycle.authorizations_for_resource(session, custodian_id, uri)
+    if not rows:
+        log.info("no live authorization of custodian %s has %s; nothing fetched", custodian_id, jobs_uri(uri))
+        return f"no live authorization for {jobs_uri(uri)}"
+    asked, skipped = [], []
     for row in rows:
         grant = session.get(Grant, row.grant_id)
         if grant is None or not lifecycle.keeps_syncing(grant, ctx.now):
             if grant is not None:
                 lifecycle.sync_ended(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now)
-            summaries.append(f"grant {row.grant_id}: not syncing ({grant.status if grant else 'gone'})")
+            skipped.append(f"grant {row.grant_id}: not syncing ({grant.status if grant else 'gone'})")
             continue
-        client = ctx.client(custodian)
-        token = access_token(ctx, client, row)
-        try:
-            answer = client.get(uri, token)
-        except CustodianError as error:
-            if error.status != 401 or not upstream.tokens_of(ctx.box, row).refresh_token:
-                raise _failure(error, f"GET {jobs_uri(uri)}") from None
-            try:  # the custodian expired the token early: refresh once and ask again
-                answer = client.get(uri, refresh(ctx, client, row.id, token))
-            except CustodianError as again:
-                raise _failure(again, f"GET {jobs_uri(uri)}") from None
-        if isinstance(answer, Deferred):
-            raise _defer(ctx, job, custodian.id, answer)
-        assert isinstance(answer, Fetched)
-        try:  # once read the download goes, whatever the outcome: a retry fetches afresh
-            summaries.append(f"grant {grant.grant_id}: " + store_file(session, ctx, answer.path, grant,
-                                                                       f"{custodian.id}:{jobs_uri(uri)}"))
-        finally:
-            answer.path.unlink(missing_ok=True)
-    if not rows:
-        log.info("no live authorization of custodian %s has %s; nothing fetched", custodian.id, jobs_uri(uri))
-        return f"no live authorization for {jobs_uri(uri)}"
-    return "; ".join(summaries)
+        fetch = lifecycle.request_fetch(session, row, uri, ctx.now)
+        asked.append(f"{fetch.job_id} ({fetch.state})")
+    return "; ".join([f"{len(asked)} fetch job(s) asked for: {', '.join(asked) or 'none'}", *skipped])
 
 
 @register("fetch_bulk", queue="http")
@@ -277,11 +299,12 @@ def fetch_bulk(session: Session, job: Job, config: Any) -> str:
         if isinstance(answer, Deferred):
             raise _defer(ctx, job, custodian.id, answer)
         path = answer.path
-    # The parts live until their ingest jobs are done; the directory is named by this job, so a re-run of it
-    # splits into the same place and the (deduplicated) part jobs find their files. Each part is fanned out as
+    # The parts live until their ingest jobs are done; the directory is named by this job and request (its
+    # generation), so a re-run of it splits into the same place and the (deduplicated) part jobs find their files,
+    # while the next notification of the same bulk makes new parts and new part jobs. Each part is fanned out as
     # soon as the split completes it (espi.bulk on_part): its jobs are committed and published at once, so the
     # translate workers start while the split goes on.
-    parts_dir = Path(config.data_dir) / "bulk" / job.job_id
+    parts_dir = Path(config.data_dir) / "bulk" / f"{job.job_id}-{job.generation}"
     parts_dir.mkdir(parents=True, exist_ok=True)
     fan_out = _FanOut(ctx, session, job, custodian.id, jobs_uri(uri))
     try:
@@ -304,9 +327,9 @@ def fetch_bulk(session: Session, job: Job, config: Any) -> str:
 
 class _FanOut:
     """``on_part`` of a bulk split: one ``ingest_bulk_part`` job per authorization of the part's subscription,
-    committed in a transaction of its own and published at once. Idempotent (dedupe keys name the bulk job, the
-    subscription and the authorization): a re-run of the bulk job finds the jobs it made, and a part whose job is
-    already done is not kept."""
+    committed in a transaction of its own and published at once. Idempotent (dedupe keys name the bulk job and its
+    generation, the subscription and the authorization): a re-run of the bulk job finds the jobs it made, and a
+    part whose job is already done is not kept; a later notification of the bulk (a new generation) makes new ones."""
 
     def __init__(self, ctx: Context, session: Session, job: Job, custodian_id: str, bulk: str) -> None:
         self.ctx, self.session, self.job, self.custodian_id, self.bulk = ctx, session, job, custodian_id, bulk
@@ -327,7 +350,8 @@ class _FanOut:
                     queued = jobs.enqueue(session, "ingest_bulk_part",
                                           {"custodian_id": self.custodian_id, "upstream_id": row.id,
                                            "path": str(own), "subscription_id": subscription_id, "bulk": self.bulk},
-                                          f"bulk-part:{self.job.job_id}:{subscription_id}:{row.id}",
+                                          f"bulk-part:{self.job.job_id}:{self.job.generation}:{subscription_id}:"
+                                          f"{row.id}",
                                           queue="translate", now=self.ctx.now)
                     files.append((own, queued.state))
             made = jobs.take_new_jobs(session)
@@ -349,9 +373,9 @@ def _sftp_download(ctx: Context, custodian: Any, uri: str, job: Job) -> Path:
         raise jobs.PermanentError(f"custodian {custodian.id} has no SFTP configuration")
     try:
         _host, _port, _user, remote = sftp.parse_sftp_uri(uri)
-        # named by the job: two bulk sets with the same file name never share a .part
+        # named by the job and request: two bulk sets with the same file name never share a .part
         downloaded = sftp.download(custodian.sftp, remote, ctx.downloads() / "sftp",
-                                   dest_name=f"{job.job_id}-{Path(remote).name}")
+                                   dest_name=f"{job.job_id}-{job.generation}-{Path(remote).name}")
     except ValueError as error:
         raise jobs.PermanentError(f"{jobs_uri(uri)}: {error}") from None
     except sftp.SftpTransientError as error:
@@ -461,7 +485,11 @@ def _revoke_rows(session: Session, ctx: Context, rows: list[UpstreamAuthorizatio
 @register("revoke_upstream", queue="http")
 def revoke_upstream(session: Session, job: Job, config: Any) -> str:
     """Payload: ``custodian_id``, ``upstream_id``. ``DELETE`` the custodian's Authorization with the client token;
-    a 404/410 means it is already gone. The row is marked revoked either way once the custodian agreed."""
+    a 404/410 means it is already gone. The row is marked revoked either way once the custodian agreed.
+
+    A custodian that answers 405 or 501 cannot revoke an Authorization over its API (FB_44 is optional): asking
+    again cannot help, and the Grant has ended on our side anyway. The row is marked revoked (its tokens are never
+    used again) and the job ends ``done`` with a result saying so: the customer can still revoke at the utility."""
     ctx = context(config)
     row = session.get(UpstreamAuthorization, job.payload.get("upstream_id"))
     if row is None or row.revoked is not None:
@@ -474,6 +502,14 @@ def revoke_upstream(session: Session, job: Job, config: Any) -> str:
     try:
         client.delete(row.authorization_uri, client_token(ctx, client))
     except CustodianError as error:
+        if error.not_supported:
+            row.revoked = ctx.now
+            row.modified = ctx.now
+            log.warning("custodian %s cannot revoke authorization %s (DELETE answered %s); ended on our side only: "
+                        "the customer may revoke it at the utility", custodian.id, jobs_uri(row.authorization_uri),
+                        error.status)
+            return (f"custodian {custodian.id} cannot revoke (DELETE answered {error.status}); authorization "
+                    f"{jobs_uri(row.authorization_uri)} ended on our side only, its tokens are never used again")
         if error.status not in (404, 410):
             raise _failure(error, f"DELETE {jobs_uri(row.authorization_uri)}") from None
     row.revoked = ctx.now

@@ -293,7 +293,10 @@ class Job(Base):
     A Celery message carries only ``job_id``; this row is the truth. ``state`` is queued, running, deferred, done,
     failed (will be retried at ``run_after``) or dead (gave up). ``attempts`` counts claims and doubles as the
     fencing token of the current run; ``lease_until`` bounds how long a running claim is trusted before the
-    reconciler re-enqueues it. ``dedupe_key`` makes enqueueing idempotent.
+    reconciler re-enqueues it. ``dedupe_key`` names the work (one row per key): enqueueing is idempotent, and a
+    notification asks the same row for another run (cds.store.jobs.request_run): ``generation`` counts those
+    requests (what a run creates is keyed by it), and ``rerun`` records one that arrived while a run was going, so
+    the end of that run queues the next. ``result`` is the last run's summary (or note) for operators.
     """
 
     __tablename__ = "jobs"
@@ -316,6 +319,9 @@ class Job(Base):
     # A deferred job (HTTP 202) waits for a BatchList naming this resource: a digest of custodian and URI path
     # (cds.store.jobs.waiting_key), so the notification receiver finds the job to resume with one indexed lookup.
     waiting_for: Mapped[str | None] = mapped_column(String(64))
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    rerun: Mapped[bool] = mapped_column(Boolean, default=False)
+    result: Mapped[str | None] = mapped_column(Text)
 
 
 Index("ix_jobs_state_run_after", Job.state, Job.run_after)

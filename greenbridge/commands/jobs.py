@@ -2,7 +2,8 @@
 
 * ``jobs`` (or ``jobs summary``): how many jobs of each kind are in each state, the oldest waiting job, and the
   latest errors;
-* ``jobs list [--state S] [--kind K] [--limit N] [--json]``: the jobs themselves, newest first;
+* ``jobs list [--state S] [--kind K] [--limit N] [--json]``: the jobs themselves, newest first, with the last
+  run's result (done) or error (the others);
 * ``jobs retry JOB_ID…``: a ``dead`` or ``failed`` job goes back to ``queued`` with a fresh series of attempts
   (after the cause was fixed: a host key rotated, a custodian back up) and is published to the workers.
 
@@ -104,6 +105,7 @@ def _as_json(job: Any) -> dict[str, Any]:
 
     return {"job_id": job.job_id, "kind": job.kind, "queue": job.queue, "state": job.state,
             "attempts": job.attempts, "max_attempts": job.max_attempts, "last_error": job.last_error,
+            "result": job.result, "generation": job.generation, "rerun": job.rerun,
             "created": when(job.created), "modified": when(job.modified), "run_after": when(job.run_after),
             "payload": job.payload}
 
@@ -134,9 +136,11 @@ def run_list(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(_as_json(job), sort_keys=True))
         else:
-            error = f"  {job.last_error[:120]}" if job.last_error else ""
+            # a done job shows what its last run did (e.g. "custodian … cannot revoke"), the others their error
+            note = job.result if job.state == "done" else job.last_error
+            note = f"  {note[:120]}" if note else ""
             print(f"{job.job_id}  {job.kind:<28} {job.state:<8} {job.attempts}/{job.max_attempts}  "
-                  f"{job.created.isoformat()}{error}")
+                  f"{job.created.isoformat()}{note}")
     return 0
 
 

@@ -36,6 +36,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "BatchLists)")
     parser.add_argument("--no-notify-on-new-data", dest="notify_on_new_data", action="store_false", default=None,
                         help="do not send BatchLists when a customer's data grows")
+    parser.add_argument("--notify-window", dest="notify_window", action="store_true", default=None,
+                        help="new-data BatchLists name the subscription with the new data's published window "
+                             "(default: the plain Batch/Subscription/{id}, the same URI every time)")
+    parser.add_argument("--response-delay", type=float, metavar="SECONDS",
+                        help="hold Batch/Subscription and Batch/Bulk answers SECONDS after building them (a slow "
+                             "custodian)")
+    parser.add_argument("--delete-authorization-status", type=int, choices=(204, 405, 501), metavar="STATUS",
+                        help="answer DELETE Authorization with 405 or 501 (a custodian that cannot revoke over its "
+                             "API; default 204: revoked)")
     parser.add_argument("--client-id", help="client_id of the (first) third party (default third_party)")
     parser.add_argument("--client-secret", help="its client_secret (default secret)")
     parser.add_argument("--redirect-uri", action="append", dest="redirect_uris", metavar="URI",
@@ -61,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
         "base_url": args.base_url, "data_dir": args.data, "generate_customers": args.generate,
         "generate_days": args.days, "generate_start": args.start, "customer_password": args.password,
         "defer": args.defer, "bulk_dir": args.bulk_dir, "sftp_uri": args.sftp_uri,
-        "notify_on_new_data": args.notify_on_new_data, "client_id": args.client_id,
+        "notify_on_new_data": args.notify_on_new_data, "notify_window": args.notify_window,
+        "response_delay": args.response_delay, "delete_authorization_status": args.delete_authorization_status,
+        "client_id": args.client_id,
         "client_secret": args.client_secret, "redirect_uris": args.redirect_uris, "notify_uri": args.notify_uri,
         "scopes": args.scopes,
     }
