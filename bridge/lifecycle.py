@@ -3,11 +3,13 @@ and what happens to the Grant as its upstream authorization lives and ends.
 
 Grant lifecycle (CDS-WG1-02 §8.2 statuses; issue 6 item 7):
 
-* the consent hop creates the Grant ``pending`` with an ``eta`` and nothing enabled, and :func:`first_fetch` queues
-  the fetch of the customer's subscription;
-* :func:`activate`: once the first data is stored the Grant becomes ``active`` with its scope and details enabled
-  (a changelog Message records it, as every Grant change does); :func:`first_fetch_failed` makes it ``errored``
-  when the first fetch gives up;
+* the consent hop creates the Grant ``pending`` with an ``eta`` and what the customer approved enabled (WG1-02
+  §8.2: ``pending`` is valid; its tokens read what has arrived, empty lists at first), and :func:`first_fetch`
+  queues the fetch of the customer's subscription; while that fetch waits (a ``202 Accepted``, a retry after a
+  failure) :func:`data_expected` moves the ``eta`` to its next attempt;
+* :func:`activate`: once the first data is stored the Grant becomes ``active``, its ``eta`` cleared (a changelog
+  Message records it, as every Grant change does); :func:`first_fetch_failed` makes it ``errored`` when the first
+  fetch gives up;
 * later BatchList notifications bring new data; :func:`keeps_syncing` stops fetching after the details'
   ``sync_until`` (what is stored stays visible as the projection allows; :func:`sync_ended` marks it ``stopped``)
   and after ``expires``;
@@ -27,7 +29,7 @@ Plain functions over a session; no network, no configuration reading.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -136,18 +138,33 @@ ACTIVATED_BY_DATA = frozenset({"pending", "errored"})
 
 
 def activate(session: Session, grant: Grant, *, urls: Urls, box: SecretBox, now: datetime) -> bool:
-    """A ``pending`` (or ``errored``) Grant whose data is stored becomes ``active`` with its scope and details
-    enabled."""
+    """A ``pending`` (or ``errored``) Grant whose data is stored becomes ``active``, without an ``eta``. What it
+    enables was decided at consent and stays; a Grant made ``pending`` with nothing enabled (as the consent hop did
+    before issue 12) gets its scope and details enabled now."""
     if grant.status not in ACTIVATED_BY_DATA:
         return False
     before = _before(grant)
     grant.status = "active"
-    grant.enabled_scope = grant.scope
-    grant.enabled_authorization_details = list(grant.authorization_details)
+    if not grant.enabled_scope:
+        grant.enabled_scope = grant.scope
+        grant.enabled_authorization_details = list(grant.authorization_details)
     grant.eta = None
     grant.modified = now
     _log_change(session, grant, before, urls=urls, box=box, now=now,
                 why="the customer's data arrived from the data custodian")
+    return True
+
+
+def data_expected(grant: Grant, at: datetime, *, now: datetime) -> bool:
+    """The first fetch of a ``pending`` Grant will try again at ``at`` (after a ``202 Accepted`` or a failure): its
+    ``eta`` moves there, so clients read the next real chance of data rather than a time already past. The estimate
+    is no change a client must be told of: no changelog Message."""
+    if at.microsecond:  # whole seconds, rounded up: never earlier than the attempt
+        at = at.replace(microsecond=0) + timedelta(seconds=1)
+    if grant.status != "pending" or grant.eta == at:
+        return False
+    grant.eta = at
+    grant.modified = now
     return True
 
 
@@ -187,6 +204,7 @@ def needs_authorization(session: Session, grant: Grant, *, urls: Urls, box: Secr
         return False
     before = _before(grant)
     grant.status = "needs_authorization"
+    grant.eta = None  # an estimate only while pending (WG1-02 §8.1)
     grant.modified = now
     _log_change(session, grant, before, urls=urls, box=box, now=now, why=why)
     return True

@@ -104,19 +104,19 @@ def approve(
 
     Returns the grant and the receipt's secret URL handle. The grant is updated immediately (WG1-02 §8.3: the
     server must not wait for the token request). With ``eta`` (the upstream hop: the data is still to be fetched
-    from the custodian) the grant is ``pending`` with that ``eta`` and nothing enabled yet, as WG1-02 §8.2 asks of
-    a grant whose data loads asynchronously; otherwise it is ``active`` with everything enabled.
+    from the custodian) the grant is ``pending`` with that ``eta``, otherwise ``active``. Either way what the
+    customer approved is enabled at once: ``pending`` is "valid, still processing" and its data "MUST be served as
+    it becomes available" (WG1-02 §8.2), so its tokens work from the start and read what has arrived.
     """
     now = now or datetime.now(UTC)
     expires = _absolute_expiry(authorization_details)
     status = "pending" if eta is not None else "active"
-    enabled_scope, enabled_details = ("", []) if eta is not None else (scope, authorization_details)
     if grant_id:
         grant = session.get(Grant, grant_id)
         grant.scope = scope
         grant.authorization_details = authorization_details
-        grant.enabled_scope = enabled_scope
-        grant.enabled_authorization_details = enabled_details
+        grant.enabled_scope = scope
+        grant.enabled_authorization_details = list(authorization_details)
         grant.status = status
         grant.eta = eta
         grant.modified = now

@@ -108,7 +108,8 @@ def create_grant(
     now: datetime | None = None,
 ) -> Grant:
     now = now or datetime.now(UTC)
-    enabled = status in ("active", "partial")
+    # A status that keeps access enables what was granted (``pending`` too: valid, its data still loading).
+    enabled = status not in NO_ACCESS
     grant = Grant(
         grant_id=box.new_id(),
         client_id=client.client_id,
@@ -160,9 +161,12 @@ _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 
 def grant_view(grant: Grant, urls: Urls, now: datetime) -> dict[str, Any]:
-    """The Grant object as the API shows it: :func:`grant_json` with the time-applied status."""
+    """The Grant object as the API shows it: :func:`grant_json` with the time-applied status, and ``eta`` only while
+    that status is ``pending`` (§8.1: "estimate while pending; otherwise null")."""
     body = grant_json(grant, urls)
     body["status"] = effective_status(grant, now)
+    if body["status"] != "pending":
+        body["eta"] = None
     return body
 
 

@@ -117,6 +117,8 @@ def _run(session: Session, job: Job, kind: Kind | None, config: Any,
         _drop_pending(session)
         ok = jobs.deferred(session, job, exc.until, waiting_for=exc.waiting_for, message=str(exc),
                            payload=exc.payload)
+        if ok:
+            _on_wait(session, job, kind, config, exc.until)
         session.commit()
         log.info("job %s (%s) deferred until %s: %s", job.job_id, job.kind, exc.until.isoformat(), exc)
         return jobs.Outcome(jobs.DEFERRED, exc.until) if ok else None
@@ -135,6 +137,8 @@ def _run(session: Session, job: Job, kind: Kind | None, config: Any,
         outcome = jobs.failed(session, job, f"{type(exc).__name__}: {exc}", retry_after=retry_after)
         if outcome is not None and outcome.state == jobs.DEAD:
             _on_dead(session, job, kind, config, f"{type(exc).__name__}: {exc}")
+        elif outcome is not None and outcome.run_after is not None:
+            _on_wait(session, job, kind, config, outcome.run_after)
         session.commit()
         return outcome
 
@@ -147,6 +151,16 @@ def _on_dead(session: Session, job: Job, kind: Kind | None, config: Any, error: 
             kind.on_dead(session, job, config, error)
     except Exception as failure:  # the job's own outcome is recorded regardless
         log.warning("job %s (%s): on_dead failed: %s", job.job_id, job.kind, failure)
+
+
+def _on_wait(session: Session, job: Job, kind: Kind | None, config: Any, at: Any) -> None:
+    if kind is None or kind.on_wait is None:
+        return
+    try:
+        with session.begin_nested():
+            kind.on_wait(session, job, config, at)
+    except Exception as failure:  # the job's own outcome is recorded regardless
+        log.warning("job %s (%s): on_wait failed: %s", job.job_id, job.kind, failure)
 
 
 def _after_commit(session: Session, publish_job: Callable[[str, str], Any] | None) -> None:
