@@ -5,6 +5,10 @@ Grants API decisions:
 
 * ``status`` is rendered with time applied (:func:`effective_status`): a grant past ``not_after``/``expires``
   shows ``expired``, one before ``not_before`` shows ``future``; the ``statuses`` filter matches that rendering.
+  ``eta`` is shown only while that status is ``pending``.
+* Access: the statuses of :data:`NO_ACCESS` (§8.2) end it at once; every other one, ``pending`` included ("valid,
+  still processing… Data MUST be served as it becomes available"), keeps the grant's tokens working within its
+  ``enabled_*``.
 * Lists are ``modified`` descending, ties by ``grant_id``; ``scopes`` matches a scope of ``scope`` or an
   ``authorization_details[].type``; ``states``/``receipt_confirmations`` match array members.
 * PATCH ``status`` accepts only ``closed`` (sending the current status is a no-op). Closing clears ``enabled_*``
