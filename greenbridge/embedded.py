@@ -33,6 +33,7 @@ outlives it even then.
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import json
 import os
@@ -112,15 +113,17 @@ def redis_ping(socket_path: Path) -> bool:
         return False
 
 
-def port_free(port: int, host: str = HOST) -> bool:
-    """Whether a server could listen on ``host:port`` now: the probe binds every address of ``host`` as uvicorn
-    (asyncio's ``create_server``) does, with ``SO_REUSEADDR`` (and ``IPV6_V6ONLY`` for IPv6). Without it the
-    connections of a server that just stopped, in TIME_WAIT for a minute on the server's side, refuse the bind although
-    the server itself would start; a socket listening on the port still refuses it."""
+def port_taken(port: int, host: str = HOST) -> str | None:
+    """Why a server could not listen on ``host:port`` now, for the user who chose it; None when it could.
+
+    The probe binds every address of ``host`` as uvicorn (asyncio's ``create_server``) does, with ``SO_REUSEADDR``
+    (and ``IPV6_V6ONLY`` for IPv6). Without it the connections of a server that just stopped, in TIME_WAIT for a
+    minute on the server's side, refuse the bind although the server itself would start; a socket listening on the
+    port still refuses it."""
     try:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror:
-        return False
+    except socket.gaierror as error:
+        return f"cannot listen on {host}: {error.strerror}"
     for family, kind, proto, _name, address in addresses:
         with socket.socket(family, kind, proto) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -128,16 +131,16 @@ def port_free(port: int, host: str = HOST) -> bool:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
                 sock.bind(address)
-            except OSError:
-                return False
-    return True
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    return f"port {port} on {host} is already in use: choose another with --port"
+                return f"cannot listen on {host} port {port}: {error.strerror}"
+    return None
 
 
-def port_taken(port: int, host: str = HOST) -> str | None:
-    """The message for a port something listens on (None when it is free), for the user who chose it."""
-    if port_free(port, host):
-        return None
-    return f"port {port} on {host} is already in use: choose another with --port"
+def port_free(port: int, host: str = HOST) -> bool:
+    """Whether a server could listen on ``host:port`` now (:func:`port_taken`)."""
+    return port_taken(port, host) is None
 
 
 def free_port(host: str = HOST) -> int:
