@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from celery import shared_task
@@ -153,7 +154,7 @@ def _on_dead(session: Session, job: Job, kind: Kind | None, config: Any, error: 
         log.warning("job %s (%s): on_dead failed: %s", job.job_id, job.kind, failure)
 
 
-def _on_wait(session: Session, job: Job, kind: Kind | None, config: Any, at: Any) -> None:
+def _on_wait(session: Session, job: Job, kind: Kind | None, config: Any, at: datetime) -> None:
     if kind is None or kind.on_wait is None:
         return
     try:
