@@ -3,11 +3,13 @@ and what happens to the Grant as its upstream authorization lives and ends.
 
 Grant lifecycle (CDS-WG1-02 §8.2 statuses; issue 6 item 7):
 
-* the consent hop creates the Grant ``pending`` with an ``eta`` and nothing enabled, and :func:`first_fetch` queues
-  the fetch of the customer's subscription;
-* :func:`activate`: once the first data is stored the Grant becomes ``active`` with its scope and details enabled
-  (a changelog Message records it, as every Grant change does); :func:`first_fetch_failed` makes it ``errored``
-  when the first fetch gives up;
+* the consent hop creates the Grant ``pending`` with an ``eta`` and what the customer approved enabled (WG1-02
+  §8.2: ``pending`` is valid; its tokens read what has arrived, empty lists at first), and :func:`first_fetch`
+  queues the fetch of the customer's subscription; while that fetch waits (a ``202 Accepted``, a retry after a
+  failure) :func:`data_expected` moves the ``eta`` to its next attempt;
+* :func:`activate`: once the first data is stored the Grant becomes ``active``, its ``eta`` cleared (a changelog
+  Message records it, as every Grant change does); :func:`first_fetch_failed` makes it ``errored`` when the first
+  fetch gives up;
 * later BatchList notifications bring new data; :func:`keeps_syncing` stops fetching after the details'
   ``sync_until`` (what is stored stays visible as the projection allows; :func:`sync_ended` marks it ``stopped``)
   and after ``expires``;
@@ -29,7 +31,7 @@ Plain functions over a session; no network, no configuration reading.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -190,6 +192,19 @@ def activate(session: Session, grant: Grant, *, urls: Urls, box: SecretBox, now:
     return True
 
 
+def data_expected(grant: Grant, at: datetime, *, now: datetime) -> bool:
+    """The first fetch of a ``pending`` Grant will try again at ``at`` (after a ``202 Accepted`` or a failure): its
+    ``eta`` moves there, so clients read the next real chance of data rather than a time already past. The estimate
+    is no change a client must be told of: no changelog Message."""
+    if at.microsecond:  # whole seconds, rounded up: never earlier than the attempt
+        at = at.replace(microsecond=0) + timedelta(seconds=1)
+    if grant.status != "pending" or grant.eta == at:
+        return False
+    grant.eta = at
+    grant.modified = now
+    return True
+
+
 def first_fetch_failed(session: Session, grant: Grant, *, urls: Urls, box: SecretBox, now: datetime,
                        error: str) -> bool:
     """The first fetch gave up: a ``pending`` Grant becomes ``errored`` (WG1-02 §8.2: internal error), so the
@@ -226,6 +241,7 @@ def needs_authorization(session: Session, grant: Grant, *, urls: Urls, box: Secr
         return False
     before = _before(grant)
     grant.status = "needs_authorization"
+    grant.eta = None  # an estimate only while pending (WG1-02 §8.1)
     grant.modified = now
     _log_change(session, grant, before, urls=urls, box=box, now=now, why=why)
     return True

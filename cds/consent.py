@@ -107,19 +107,20 @@ def approve(
 
     Returns the grant and the receipt's secret URL handle. The grant is updated immediately (WG1-02 §8.3: the
     server must not wait for the token request). With ``eta`` (the upstream hop: the data is still to be fetched
-    from the custodian) the grant is ``pending`` with that ``eta``, as WG1-02 §8.2 asks of a grant whose data loads
-    asynchronously; otherwise it is ``active``. ``enabled_scope`` / ``enabled_authorization_details``: what the
-    grant will give when less than requested can be delivered (a ``partial`` grant, WG1-02 §8.2); by default
-    everything (nothing while ``pending``, unless given). ``omitted``: what will not be provided, in words, for the
-    receipt.
+    from the custodian) the grant is ``pending`` with that ``eta``, otherwise ``active``. Either way what the
+    customer approved is enabled at once: ``pending`` is "valid, still processing" and its data "MUST be served as
+    it becomes available" (WG1-02 §8.2), so its tokens work from the start and read what has arrived.
+    ``enabled_scope`` / ``enabled_authorization_details``: what the grant gives when its utility can deliver only
+    part of the request (a ``partial`` grant, WG1-02 §8.2; docs/mapping.md §11.5); by default everything approved.
+    ``omitted``: what will not be provided, in words, for the receipt.
     """
     now = now or datetime.now(UTC)
     expires = _absolute_expiry(authorization_details)
     status = "pending" if eta is not None else "active"
-    if enabled_scope is not None:
-        enabled_details = list(enabled_authorization_details or [])
+    if enabled_scope is None:
+        enabled_scope, enabled_details = scope, list(authorization_details)
     else:
-        enabled_scope, enabled_details = ("", []) if eta is not None else (scope, authorization_details)
+        enabled_details = list(enabled_authorization_details or [])
     if grant_id:
         grant = session.get(Grant, grant_id)
         grant.scope = scope

@@ -5,6 +5,10 @@ Grants API decisions:
 
 * ``status`` is rendered with time applied (:func:`effective_status`): a grant past ``not_after``/``expires``
   shows ``expired``, one before ``not_before`` shows ``future``; the ``statuses`` filter matches that rendering.
+  ``eta`` is shown only while that status is ``pending``.
+* Access: the statuses of :data:`NO_ACCESS` (§8.2) end it at once; every other one, ``pending`` included ("valid,
+  still processing… Data MUST be served as it becomes available"), keeps the grant's tokens working within its
+  ``enabled_*``.
 * Lists are ``modified`` descending, ties by ``grant_id``; ``scopes`` matches a scope of ``scope`` or an
   ``authorization_details[].type``; ``states``/``receipt_confirmations`` match array members.
 * PATCH ``status`` accepts only ``closed`` (sending the current status is a no-op). Closing clears ``enabled_*``
@@ -108,7 +112,8 @@ def create_grant(
     now: datetime | None = None,
 ) -> Grant:
     now = now or datetime.now(UTC)
-    enabled = status in ("active", "partial")
+    # A status that keeps access enables what was granted (``pending`` too: valid, its data still loading).
+    enabled = status not in NO_ACCESS
     grant = Grant(
         grant_id=box.new_id(),
         client_id=client.client_id,
@@ -160,9 +165,12 @@ _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 
 def grant_view(grant: Grant, urls: Urls, now: datetime) -> dict[str, Any]:
-    """The Grant object as the API shows it: :func:`grant_json` with the time-applied status."""
+    """The Grant object as the API shows it: :func:`grant_json` with the time-applied status, and ``eta`` only while
+    that status is ``pending`` (§8.1: "estimate while pending; otherwise null")."""
     body = grant_json(grant, urls)
     body["status"] = effective_status(grant, now)
+    if body["status"] != "pending":
+        body["eta"] = None
     return body
 
 

@@ -33,6 +33,7 @@ outlives it even then.
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import json
 import os
@@ -112,13 +113,34 @@ def redis_ping(socket_path: Path) -> bool:
         return False
 
 
+def port_taken(port: int, host: str = HOST) -> str | None:
+    """Why a server could not listen on ``host:port`` now, for the user who chose it; None when it could.
+
+    The probe binds every address of ``host`` as uvicorn (asyncio's ``create_server``) does, with ``SO_REUSEADDR``
+    (and ``IPV6_V6ONLY`` for IPv6). Without it the connections of a server that just stopped, in TIME_WAIT for a
+    minute on the server's side, refuse the bind although the server itself would start; a socket listening on the
+    port still refuses it."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        return f"cannot listen on {host}: {error.strerror}"
+    for family, kind, proto, _name, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    return f"port {port} on {host} is already in use: choose another with --port"
+                return f"cannot listen on {host} port {port}: {error.strerror}"
+    return None
+
+
 def port_free(port: int, host: str = HOST) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
+    """Whether a server could listen on ``host:port`` now (:func:`port_taken`)."""
+    return port_taken(port, host) is None
 
 
 def free_port(host: str = HOST) -> int:
@@ -204,11 +226,12 @@ def _toml_string(value: str) -> str:
 class Bridge:
     """Redis, the sandbox custodian, a worker and beat around the gateway this process serves (module docstring)."""
 
-    def __init__(self, config: GatewayConfig, *, config_path: str | None = None, port: int,
+    def __init__(self, config: GatewayConfig, *, config_path: str | None = None, port: int, host: str = HOST,
                  log_level: str = "info", stream: TextIO | None = None) -> None:
         self.config = config
         self.config_path = config_path
         self.port = port
+        self.host = host  # where the gateway will listen (probed at start)
         self.log_level = log_level
         self.stream = stream or sys.stderr
         self.data_dir = config.data_dir.resolve()
@@ -244,9 +267,9 @@ class Bridge:
         for directory in (self.run_dir, self.log_dir):
             directory.chmod(0o700)
         self._lock()
-        if not port_free(self.port):
-            raise EmbeddedError(f"port {self.port} on {HOST} is already in use: choose another with --port",
-                                exit_code=2)
+        taken = port_taken(self.port, self.host)
+        if taken is not None:
+            raise EmbeddedError(taken, exit_code=2)
         self._start_redis(redis_binary)
         self._check()
         replaced = ("GREENBRIDGE_PUBLIC_URL", "GREENBRIDGE_CONFIG")  # set below from the effective configuration

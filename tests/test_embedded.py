@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -318,3 +319,104 @@ def test_no_embedded_serves_the_gateway_alone(tmp_path):
         assert httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
         assert not (tmp_path / "var" / "run" / "bridge.json").exists()
         assert not _descendants(proc.pid)
+
+
+# ------------------------------------------------------------------------------- restarting on the same port
+
+
+def _time_wait_ports() -> set[int]:
+    """Local ports of this machine's TCP sockets in TIME_WAIT (Linux /proc/net/tcp{,6}: state 06)."""
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as handle:
+            for line in handle.read().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "06":
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _listener(port: int = 0) -> socket.socket:
+    """A socket listening on 127.0.0.1 as a server does (SO_REUSEADDR, like uvicorn)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+def _close_connections_server_first(port: int, count: int = 3) -> None:
+    """Requests answered with ``Connection: close``: the server closes first, so its side ends in TIME_WAIT."""
+    for _ in range(count):
+        answer = httpx2.get(f"http://127.0.0.1:{port}/healthz", headers={"Connection": "close"}, timeout=10)
+        assert answer.status_code == 200
+    deadline = time.monotonic() + 10
+    while port not in _time_wait_ports():
+        assert time.monotonic() < deadline, "no TIME_WAIT socket on the server's port: the test would prove nothing"
+        time.sleep(0.05)
+
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/net/tcp")
+
+
+@linux_only
+def test_the_port_probe_passes_time_wait_sockets_and_refuses_a_listener():
+    from greenbridge.embedded import port_free, port_taken
+
+    server = _listener()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server closes first: its side goes to TIME_WAIT
+    client.recv(1)
+    client.close()
+    server.close()
+    assert port in _time_wait_ports()
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # a bind without SO_REUSEADDR (the old probe) is refused for a minute
+    assert port_free(port) and port_taken(port) is None
+
+    with _listener(port):
+        assert not port_free(port)
+        assert port_taken(port) == f"port {port} on 127.0.0.1 is already in use: choose another with --port"
+    assert port_taken(port, "192.0.2.1").startswith(f"cannot listen on 192.0.2.1 port {port}: ")  # not ours
+
+
+@linux_only
+def test_serve_restarts_at_once_on_the_port_it_just_used(tmp_path):
+    """Issue 12: the previous run's connections in TIME_WAIT no longer keep ``serve`` off its port for a minute."""
+    _need_redis()
+    port = free_port()
+    with bridge(tmp_path, _serve(port)) as running:
+        _close_connections_server_first(port)
+        running.proc.send_signal(signal.SIGINT)
+        assert running.wait_exit(90) == 0, running.text()[-4000:]
+    assert port in _time_wait_ports()  # still there: the restart below meets them
+    with bridge(tmp_path, _serve(port)) as running:
+        assert running.gateway == f"http://127.0.0.1:{port}"
+        assert httpx2.get(f"{running.gateway}/healthz", timeout=10).status_code == 200
+
+
+@linux_only
+def test_serve_no_embedded_restarts_at_once_on_the_port_it_just_used(tmp_path):
+    port = free_port()
+    with gateway_alone(tmp_path, port):
+        _close_connections_server_first(port)
+    assert port in _time_wait_ports()
+    with gateway_alone(tmp_path, port):
+        assert httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("mode", ["embedded", "no-embedded"])
+def test_serve_refuses_a_port_something_listens_on(tmp_path, mode):
+    if mode == "embedded":
+        _need_redis()
+    with _listener() as taken:
+        port = taken.getsockname()[1]
+        command = _serve(port) + (["--no-embedded"] if mode == "no-embedded" else [])
+        result = subprocess.run(command, cwd=REPO, env=_clean_env(tmp_path / "var"), capture_output=True, text=True,
+                                timeout=60, start_new_session=True)
+    assert result.returncode == 2, result.stderr
+    assert f"port {port} on 127.0.0.1 is already in use: choose another with --port" in result.stderr
+    assert not (tmp_path / "var" / "run" / "redis.sock").exists()
+    assert not (tmp_path / "var" / "run" / "bridge.json").exists()

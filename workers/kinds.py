@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from celery.signals import worker_process_init
@@ -30,19 +31,23 @@ class Kind:
     #: ``on_dead(session, job, config, error)``: what else must happen when a job of this kind gives up (in the
     #: transaction that records ``dead``), e.g. telling the Grant waiting for it.
     on_dead: Callable[[Session, Job, Any, str], Any] | None = None
+    #: ``on_wait(session, job, config, at)``: what else must happen when a run ends with the job to run again at
+    #: ``at`` (deferred by a 202, or failed with a retry due), in the transaction that records it, e.g. moving the
+    #: ``eta`` of the Grant waiting for it.
+    on_wait: Callable[[Session, Job, Any, datetime], Any] | None = None
 
 
 HANDLERS: dict[str, Kind] = {}
 
 
-def register(kind: str, *, queue: str, on_dead: Callable[[Session, Job, Any, str], Any] | None = None
-             ) -> Callable[[Handler], Handler]:
+def register(kind: str, *, queue: str, on_dead: Callable[[Session, Job, Any, str], Any] | None = None,
+             on_wait: Callable[[Session, Job, Any, datetime], Any] | None = None) -> Callable[[Handler], Handler]:
     """Decorator: ``handler`` runs the jobs of ``kind``, published to ``queue``."""
     if queue not in jobs.QUEUES:
         raise ValueError(f"queue must be one of {', '.join(jobs.QUEUES)}, not {queue!r}")
 
     def decorate(handler: Handler) -> Handler:
-        HANDLERS[kind] = Kind(handler, queue, on_dead)
+        HANDLERS[kind] = Kind(handler, queue, on_dead, on_wait)
         return handler
 
     return decorate

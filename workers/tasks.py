@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from celery import shared_task
@@ -121,6 +122,8 @@ def _run(session: Session, job: Job, kind: Kind | None, config: Any,
         _drop_pending(session)
         outcome = jobs.deferred(session, job, exc.until, waiting_for=exc.waiting_for, message=str(exc),
                                 payload=exc.payload)
+        if outcome is not None and outcome.state == jobs.DEFERRED and outcome.run_after is not None:
+            _on_wait(session, job, kind, config, outcome.run_after)
         session.commit()
         if outcome is not None:
             log.info("job %s (%s) deferred until %s: %s", job.job_id, job.kind, outcome.run_after.isoformat(), exc)
@@ -140,10 +143,12 @@ def _run(session: Session, job: Job, kind: Kind | None, config: Any,
 
 def _ended_badly(session: Session, job: Job, kind: Kind | None, config: Any, error: str,
                  outcome: jobs.Outcome | None, publish_job: Callable[[str, str], Any] | None) -> jobs.Outcome | None:
-    """Commits a failed or dead outcome: ``on_dead`` when the job gave up for good, and the publish of a job that
-    a notification queued again instead."""
+    """Commits a failed or dead outcome: ``on_dead`` when the job gave up for good, ``on_wait`` when a retry is
+    due later, and the publish of a job that a notification queued again instead."""
     if outcome is not None and outcome.state == jobs.DEAD:
         _on_dead(session, job, kind, config, error)
+    elif outcome is not None and outcome.state == jobs.FAILED and outcome.run_after is not None:
+        _on_wait(session, job, kind, config, outcome.run_after)
     session.commit()
     if outcome is not None and outcome.state == jobs.QUEUED:
         log.info("job %s (%s): notified during the run; queued again", job.job_id, job.kind)
@@ -159,6 +164,16 @@ def _on_dead(session: Session, job: Job, kind: Kind | None, config: Any, error: 
             kind.on_dead(session, job, config, error)
     except Exception as failure:  # the job's own outcome is recorded regardless
         log.warning("job %s (%s): on_dead failed: %s", job.job_id, job.kind, failure)
+
+
+def _on_wait(session: Session, job: Job, kind: Kind | None, config: Any, at: datetime) -> None:
+    if kind is None or kind.on_wait is None:
+        return
+    try:
+        with session.begin_nested():
+            kind.on_wait(session, job, config, at)
+    except Exception as failure:  # the job's own outcome is recorded regardless
+        log.warning("job %s (%s): on_wait failed: %s", job.job_id, job.kind, failure)
 
 
 def _after_commit(session: Session, publish_job: Callable[[str, str], Any] | None) -> None:

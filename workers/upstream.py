@@ -204,18 +204,30 @@ def store_file(session: Session, ctx: Context, path: Path, grant: Grant, source:
 # ---------------------------------------------------------------------------------------------------- handlers
 
 
-def _first_fetch_dead(session: Session, job: Job, config: Any, error: str) -> None:
-    """A first fetch (the one after consent) gave up: its pending Grant becomes ``errored``."""
+def _first_fetch_grant(session: Session, job: Job) -> Grant | None:
+    """The Grant a first fetch (the one after consent, naming its ``upstream_id``) is for; None for other fetches."""
     if job.payload.get("upstream_id") is None:
-        return
+        return None
     row = session.get(UpstreamAuthorization, job.payload["upstream_id"])
-    grant = session.get(Grant, row.grant_id) if row is not None else None
+    return session.get(Grant, row.grant_id) if row is not None else None
+
+
+def _first_fetch_dead(session: Session, job: Job, config: Any, error: str) -> None:
+    """A first fetch gave up: its pending Grant becomes ``errored``."""
+    grant = _first_fetch_grant(session, job)
     if grant is not None:
         ctx = context(config)
         lifecycle.first_fetch_failed(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now, error=error)
 
 
-@register("fetch_subscription", queue="http", on_dead=_first_fetch_dead)
+def _first_fetch_waits(session: Session, job: Job, config: Any, at: datetime) -> None:
+    """A first fetch will try again at ``at`` (a 202, a retry): its pending Grant's ``eta`` follows."""
+    grant = _first_fetch_grant(session, job)
+    if grant is not None:
+        lifecycle.data_expected(grant, at, now=context(config).now)
+
+
+@register("fetch_subscription", queue="http", on_dead=_first_fetch_dead, on_wait=_first_fetch_waits)
 def fetch_subscription(session: Session, job: Job, config: Any) -> str:
     """Payload: ``custodian_id``, ``uri`` (the subscription, maybe with a published window) and ``upstream_id``
     (the authorization whose token fetches it: the first fetch after consent, or one notification's fan-out).

@@ -7,7 +7,8 @@ Each ``GET`` at the URL of :class:`cds.urls.Urls` (``data_api(listing)``):
    scopes is a customer data scope, or when its grant does not include this listing at all);
 2. checks the token's grant: it must exist, be tied to a customer, and its status (time applied,
    :func:`cds.grants.effective_status`) must not remove access (WG1-02 §8.2: future, disabled, suspended, revoked,
-   closed, expired); otherwise 403 ``{"error": "access_denied", "error_description": ...}``. A closed or expired
+   closed, expired; a ``pending`` grant reads what has arrived, empty lists at first); otherwise 403
+   ``{"error": "access_denied", "error_description": ...}``. A closed or expired
    grant revokes its tokens, so such a token is reported as 403 ``access_denied`` naming the grant status rather
    than 401. The ``expires`` duration field (WG3-01 §7.3) having passed is also 403 ``access_denied``;
 3. projects the customer's data through the token's effective ``authorization_details`` (stored on the token with

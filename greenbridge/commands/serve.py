@@ -55,6 +55,12 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not config.redis_url and args.embedded:
         return _run_embedded(args, config, port)
+    from greenbridge.embedded import port_taken
+
+    taken = port_taken(port, args.host)  # uvicorn would exit with a bare errno; say what to do instead
+    if taken is not None:
+        print(f"greenbridge serve: {taken}", file=sys.stderr)
+        return 2
     if args.config:
         # Worker processes rebuild the app from the environment.
         os.environ["GREENBRIDGE_CONFIG"] = os.path.abspath(args.config)
@@ -88,7 +94,7 @@ def _run_embedded(args: argparse.Namespace, config, port: int) -> int:
               file=sys.stderr)
         return 2
     bridge = Bridge(config, config_path=args.config or os.environ.get("GREENBRIDGE_CONFIG") or None, port=port,
-                    log_level=args.log_level)
+                    host=args.host, log_level=args.log_level)
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, bridge.request_stop) for sig in handled}
     code = 0
