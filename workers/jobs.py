@@ -139,9 +139,13 @@ def _finish_run(session: Session, job: Job, now: datetime | None, **values: Any)
     return result.rowcount == 1
 
 
-def done(session: Session, job: Job, *, now: datetime | None = None) -> bool:
+def done(session: Session, job: Job, *, now: datetime | None = None, result: str | None = None,
+         warning: str | None = None) -> bool:
+    """The run succeeded; ``result`` (its summary) and ``warning`` (what the operator must see) replace the last."""
     now = now or utcnow()
-    return _finish_run(session, job, now, state=DONE, finished=now, last_error=None, waiting_for=None)
+    return _finish_run(session, job, now, state=DONE, finished=now, last_error=None, waiting_for=None,
+                       result=None if result is None else result[:ERROR_MAX],
+                       warning=None if warning is None else warning[:ERROR_MAX])
 
 
 def deferred(session: Session, job: Job, until: datetime, *, waiting_for: str | None = None,
