@@ -36,6 +36,7 @@ DEFAULT_SCOPES: tuple[str, ...] = (
 )
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8900"
+HREF_STYLES = ("subscription", "retail_customer")
 ENV_PREFIX = "GREENBRIDGE_SANDBOX_"
 
 
@@ -101,6 +102,11 @@ class SandboxConfig:
     #: Base URI of bulk_dir as the third party's SFTP sees it (``sftp://user@host:port/path``); when empty,
     #: bulk notifications name the REST URI {resource}/Batch/Bulk/{bulkId}
     sftp_uri: str = ""
+    #: How Batch/Subscription and Batch/Bulk answers write hrefs: "subscription" (OpenESPI's
+    #: ``…/Subscription/{id}/UsagePoint/{u}/…``) or "retail_customer" (``…/RetailCustomer/{n}/UsagePoint/{u}/…``,
+    #: naming the customer but no subscription; a bulk then carries each of a customer's entries once, however
+    #: many of the third party's subscriptions hold it)
+    href_style: str = "subscription"
     #: POST BatchLists when a customer's data grows (upload, or /sandbox/customers/{id}/advance)
     notify_on_new_data: bool = True
     notify_attempts: int = 4
@@ -140,6 +146,8 @@ class SandboxConfig:
                     parse_scope(scope)
                 except ScopeError as error:
                     raise SandboxConfigError(f"third party {tp.client_id}: scope {scope!r}: {error}") from None
+        if self.href_style not in HREF_STYLES:
+            raise SandboxConfigError(f"href_style must be one of {', '.join(HREF_STYLES)}, not {self.href_style!r}")
         if self.sftp_uri and not self.sftp_uri.startswith("sftp://"):
             raise SandboxConfigError(f"sftp_uri must start with sftp://, not {self.sftp_uri!r}")
 
