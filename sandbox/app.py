@@ -334,7 +334,7 @@ def _state(sandbox: Sandbox) -> dict[str, Any]:
         "resource_endpoint": config.resource_endpoint,
         "switches": {"defer": config.defer, "bulk_dir": str(config.bulk_dir) if config.bulk_dir else None,
                      "sftp_uri": config.sftp_uri or None, "notify_on_new_data": config.notify_on_new_data,
-                     "href_style": config.href_style},
+                     "href_style": config.href_style, "customer_resource_uri": config.customer_resource_uri},
         "third_parties": [
             {"client_id": r.party.client_id, "client_name": r.party.client_name, "application_information_id": r.id,
              "registration_client_uri": f"{config.resource_endpoint}/ApplicationInformation/{r.id}",

@@ -37,6 +37,7 @@ DEFAULT_SCOPES: tuple[str, ...] = (
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8900"
 HREF_STYLES = ("subscription", "retail_customer")
+CUSTOMER_RESOURCE_URIS = ("customer_data", "always")
 ENV_PREFIX = "GREENBRIDGE_SANDBOX_"
 
 
@@ -107,6 +108,11 @@ class SandboxConfig:
     #: naming the customer but no subscription; a bulk then carries each of a customer's entries once, however
     #: many of the third party's subscriptions hold it)
     href_style: str = "subscription"
+    #: When token responses name ``customerResourceURI`` (``…/Batch/RetailCustomer/{n}``): "customer_data" (the
+    #: scope has a retail-customer Function Block and the customer has customer data) or "always" (every customer
+    #: grant, as in the GBA contract example ``token-response-subscription.json`` and at field custodians: one
+    #: customer's authorizations then all name the same customer)
+    customer_resource_uri: str = "customer_data"
     #: POST BatchLists when a customer's data grows (upload, or /sandbox/customers/{id}/advance)
     notify_on_new_data: bool = True
     notify_attempts: int = 4
@@ -146,6 +152,9 @@ class SandboxConfig:
                     parse_scope(scope)
                 except ScopeError as error:
                     raise SandboxConfigError(f"third party {tp.client_id}: scope {scope!r}: {error}") from None
+        if self.customer_resource_uri not in CUSTOMER_RESOURCE_URIS:
+            raise SandboxConfigError(f"customer_resource_uri must be one of {', '.join(CUSTOMER_RESOURCE_URIS)}, "
+                                     f"not {self.customer_resource_uri!r}")
         if self.href_style not in HREF_STYLES:
             raise SandboxConfigError(f"href_style must be one of {', '.join(HREF_STYLES)}, not {self.href_style!r}")
         if self.sftp_uri and not self.sftp_uri.startswith("sftp://"):
