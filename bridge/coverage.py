@@ -55,8 +55,9 @@ def record_usage_points(session: Session, row: UpstreamAuthorization, hrefs: Ite
     customers = {customer for customer, _point in refs if customer}
     if row.retail_customer is None and len(customers) == 1:
         row.retail_customer = customers.pop()
-    known = set(session.execute(select(UpstreamUsagePoint.retail_customer, UpstreamUsagePoint.usage_point).where(
-        UpstreamUsagePoint.upstream_id == row.id)).tuples())
+    known = {(customer, point) for customer, point in session.execute(select(
+        UpstreamUsagePoint.retail_customer, UpstreamUsagePoint.usage_point).where(
+        UpstreamUsagePoint.upstream_id == row.id))}
     new = sorted(refs - known)
     if new:
         dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite

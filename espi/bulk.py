@@ -298,7 +298,9 @@ def split_bulk(path: str | os.PathLike, out_dir: str | os.PathLike, *, max_open:
     consumer can start while the split goes on. On an error, parts not yet complete are removed; completed ones
     (already handed to ``on_part``) stay. Errors are :class:`espi.errors.EspiError` naming the file and line (not
     well-formed XML, a DOCTYPE, not an Atom feed). ``owners_of`` is asked once per entry without a subscription in
-    its hrefs (shared resources excepted) and once per ``related`` href of those that still have no part.
+    its hrefs (shared resources excepted), and once per ``related`` href naming a UsagePoint of those that still
+    have no part (a reverse link; a link to a customer-level resource says nothing of which authorization holds
+    the entry).
     """
     source = os.fspath(path)
     out = Path(out_dir)
@@ -448,8 +450,8 @@ def _resolve(loose: dict[int, _Loose], states: list[_PartState], result: BulkSpl
         if subscription is not None:
             index = index_of.get(("s", subscription))
             return set() if index is None else {index}
-        if owners_of is None:
-            return set()
+        if owners_of is None or usage_point_ref(href) is None:
+            return set()  # only a link to a UsagePoint (or below) is precise enough to follow to its owners
         return {index_of[("o", name)] for name in owners_of(href) if ("o", name) in index_of}
 
     reverse = {href: parts_named_by(href) for entry in loose.values() for href in entry.related}
