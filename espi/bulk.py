@@ -298,7 +298,8 @@ def split_bulk(path: str | os.PathLike, out_dir: str | os.PathLike, *, max_open:
     consumer can start while the split goes on. On an error, parts not yet complete are removed; completed ones
     (already handed to ``on_part``) stay. Errors are :class:`espi.errors.EspiError` naming the file and line (not
     well-formed XML, a DOCTYPE, not an Atom feed). ``owners_of`` is asked once per entry without a subscription in
-    its hrefs (shared resources excepted), and once per ``related`` href naming a UsagePoint of those that still
+    its hrefs (shared resources excepted; with its ``up`` href when its ``self`` href names neither a UsagePoint nor
+    a customer), and once per ``related`` href naming a UsagePoint of those that still
     have no part (a reverse link; a link to a customer-level resource says nothing of which authorization holds
     the entry).
     """
@@ -387,8 +388,8 @@ def _first_pass(source: str, out: Path, owners_of: OwnersOf | None
             indexes = (part_index(("s", subscription)),)
         elif owners_of is not None and not _all_shared(item.kinds):
             names = owners_of(item.self_href) if item.self_href else ()
-            if not names and item.up_href:
-                names = owners_of(item.up_href)
+            if not names and item.up_href and not _names_a_holder(item.self_href):
+                names = owners_of(item.up_href)  # the self href said nothing of whose the entry is
             indexes = tuple(sorted({part_index(("o", name)) for name in names}))
         if not indexes:
             owner.append(_LOOSE)
@@ -427,6 +428,10 @@ def _first_pass(source: str, out: Path, owners_of: OwnersOf | None
                                                                      if s.part.owner is not None},
                        entries=len(owner), readings=readings, diagnostics=reader.diagnostics)
     return result, states, owner, targets, loose, header
+
+
+def _names_a_holder(href: str | None) -> bool:
+    return usage_point_ref(href) is not None or retail_customer_of(href) is not None
 
 
 def _all_shared(kinds: tuple[str, ...]) -> bool:
