@@ -12,9 +12,12 @@ authorizations hold an entry:
   ``customerResourceURI``, :func:`bridge.upstream.bind`).
 * An entry naming UsagePoint ``U`` (and maybe customer ``C``) belongs to every live (unrevoked) authorization of
   the custodian recorded as holding ``U`` for that customer — a UsagePoint shared under two authorizations goes to
-  both. When none is recorded: to the customer's only live authorization; or, when the customer has several, to
-  the only one whose UsagePoints were never recorded (a recorded one would have matched). Anything else is not
-  guessed: the entry stays unplaced, and the reason is kept (:attr:`BulkOwners.misses`) for the job's report.
+  both. A UsagePoint recorded from hrefs naming no customer (``…/Subscription/{S}/UsagePoint/{U}``, where ids are
+  the custodian's own and unique) matches whatever customer an entry names, unless its authorization's
+  RetailCustomer is known to be another. When none is recorded: to the customer's only live authorization; or,
+  when the customer has several, to the only one whose UsagePoints were never recorded (a recorded one would have
+  matched). Anything else is not guessed: the entry stays unplaced, and the reason is kept
+  (:attr:`BulkOwners.misses`) for the job's report.
 * An entry naming customer ``C`` but no UsagePoint (customer data: accounts, agreements…) belongs to each of the
   customer's live authorizations whose scope has a retail-customer Function Block (51–70).
 * Shared resources (ReadingType, LocalTimeParameters) are never asked about: the split copies them into the parts
@@ -32,7 +35,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -65,9 +68,12 @@ def record_usage_points(session: Session, row: UpstreamAuthorization, hrefs: Ite
             {"upstream_id": row.id, "custodian_id": row.custodian_id, "retail_customer": customer,
              "usage_point": point, "first_seen": now, "last_seen": now} for customer, point in new])
             .on_conflict_do_nothing())
-    if refs & known:
+    seen_again = sorted(refs & known)
+    if seen_again:
         session.execute(UpstreamUsagePoint.__table__.update().where(
-            UpstreamUsagePoint.upstream_id == row.id).values(last_seen=now))
+            UpstreamUsagePoint.upstream_id == row.id,
+            tuple_(UpstreamUsagePoint.retail_customer, UpstreamUsagePoint.usage_point).in_(seen_again))
+            .values(last_seen=now))
     return len(new)
 
 

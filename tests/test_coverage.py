@@ -62,6 +62,7 @@ def test_recorded_usage_points_are_idempotent_and_teach_the_customer(sessions):
                                           UpstreamUsagePoint.last_seen).order_by(UpstreamUsagePoint.id)).all()
         assert [(r[1], r[2]) for r in recorded] == [("2", "1"), ("2", "2"), ("", "5")]
         assert recorded[0][3] == T0 and recorded[0][4] == T0 + timedelta(days=1)
+        assert recorded[1][4] == T0  # not in the later document: not seen again
 
 
 def test_bulk_owners_place_by_usage_point_then_customer_and_never_guess(sessions):

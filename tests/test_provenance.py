@@ -258,6 +258,26 @@ def test_migration_keeps_a_deployed_stores_data_readable(tmp_path, database_url)
             assert set(rows.values()) == {("", one), ("", None)}
             assert [k for k, (_d, u) in rows.items() if u == one] == [next(k for k in rows if "dc:one" in k)]
         assert sorted(session.scalars(select(UpstreamAuthorization.retail_customer))) == ["1", "2", "2"]
+    # and back down, with a grant's own data set stored: the customers' data stays, the grant's goes (below 0008
+    # every grant of a customer would read it)
+    with sessions() as session, session.begin():
+        session.get(Grant, "g3").data_set = "g3"
+        session.add(UsageSegmentRow(segment_id="seg-g3", customer_id="dc:two", data_set="g3", source="s",
+                                    created=now, modified=now, synced=now, segment_start=now,
+                                    segment_end=now + timedelta(days=1), body="{}", body_hash="h"))
+    from alembic import command
+
+    from cds.store.migrate import alembic_config
+
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0007")
+    with engine.connect() as connection:
+        assert sorted(connection.execute(sa.text("SELECT segment_id FROM usage_segments")).scalars()) == [
+            "seg-dc:one", "seg-dc:two", "seg-local"]
+        assert connection.execute(sa.text("SELECT count(*) FROM grants")).scalar() == 3
+    upgrade(engine)
     engine.dispose()
 
 

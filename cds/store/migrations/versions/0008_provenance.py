@@ -97,10 +97,22 @@ def _backfill() -> None:
                 bind.execute(table.update().where(table.c.customer_id == customer_id).values(upstream_id=ids[0]))
 
 
+def _drop_columns(table: str, *columns: str) -> None:
+    """``ALTER TABLE … DROP COLUMN`` wherever the database has it (SQLite since 3.35): SQLite's batch mode would copy
+    the table instead, which is slow for usage segments and fails for ``grants``, which other tables reference while
+    foreign keys are on."""
+    bind = op.get_bind()
+    if bind.dialect.name != "sqlite" or (bind.dialect.server_version_info or (0,)) >= (3, 35):
+        for column in columns:
+            op.drop_column(table, column)
+        return
+    with op.batch_alter_table(table, schema=None) as batch_op:
+        for column in columns:
+            batch_op.drop_column(column)
+
+
 def downgrade() -> None:
-    with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.drop_column("warning")
-        batch_op.drop_column("result")
+    _drop_columns("jobs", "warning", "result")
     with op.batch_alter_table("upstream_usage_points", schema=None) as batch_op:
         batch_op.drop_index("uq_upstream_usage_points_upstream_point")
         batch_op.drop_index("ix_upstream_usage_points_custodian_point")
@@ -108,7 +120,7 @@ def downgrade() -> None:
     op.drop_table("upstream_usage_points")
     with op.batch_alter_table("upstream_authorizations", schema=None) as batch_op:
         batch_op.drop_index("ix_upstream_authorizations_custodian_customer")
-        batch_op.drop_column("retail_customer")
+    _drop_columns("upstream_authorizations", "retail_customer")
     # Downgrading merges the data sets back into one per customer: grant data sets' rows would then be read by
     # every grant of the customer, so they go (the grants' next fetches bring their data again).
     for table, old_index, new_index, columns in (
@@ -120,7 +132,5 @@ def downgrade() -> None:
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.drop_index(new_index)
             batch_op.create_index(old_index, columns, unique=False)
-            batch_op.drop_column("upstream_id")
-            batch_op.drop_column("data_set")
-    with op.batch_alter_table("grants", schema=None) as batch_op:
-        batch_op.drop_column("data_set")
+        _drop_columns(table, "upstream_id", "data_set")
+    _drop_columns("grants", "data_set")
