@@ -10,8 +10,14 @@ The translator is stateless and stamps all three with the translation time; this
   JSON numbers, never floats), and ``body_hash`` (SHA-256 of those bytes) decides between *modified* (the body
   changed: ``cds_modified`` and ``cds_synced`` move, ``cds_created`` stays) and *confirmed* (same body: only
   ``cds_synced`` moves);
-* an object already stored for another customer is never taken over: :class:`IngestError`, and the caller's
-  transaction rolls back, so nothing of the file is stored.
+* an object already stored for another customer (or data set) is never taken over: :class:`IngestError`, and the
+  caller's transaction rolls back, so nothing of the file is stored.
+
+**Data sets** (docs/mapping.md §2.3). Every row belongs to a customer and a *data set*: "" for the customer's own
+data (``greenbridge ingest --customer``), or the set of the grant whose upstream authorizations brought it
+(``Grant.data_set``). A data set's ids are namespaced by it (:func:`id_namespace`), so the same ESPI object reached
+through two grants is two rows with two ids, each grant seeing only what its own authorization brought. Rows also
+remember the upstream authorization whose data created or last changed them (``upstream_id``).
 
 Usage segments stream from the translation and are written in batches, so memory stays flat however many readings
 a file holds. Sort and filter keys the listing APIs need (statement/section dates, account and contract numbers,
@@ -67,6 +73,8 @@ class IngestReport:
     confirmed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LISTINGS, 0))
     #: readings the translation read from the file (None when unknown)
     readings: int | None = None
+    #: the ``self`` hrefs of the file's UsagePoint entries (what the data covers: bridge.coverage records them)
+    usage_point_hrefs: tuple[str, ...] = ()
 
     def total(self, kind: str) -> int:
         return self.created[kind] + self.modified[kind] + self.confirmed[kind]
@@ -98,39 +106,53 @@ def translate_options_for(config: GatewayConfig) -> TranslateOptions:
                             key_strategy=KEY_STRATEGY)
 
 
+def id_namespace(custodian: str, data_set: str) -> str:
+    """The ``custodian`` part of every id (cds.ids) of a data set's objects: the custodian key alone for the
+    customer's own set (the ids ``greenbridge translate --custodian KEY`` prints), ``KEY/{data set}`` for a grant's."""
+    return f"{custodian}/{data_set}" if data_set else custodian
+
+
 def ingest_file(session: Session, path: str | os.PathLike, *, customer_id: str, source: str | None = None,
-                options: TranslateOptions | None = None, now: datetime | None = None) -> IngestReport:
-    """Translates the Green Button file at ``path`` and stores it for ``customer_id`` (see :func:`ingest_translation`).
+                options: TranslateOptions | None = None, now: datetime | None = None, data_set: str = "",
+                upstream_id: int | None = None) -> IngestReport:
+    """Translates the Green Button file at ``path`` and stores it for ``customer_id`` in ``data_set`` (see
+    :func:`ingest_translation`).
 
     Without ``options``, the development id secret and the gateway's key strategy are used (tests, one-off use); the
     gateway passes :func:`translate_options_for`. Options without a subscription get ``customer_id`` as theirs, so
-    href keys and the synthetic account are scoped by the customer. Translation errors (``espi.errors.EspiError``)
-    name the file and line; the caller's transaction must roll back on any exception.
+    href keys and the synthetic account are scoped by the customer; ids are namespaced by the data set
+    (:func:`id_namespace`). Translation errors (``espi.errors.EspiError``) name the file and line; the caller's
+    transaction must roll back on any exception.
     """
     now = _utc_now(now)
     options = options or TranslateOptions(key_strategy=KEY_STRATEGY)
     if options.subscription is None:
         options = replace(options, subscription=customer_id)
-    options = replace(options, now=now)
+    options = replace(options, now=now, custodian=id_namespace(options.custodian, data_set))
     path = os.fspath(path)
     with translate(path, options, name=path) as translation:
         return ingest_translation(session, translation, customer_id=customer_id,
-                                  source=source if source is not None else Path(path).name, now=now)
+                                  source=source if source is not None else Path(path).name, now=now,
+                                  data_set=data_set, upstream_id=upstream_id)
 
 
 def ingest_translation(session: Session, translation: Translation, *, customer_id: str, source: str,
-                       now: datetime) -> IngestReport:
-    """Upserts every object of ``translation`` for ``customer_id``; flushes, never commits.
+                       now: datetime, data_set: str = "", upstream_id: int | None = None) -> IngestReport:
+    """Upserts every object of ``translation`` for ``customer_id`` in ``data_set``, recording ``upstream_id`` as the
+    authorization that brought what it creates or changes; flushes, never commits.
 
     New objects get created = modified = synced = ``now``; an unchanged body moves only synced; a changed body is
     replaced and moves modified and synced. ``now`` is kept to whole seconds (what the API shows). Raises
-    :class:`IngestError` when an object with the same id is stored for another customer.
+    :class:`IngestError` when an object with the same id is stored for another customer or data set.
     """
     if not customer_id or len(customer_id) > 128:
         raise IngestError(f"customer id must be 1-128 characters, got {customer_id!r}")
+    if len(data_set) > 64:
+        raise IngestError(f"data set must be at most 64 characters, got {data_set!r}")
     now = _utc_now(now)
-    report = IngestReport(source=source, readings=translation.reading_count)
-    writer = _Writer(session, customer_id, source[:256], now, report)
+    report = IngestReport(source=source, readings=translation.reading_count,
+                          usage_point_hrefs=tuple(getattr(translation, "usage_point_hrefs", ())))
+    writer = _Writer(session, customer_id, data_set, upstream_id, source[:256], now, report)
     numbers = _Numbers()
     for kind in OBJECT_KINDS:
         numbers.learn(kind, translation.listing(kind))
@@ -191,9 +213,12 @@ class _Numbers:
 
 
 class _Writer:
-    def __init__(self, session: Session, customer_id: str, source: str, now: datetime, report: IngestReport):
+    def __init__(self, session: Session, customer_id: str, data_set: str, upstream_id: int | None, source: str,
+                 now: datetime, report: IngestReport):
         self.session = session
         self.customer_id = customer_id
+        self.data_set = data_set
+        self.upstream_id = upstream_id
         self.source = source
         self.now = now
         self.report = report
@@ -217,8 +242,8 @@ class _Writer:
         """One batch: look the ids up, then insert the new, replace the changed and confirm the unchanged rows."""
         id_name = id_column.key
         by_id = {row[id_name]: row for row in rows}  # a repeated id in one batch: the last one wins
-        query = select(id_column, model.customer_id, model.body_hash, model.account_number, model.contract_number) \
-            .where(id_column.in_(list(by_id)))
+        query = select(id_column, model.customer_id, model.data_set, model.body_hash, model.account_number,
+                       model.contract_number).where(id_column.in_(list(by_id)))
         if model is DataObject:
             query = query.where(DataObject.kind == kind)
         existing = {row[0]: row for row in self.session.execute(query)}
@@ -226,13 +251,16 @@ class _Writer:
         for object_id, row in by_id.items():
             old = existing.get(object_id)
             if old is None:
-                inserts.append(row | {"customer_id": self.customer_id, "source": self.source,
+                inserts.append(row | {"customer_id": self.customer_id, "data_set": self.data_set,
+                                      "upstream_id": self.upstream_id, "source": self.source,
                                       "created": self.now, "modified": self.now, "synced": self.now})
-            elif old.customer_id != self.customer_id:
+            elif (old.customer_id, old.data_set) != (self.customer_id, self.data_set):
                 raise IngestError(f"{kind} object {object_id} ({self.source}) is already stored for customer "
-                                  f"{old.customer_id!r}, not {self.customer_id!r}; nothing of this file was stored")
+                                  f"{old.customer_id!r}{_in_set(old.data_set)}, not {self.customer_id!r}"
+                                  f"{_in_set(self.data_set)}; nothing of this file was stored")
             elif old.body_hash != row["body_hash"]:
-                changes.append(row | {"source": self.source, "modified": self.now, "synced": self.now})
+                changes.append(row | {"source": self.source, "upstream_id": self.upstream_id,
+                                      "modified": self.now, "synced": self.now})
             else:
                 confirmed.append(object_id)
                 if (old.account_number, old.contract_number) != (row["account_number"], row["contract_number"]):
@@ -253,6 +281,10 @@ class _Writer:
         self.report.created[kind] += len(inserts)
         self.report.modified[kind] += len(changes)
         self.report.confirmed[kind] += len(confirmed)
+
+
+def _in_set(data_set: str) -> str:
+    return f" (data set {data_set!r})" if data_set else ""
 
 
 def _body(obj: dict[str, Any]) -> tuple[str, str]:

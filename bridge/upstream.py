@@ -9,7 +9,10 @@ authorize page (ESPI §6.4) and finishes the CDS flow when the custodian redirec
   that state.
 * :func:`bind` keeps the custodian's tokens against the new Grant, encrypted with the :class:`~cds.secrets.SecretBox`
   (the workers send them to the custodian; no API returns them, no log shows them); :func:`tokens_of` decrypts.
-* :func:`customer_key` is the Grant's ``customer_id`` for the custodian's customer.
+* :func:`customer_key` is the Grant's ``customer_id`` for the custodian's customer. A Grant's first upstream
+  authorization (:func:`bind`, :func:`link_imported`) gives it a data set of its own (``Grant.data_set``,
+  docs/mapping.md §2.3): what that authorization brings is stored and read there, apart from what other
+  authorizations of the same customer bring.
 * :func:`link_imported` / :func:`imported_grant_id`: an existing ESPI Authorization migrated to a server-created Grant
   (``greenbridge custodian import-authorizations``) is linked to it by a row without tokens
   (``access_token_encrypted`` empty: the gateway never received them), one per custodian and ``authorizationURI``.
@@ -29,7 +32,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cds.secrets import SecretBox
-from cds.store.models import PushedRequest, UpstreamAuthorization
+from cds.store.models import Grant, PushedRequest, UpstreamAuthorization
+from espi.bulk import retail_customer_of
 from espi.custodian_client import CustodianClient, CustodianEndpoints, CustodianTokens
 
 KIND = "upstream"
@@ -79,6 +83,11 @@ def lookup_keys(resource_uri: str | None, authorization_uri: str | None) -> dict
     """The lookup columns of an upstream_authorizations row."""
     return {"resource_digest": uri_digest(resource_uri), "authorization_digest": uri_digest(authorization_uri),
             "subscription_id": subscription_id_of(resource_uri)}
+
+
+def _retail_customer(customer_resource_uri: str | None) -> str | None:
+    found = retail_customer_of(customer_resource_uri)
+    return found[:128] if found else None
 
 
 def callback_url(issuer: str, custodian_id: str) -> str:
@@ -142,16 +151,31 @@ def customer_key(custodian_id: str, tokens: CustodianTokens) -> str:
     return key
 
 
+def own_data_set(session: Session, grant_id: str) -> None:
+    """A Grant bound to its first upstream authorization gets a data set of its own, named by the Grant. A Grant
+    that already has upstream authorizations keeps the data set it reads: a re-authorization (``cds_grant_id``)
+    continues the same data and ids, and a Grant made before data sets existed keeps its customer's ("")."""
+    grant = session.get(Grant, grant_id)
+    if grant is None or grant.data_set:
+        return
+    earlier = session.scalars(select(UpstreamAuthorization.id).where(UpstreamAuthorization.grant_id == grant_id)
+                              .limit(1)).first()
+    if earlier is None:
+        grant.data_set = grant_id
+
+
 def bind(session: Session, box: SecretBox, *, grant_id: str, custodian_id: str, customer_id: str, scope: str,
          tokens: CustodianTokens, now: datetime | None = None) -> UpstreamAuthorization:
-    """Store the custodian's tokens (encrypted) and ESPI URIs against ``grant_id``."""
+    """Store the custodian's tokens (encrypted) and ESPI URIs against ``grant_id`` (see :func:`own_data_set`)."""
     now = now or datetime.now(UTC)
+    own_data_set(session, grant_id)
     row = UpstreamAuthorization(
         grant_id=grant_id, custodian_id=custodian_id, customer_id=customer_id, scope=tokens.scope or scope,
         access_token_encrypted=box.encrypt(tokens.access_token),
         refresh_token_encrypted=box.encrypt(tokens.refresh_token) if tokens.refresh_token else None,
         expires_at=tokens.expires_at, resource_uri=tokens.resource_uri, authorization_uri=tokens.authorization_uri,
         customer_resource_uri=tokens.customer_resource_uri, created=now, modified=now,
+        retail_customer=_retail_customer(tokens.customer_resource_uri),
         **lookup_keys(tokens.resource_uri, tokens.authorization_uri),
     )
     session.add(row)
@@ -195,13 +219,15 @@ def imported_grant_id(session: Session, custodian_id: str, authorization_uri: st
 def link_imported(session: Session, *, grant_id: str, custodian_id: str, customer_id: str, scope: str,
                   resource_uri: str | None, authorization_uri: str, customer_resource_uri: str | None,
                   now: datetime | None = None) -> UpstreamAuthorization:
-    """Link a server-created Grant to the existing ESPI Authorization it was migrated from (no tokens)."""
+    """Link a server-created Grant to the existing ESPI Authorization it was migrated from (no tokens; see
+    :func:`own_data_set`)."""
     now = now or datetime.now(UTC)
+    own_data_set(session, grant_id)
     row = UpstreamAuthorization(
         grant_id=grant_id, custodian_id=custodian_id, customer_id=customer_id, scope=scope,
         access_token_encrypted=NO_TOKEN, refresh_token_encrypted=None, expires_at=None, resource_uri=resource_uri,
         authorization_uri=authorization_uri, customer_resource_uri=customer_resource_uri, created=now, modified=now,
-        **lookup_keys(resource_uri, authorization_uri),
+        retail_customer=_retail_customer(customer_resource_uri), **lookup_keys(resource_uri, authorization_uri),
     )
     session.add(row)
     session.flush()

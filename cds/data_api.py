@@ -23,6 +23,10 @@ What a token sees comes from :mod:`cds.projection` (an :class:`~cds.projection.A
   filters and an opaque ``cursor`` naming the listing, the direction and the *stored id* of the last (first) item;
   the server looks that object's sort key up again, so the cursor carries no number or date a grant might not see.
   A cursor of another listing, a malformed one, or one whose object is gone is a 400 (start again without it).
+* **Data sets.** Only the objects of the grant's data set are read (``data_set``: a grant's own set, holding what
+  its upstream authorizations brought, or "" for the customer's own; DataObject.data_set): every query is keyed
+  by (customer, data set), the leading columns of the listings' indexes, so a grant never sees objects another
+  authorization of the same customer brought (docs/mapping.md §2.3).
 * **Usage segments** can be many (one per meter, series and local day): the customer, the grant's windows, the
   ``sync_until`` creation cut, ``before``/``after`` and id filters narrow them in SQL, rows are read in key order
   in batches (only the columns needed), and each is trimmed (:func:`cds.projection.trim_segment`) and projected in
@@ -106,15 +110,17 @@ def group_objects(objects: Sequence[Mapping[str, Any]]) -> dict[str, list[Mappin
 
 
 class CustomerObjects(Mapping[str, Sequence[Mapping[str, Any]]]):
-    """The customers' non-segment objects by listing, as ``group_objects(load_objects(session, customer_ids))``
-    gives them, each listing read from the store when first used: a usage-segment page needs none of them, or only
-    the meter ids (:meth:`ids`). :meth:`load_all` reads them all at once (what :func:`cds.projection.grant_access`
-    needs) and :meth:`version` names the state of the rows :func:`~cds.projection.grant_access` depends on, so that
+    """The customers' non-segment objects of one data set by listing, as
+    ``group_objects(load_objects(session, customer_ids, data_set=data_set))`` gives them, each listing read from
+    the store when first used: a usage-segment page needs none of them, or only the meter ids (:meth:`ids`).
+    :meth:`load_all` reads them all at once (what :func:`cds.projection.grant_access` needs) and :meth:`version`
+    names the state of the rows :func:`~cds.projection.grant_access` depends on, so that
     a caller may keep an Access for as long as the version stays the same."""
 
-    def __init__(self, session: Session, customer_ids: Sequence[str]) -> None:
+    def __init__(self, session: Session, customer_ids: Sequence[str], data_set: str = "") -> None:
         self._session = session
         self._customer_ids = list(customer_ids)
+        self.data_set = data_set
         self._loaded: dict[str, list[Mapping[str, Any]]] = {}
         self._ids: dict[str, frozenset[str]] = {}
 
@@ -140,16 +146,14 @@ class CustomerObjects(Mapping[str, Sequence[Mapping[str, Any]]]):
         found = self._ids.get(listing)
         if found is None:
             found = self._ids[listing] = frozenset(self._session.scalars(
-                select(DataObject.object_id).where(DataObject.customer_id.in_(self._customer_ids),
-                                                   DataObject.kind == listing)))
+                select(DataObject.object_id).where(self._owned(), DataObject.kind == listing)))
         return found
 
     def version(self) -> str:
         """A digest of every object's body hash and creation time (what an Access depends on: bodies, through
         ``body_hash``, and ``cds_created``); one indexed query, no body read. Timestamps move by whole seconds, so
         they alone could miss a change made within the same second as the previous one: the hashes do not."""
-        return _digest(self._session.execute(select(DataObject.body_hash, _CREATED_TEXT).where(
-            DataObject.customer_id.in_(self._customer_ids))))
+        return _digest(self._session.execute(select(DataObject.body_hash, _CREATED_TEXT).where(self._owned())))
 
     def load_all(self) -> str:
         """Reads every listing (as ``load_objects``, in one query); returns the :meth:`version` of the rows read."""
@@ -166,7 +170,10 @@ class CustomerObjects(Mapping[str, Sequence[Mapping[str, Any]]]):
         return _digest(keys)
 
     def _rows(self) -> Any:
-        return select(DataObject).where(DataObject.customer_id.in_(self._customer_ids))
+        return select(DataObject).where(self._owned())
+
+    def _owned(self) -> Any:
+        return and_(DataObject.customer_id.in_(self._customer_ids), DataObject.data_set == self.data_set)
 
 
 _CREATED_TEXT = type_coerce(DataObject.created, String).label("created_text")  # as stored: no datetime parsing
@@ -179,16 +186,19 @@ def _digest(rows: Any) -> str:
 
 def list_objects(session: Session, listing: str, *, access: Access, customer_ids: Sequence[str],
                  params: Mapping[str, str], urls: Urls, page_size: int,
-                 objects: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> dict[str, Any]:
-    """One page of ``listing`` for a grant's ``access`` over ``customer_ids``' data (see the module docstring).
+                 objects: Mapping[str, Sequence[Mapping[str, Any]]] | None = None, data_set: str = ""
+                 ) -> dict[str, Any]:
+    """One page of ``listing`` for a grant's ``access`` over ``customer_ids``' data in ``data_set`` (see the module
+    docstring).
 
     ``params``: the query parameters (one string each; repeated parameters joined with spaces). ``objects``: the
-    customers' non-segment objects by listing, when the caller already loaded them (for :func:`grant_access`).
+    customers' non-segment objects of the data set by listing, when the caller already loaded them (for
+    :func:`grant_access`).
     """
     if listing not in FILTERS:
         raise ValueError(f"unknown listing {listing!r}")
     if objects is None:
-        objects = CustomerObjects(session, customer_ids)
+        objects = CustomerObjects(session, customer_ids, data_set)
     size = max(1, min(int(page_size), MAX_PAGE_SIZE))
     request = _Request.parse(listing, params)
     cursor = _decode_cursor(params.get("cursor"), listing)
@@ -200,7 +210,7 @@ def list_objects(session: Session, listing: str, *, access: Access, customer_ids
     if not access.includes(listing):
         page = _Page()
     elif listing == "usage_segments":
-        page = _segments_page(session, context, request, list(customer_ids), cursor, size, link)
+        page = _segments_page(session, context, request, list(customer_ids), data_set, cursor, size, link)
     else:
         page = _objects_page(listing, context, request, cursor, size, link)
     return {listing: page.items, "next": page.next, "previous": page.previous}
@@ -471,14 +481,14 @@ def _keyset(columns: list[tuple[Any, bool]], values: tuple, forward: bool) -> An
     return condition
 
 
-def _segments_page(session: Session, context: _Context, request: _Request, customer_ids: list[str],
+def _segments_page(session: Session, context: _Context, request: _Request, customer_ids: list[str], data_set: str,
                    cursor: tuple[str, str] | None, size: int, link: Callable[[str], str]) -> _Page:
     access = context.access
     rules = access.segment_rules
     if not rules or not customer_ids:
         return _Page()
     table = UsageSegmentRow
-    statement = select(*_SEGMENT_COLUMNS).where(table.customer_id.in_(customer_ids))
+    statement = select(*_SEGMENT_COLUMNS).where(table.customer_id.in_(customer_ids), table.data_set == data_set)
     starts, ends = [r.start for r in rules], [r.end for r in rules]
     hull_start = None if None in starts else min(starts)
     hull_end = None if None in ends else max(ends)
@@ -533,8 +543,9 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
                                    for column, ascending in columns))
     position: tuple | None = None
     if cursor is not None:
-        anchor = session.execute(select(table.customer_id, *_KEY_COLUMNS).where(table.segment_id == cursor[1])).first()
-        if anchor is None or anchor.customer_id not in customer_ids:
+        anchor = session.execute(select(table.customer_id, table.data_set, *_KEY_COLUMNS)
+                                 .where(table.segment_id == cursor[1])).first()
+        if anchor is None or anchor.customer_id not in customer_ids or anchor.data_set != data_set:
             raise _gone()
         position = _row_key(anchor)
 

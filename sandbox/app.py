@@ -169,24 +169,43 @@ class Sandbox:
         return f"{self.resource}/Batch/Bulk/{bulk_id}"
 
     def bulk_document(self, client_id: str | None, bulk_id: str, query: Query) -> bytes:
-        """The bulk feed: every subscription in bulk set ``bulk_id``, its entries' hrefs under its own id."""
+        """The bulk feed: every subscription in bulk set ``bulk_id``, its entries' hrefs under its own id; with
+        ``href_style`` "retail_customer", each entry (by ``self`` href) once, however many subscriptions hold it."""
         entries: list[bytes] = []
+        seen: set[bytes] = set()
         for record in sorted(self.store.authorizations.values(), key=lambda a: a.id):
             if record.role != "access" or not record.active or bulk_id not in record.bulk_ids:
                 continue
             if client_id is not None and record.client_id != client_id:
                 continue
-            entries += self.bulk_entries(record, subscription_entries(record, None, query))
+            for entry in self.bulk_entries(record, subscription_entries(record, None, query)):
+                if self.config.href_style == "retail_customer":
+                    # the customer's entry is written the same whatever subscription holds it: once is enough
+                    digest = hashlib.sha256(entry).digest()
+                    if digest in seen:
+                        continue
+                    seen.add(digest)
+                entries.append(entry)
         return feed_document(f"{self.resource}/Batch/Bulk/{bulk_id}", "Bulk", "Green Button Bulk Feed", entries)
 
     def bulk_entries(self, record: AuthorizationRecord, entries: list[bytes]) -> list[bytes]:
-        """One subscription's entries as a bulk feed carries them, like OpenESPI's: every href names the
-        subscription. The source's ``…/Subscription/{x}/…`` becomes ``…/Subscription/{record.id}/…``; hrefs of
-        UsagePoint data that name no subscription get a ``Subscription/{record.id}/`` prefix (after the resource
-        endpoint, else the host); other hrefs (ReadingType, LocalTimeParameters: shared resources) get an
-        ``Authorization/{record.id}/`` prefix, so that two customers' ``…/ReadingType/1`` never collide. The same
-        rewrite applies to every link (self, up, related), so the link graph resolves as before; links to web
-        pages (``text/…``, e.g. the GBA certificate) and the entries' content and ids are left as they are."""
+        """One subscription's entries as a Batch answer or a bulk feed carries them (one identity per resource,
+        however it is delivered).
+
+        ``href_style`` "subscription", like OpenESPI: every href names the subscription. The source's
+        ``…/Subscription/{x}/…`` becomes ``…/Subscription/{record.id}/…``; hrefs of UsagePoint data that name no
+        subscription get a ``Subscription/{record.id}/`` prefix (after the resource endpoint, else the host); other
+        hrefs (ReadingType, LocalTimeParameters: shared resources) get an ``Authorization/{record.id}/`` prefix, so
+        that two customers' ``…/ReadingType/1`` never collide.
+
+        ``href_style`` "retail_customer": every href is below the customer, ``{resource}/RetailCustomer/{n}/…``,
+        naming no subscription: the source's ``…/Subscription/{x}`` (and what precedes it) is replaced by it, other
+        hrefs not already below ``RetailCustomer/{n}`` are prefixed with it.
+
+        The same rewrite applies to every link (self, up, related), so the link graph resolves as before; links to
+        web pages (``text/…``, e.g. the GBA certificate) and the entries' content and ids are left as they are."""
+        if self.config.href_style == "retail_customer":
+            return self._retail_customer_entries(record, entries)
         subscription = str(record.id)
         trees = [secure_parse(xml, name=f"subscription {record.id}").getroot() for xml in entries]
         usage_hrefs: set[str] = set()
@@ -215,6 +234,32 @@ class Sandbox:
 
         rewritten = []
         for entry in trees:
+            for link in entry.iterfind("{*}link"):
+                href = (link.get("href") or "").strip()
+                if href and not (link.get("type") or "").startswith("text/"):
+                    link.set("href", rewrite(href))
+            rewritten.append(etree.tostring(entry, encoding="UTF-8"))
+        return rewritten
+
+    def _retail_customer_entries(self, record: AuthorizationRecord, entries: list[bytes]) -> list[bytes]:
+        customer = f"RetailCustomer/{record.customer.number}"
+        below = f"{self.resource}/{customer}"
+
+        def rewrite(href: str) -> str:
+            found = _SUBSCRIPTION_SEGMENT.search(href)
+            if found is not None:
+                return below + href[found.end():]
+            if re.search(rf"(^|/){customer}(/|$)", href):
+                return href
+            if href.startswith(self.resource + "/"):
+                return below + href[len(self.resource):]
+            parts = urlsplit(href)
+            tail = href[len(f"{parts.scheme}://{parts.netloc}"):] if parts.scheme and parts.netloc else href
+            return f"{below}/{tail.lstrip('/')}"
+
+        rewritten = []
+        for xml in entries:
+            entry = secure_parse(xml, name=f"subscription {record.id}").getroot()
             for link in entry.iterfind("{*}link"):
                 href = (link.get("href") or "").strip()
                 if href and not (link.get("type") or "").startswith("text/"):
@@ -309,7 +354,8 @@ def _state(sandbox: Sandbox) -> dict[str, Any]:
         "switches": {"defer": config.defer, "bulk_dir": str(config.bulk_dir) if config.bulk_dir else None,
                      "sftp_uri": config.sftp_uri or None, "notify_on_new_data": config.notify_on_new_data,
                      "notify_window": config.notify_window, "response_delay": config.response_delay,
-                     "delete_authorization_status": config.delete_authorization_status},
+                     "delete_authorization_status": config.delete_authorization_status,
+                     "href_style": config.href_style, "customer_resource_uri": config.customer_resource_uri},
         "held_responses": sandbox.held_responses,
         "outage": sandbox.outage.as_json() if sandbox.outage is not None else None,
         "third_parties": [

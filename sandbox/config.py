@@ -38,6 +38,8 @@ DEFAULT_SCOPES: tuple[str, ...] = (
 DEFAULT_BASE_URL = "http://127.0.0.1:8900"
 #: ``DELETE Authorization/{id}``: revoked (204), or the custodian offers no DELETE (405, 501)
 DELETE_AUTHORIZATION_STATUSES = (204, 405, 501)
+HREF_STYLES = ("subscription", "retail_customer")
+CUSTOMER_RESOURCE_URIS = ("customer_data", "always")
 ENV_PREFIX = "GREENBRIDGE_SANDBOX_"
 
 
@@ -103,6 +105,16 @@ class SandboxConfig:
     #: Base URI of bulk_dir as the third party's SFTP sees it (``sftp://user@host:port/path``); when empty,
     #: bulk notifications name the REST URI {resource}/Batch/Bulk/{bulkId}
     sftp_uri: str = ""
+    #: How Batch/Subscription and Batch/Bulk answers write hrefs: "subscription" (OpenESPI's
+    #: ``…/Subscription/{id}/UsagePoint/{u}/…``) or "retail_customer" (``…/RetailCustomer/{n}/UsagePoint/{u}/…``,
+    #: naming the customer but no subscription; a bulk then carries each of a customer's entries once, however
+    #: many of the third party's subscriptions hold it)
+    href_style: str = "subscription"
+    #: When token responses name ``customerResourceURI`` (``…/Batch/RetailCustomer/{n}``): "customer_data" (the
+    #: scope has a retail-customer Function Block and the customer has customer data) or "always" (every customer
+    #: grant, as in the GBA contract example ``token-response-subscription.json`` and at field custodians: one
+    #: customer's authorizations then all name the same customer)
+    customer_resource_uri: str = "customer_data"
     #: POST BatchLists when a customer's data grows (upload, or /sandbox/customers/{id}/advance)
     notify_on_new_data: bool = True
     #: New-data BatchLists name the plain ``Batch/Subscription/{id}``, the same URI every time, as real custodians
@@ -157,6 +169,11 @@ class SandboxConfig:
                     parse_scope(scope)
                 except ScopeError as error:
                     raise SandboxConfigError(f"third party {tp.client_id}: scope {scope!r}: {error}") from None
+        if self.customer_resource_uri not in CUSTOMER_RESOURCE_URIS:
+            raise SandboxConfigError(f"customer_resource_uri must be one of {', '.join(CUSTOMER_RESOURCE_URIS)}, "
+                                     f"not {self.customer_resource_uri!r}")
+        if self.href_style not in HREF_STYLES:
+            raise SandboxConfigError(f"href_style must be one of {', '.join(HREF_STYLES)}, not {self.href_style!r}")
         if self.sftp_uri and not self.sftp_uri.startswith("sftp://"):
             raise SandboxConfigError(f"sftp_uri must start with sftp://, not {self.sftp_uri!r}")
 

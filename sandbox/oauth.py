@@ -274,7 +274,8 @@ class SandboxOAuth(StarletteServerMixin, AuthorizationServer):
         return body
 
     def uris(self, authorization: AuthorizationRecord) -> dict[str, str]:
-        """resourceURI, authorizationURI and (customer data in scope and available) customerResourceURI."""
+        """resourceURI, authorizationURI and customerResourceURI (customer data in scope and available, or always
+        for customer grants with ``customer_resource_uri`` "always")."""
         resource = self.config.resource_endpoint
         if authorization.role == "access":
             resource_uri = f"{resource}/Batch/Subscription/{authorization.id}"
@@ -289,8 +290,9 @@ class SandboxOAuth(StarletteServerMixin, AuthorizationServer):
             resource_uri = f"{resource}/*"  # espi.md §6.3: the client_access_token's resourceURI
         uris = {"resourceURI": resource_uri, "authorizationURI": f"{resource}/Authorization/{authorization.id}"}
         customer = authorization.customer
-        if authorization.role == "access" and customer is not None and customer.customer_data is not None \
-                and is_customer_scope(authorization.scope):
+        named = self.config.customer_resource_uri == "always" or (
+            customer is not None and customer.customer_data is not None and is_customer_scope(authorization.scope))
+        if authorization.role == "access" and customer is not None and named:
             uris["customerResourceURI"] = f"{resource}/Batch/RetailCustomer/{customer.number}"
         return uris
 

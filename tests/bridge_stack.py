@@ -288,26 +288,31 @@ def approve_at_gateway(browser: httpx2.Client, authorize_url: str) -> httpx2.Res
 
 
 def at_sandbox(browser: httpx2.Client, sandbox: str, location: str, decision: str = "approve",
-               customer_index: int = 0) -> str:
-    """The customer at the custodian: the sign-in page, then one POST signing in and deciding; the Location."""
+               customer_index: int = 0, usage_points: list[str] | None = None) -> str:
+    """The customer at the custodian: the sign-in page, then one POST signing in and deciding (sharing
+    ``usage_points``, the sandbox's UsagePoint ids, or all of them); the Location."""
     assert location.startswith(f"{sandbox}/oauth/authorize?")
     page = browser.get(location)
     assert page.status_code == 200 and 'id="customer_id"' in page.text
     customer = browser.get(f"{sandbox}/sandbox.json").json()["customers"][customer_index]["id"]
     params = dict(parse_qsl(urlsplit(location).query))
+    chosen = {"usage_point": list(usage_points)} if usage_points else {}
     answer = browser.post(location.split("?")[0], data={**params, "customer_id": customer, "password": "sandbox",
-                                                          "decision": decision})
+                                                          "decision": decision, **chosen})
     assert answer.status_code in (302, 303), answer.text
     return answer.headers["location"]
 
 
-def consent(bridge: Bridge, client: CdsClient, customer_index: int = 0, details=USAGE_DETAILS) -> Consent:
-    """One customer through both consent hops and the code exchange; returns the (pending) Grant and tokens."""
+def consent(bridge: Bridge, client: CdsClient, customer_index: int = 0, details=USAGE_DETAILS,
+            usage_points: list[str] | None = None) -> Consent:
+    """One customer through both consent hops and the code exchange (sharing ``usage_points`` at the custodian, or
+    all); returns the (pending) Grant and tokens."""
     authorize_url, verifier = push(bridge.gateway, client, details)
     browser = httpx2.Client(timeout=30, follow_redirects=False)
     answer = approve_at_gateway(browser, authorize_url)
     assert answer.status_code == 303, answer.text
-    callback = at_sandbox(browser, bridge.sandbox, answer.headers["location"], customer_index=customer_index)
+    callback = at_sandbox(browser, bridge.sandbox, answer.headers["location"], customer_index=customer_index,
+                          usage_points=usage_points)
     customer = browser.get(f"{bridge.sandbox}/sandbox.json").json()["customers"][customer_index]["id"]
     answer = browser.get(callback)
     assert answer.status_code == 302, answer.text
@@ -357,6 +362,21 @@ def usage_segments(bridge: Bridge, access_token: str) -> list[dict[str, Any]]:
         segments += body["usage_segments"]
         url = body["next"]
     return segments
+
+
+def listing(bridge: Bridge, access_token: str, name: str) -> list[dict[str, Any]]:
+    """Every object of a data listing (``accounts``, ``service_points``…) the token may read (all pages)."""
+    from cds.urls import Urls
+
+    url = bridge.gateway + Urls("").data_api(name)
+    found: list[dict[str, Any]] = []
+    while url:
+        answer = httpx2.get(url, timeout=30, headers={"Authorization": f"Bearer {access_token}"})
+        assert answer.status_code == 200, answer.text
+        body = json.loads(answer.text, parse_float=Decimal)
+        found += body[name]
+        url = body["next"]
+    return found
 
 
 def segment_totals(segments: list[dict[str, Any]], value_type: str = "electric_usage", direction: str = "forward"

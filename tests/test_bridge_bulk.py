@@ -19,6 +19,7 @@ import httpx2
 import pytest
 from bridge_stack import (
     BULK_SCOPE,
+    USAGE_DETAILS,
     consent,
     generate_start,
     register,
@@ -208,3 +209,86 @@ def test_rest_bulk_fans_out_the_same_way(tmp_path):
         var = bridge.directory / "var"
         assert not [p for p in (var / "bulk").rglob("*") if p.is_file()]  # unclaimed part included
         assert not [p for p in (var / "downloads").rglob("*") if p.is_file()]
+
+
+def test_rest_bulk_below_the_customer_is_placed_by_usage_point_and_the_rest_reported(tmp_path):
+    """A custodian whose hrefs sit below the customer (``…/RetailCustomer/{n}/UsagePoint/{u}/…``, no subscription:
+    the sandbox's ``href_style = "retail_customer"``), whose token responses all name the customer, and whose bulk
+    carries each of a customer's entries once. Customer 2 shared UsagePoint 1 with client A and UsagePoints 1 and
+    2 with client B; customer 1 everything with client A; customer 3's authorization was revoked on our side, so
+    the custodian's bulk still carries data nobody here may hold. Every grant gets exactly its UsagePoints' new
+    days (Decimal sums against the generator), and customer 3's readings are counted in the job's result and
+    warning, logged as a WARNING and shown by ``greenbridge jobs``."""
+    import io
+    import subprocess
+    import sys
+    from datetime import UTC, datetime
+
+    from bridge_stack import REPO
+
+    from bridge import upstream
+    from cds.store.models import UpstreamAuthorization
+    from espi.generate import write_feed
+    from espi.scope import format_scope, parse_scope
+    from sandbox.data import generated_spec
+
+    # the sandbox's bulk scope plus gas (FB_10), so that client B may ask for its gas meter
+    gas_bulk = format_scope(parse_scope("FB=1_3_4_5_10_13_14_35_37_39;IntervalDuration=900_86400;"
+                                        "BlockDuration=daily;BR=1"))
+    field_like = {"GREENBRIDGE_SANDBOX_NOTIFY_ON_NEW_DATA": "false",
+                  "GREENBRIDGE_SANDBOX_HREF_STYLE": "retail_customer",
+                  "GREENBRIDGE_SANDBOX_CUSTOMER_RESOURCE_URI": "always", "GREENBRIDGE_SANDBOX_SCOPES": gas_bulk}
+    both = [{**USAGE_DETAILS[0], "include_usage_segment_value_types": ["electric_usage_forward", "natural_gas_usage"]}]
+    with start_bridge(tmp_path, scopes=(gas_bulk,), customers=3, days=DAYS, sandbox_env=field_like) as bridge:
+        client_a, client_b = register(bridge.gateway, "Client A"), register(bridge.gateway, "Client B")
+        one = consent(bridge, client_a, customer_index=0)
+        a = consent(bridge, client_a, customer_index=1, usage_points=["1"], details=both)
+        b = consent(bridge, client_b, customer_index=1, usage_points=["1", "2"], details=both)
+        three = consent(bridge, client_a, customer_index=2)
+        for client, granted in ((client_a, one), (client_a, a), (client_b, b), (client_a, three)):
+            wait_grant(bridge, client, granted.grant_id, "active")
+        with bridge.sessions()() as session, session.begin():
+            (row,) = upstream.authorizations_of(session, three.grant_id)
+            session.get(UpstreamAuthorization, row.id).revoked = datetime.now(UTC)
+        for number in range(1, 4):
+            grown = httpx2.post(f"{bridge.sandbox}/sandbox/customers/customer-{number}/advance",
+                                data={"days": GROWTH}, timeout=30)
+            assert grown.status_code == 200, grown.text
+        uri = f"{bridge.sandbox}/espi/1_1/resource/Batch/Bulk/1"
+        answer = httpx2.post(f"{bridge.gateway}/custodians/sandbox/notify", timeout=30,
+                             content=f'<BatchList xmlns="http://naesb.org/espi"><resources>{uri}</resources></BatchList>',
+                             headers={"Content-Type": "application/atom+xml"})
+        assert answer.status_code == 200
+        jobs = bridge.wait_jobs_settled(expect=lambda jobs: any(j.kind == "fetch_bulk" for j in jobs))
+        assert all(j.state == "done" for j in jobs), [(j.kind, j.state, j.last_error) for j in jobs]
+        (bulk,) = [j for j in jobs if j.kind == "fetch_bulk"]
+        parts = [j for j in jobs if j.kind == "ingest_bulk_part"]
+        assert len(parts) == 3 and all(j.payload["subscription_id"].startswith("authorization-") for j in parts)
+
+        start = generate_start(DAYS)
+        days = DAYS + GROWTH
+        assert segment_totals(usage_segments(bridge, one.access_token)) == source_totals(1, days, start)
+        electric = source_totals(2, days, start)  # customer 2 has one electric UsagePoint (1)
+        gas = source_totals(2, days, start, "gas")
+        for granted, with_gas in ((a, False), (b, True)):
+            segments = usage_segments(bridge, granted.access_token)
+            assert segment_totals(segments) == electric
+            assert segment_totals(segments, "natural_gas_usage", None) == (
+                (gas[0], gas[1]) if with_gas else (0, 0))  # therm × 10⁻³: raw / 1000, like kWh
+        assert segment_totals(usage_segments(bridge, three.access_token)) == source_totals(3, DAYS, start)
+
+        # customer 3's grown data was delivered but is nobody's here: counted to the reading, reported everywhere
+        third = write_feed(io.StringIO(), generated_spec(3, days, start, "https://x.test/r")).readings
+        assert bulk.result.endswith(f"({third} readings) not placed"), bulk.result
+        assert bulk.warning is not None and f"({third} readings) placed in no part" in bulk.warning
+        assert "no live authorization of its customer" in bulk.warning
+        assert "done with a warning" in "".join(log.read_text() for log in bridge.worker_logs)
+        env = {**os.environ, **bridge.env,
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        shown = subprocess.run([sys.executable, "-m", "greenbridge", "jobs"], capture_output=True, text=True,
+                               env=env, timeout=120, cwd=REPO)
+        assert shown.returncode == 0, shown.stderr
+        assert f"done {bulk.job_id} fetch_bulk:" in shown.stdout and f"({third} readings)" in shown.stdout
+        listed = subprocess.run([sys.executable, "-m", "greenbridge", "jobs", "list", "--warnings"],
+                                capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
+        assert listed.returncode == 0 and [line.split()[0] for line in listed.stdout.splitlines()] == [bulk.job_id]

@@ -3,6 +3,7 @@ to exactly that customer's data; shared resources where they are linked; what be
 
 from __future__ import annotations
 
+import io
 import tracemalloc
 from collections import defaultdict
 from decimal import Decimal
@@ -11,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from bridge.from_espi import TranslateOptions, translate
-from espi.bulk import BulkSplitError, split_bulk, subscription_id_of, subscription_of_href
+from espi.bulk import (
+    BulkSplitError,
+    retail_customer_of,
+    split_bulk,
+    subscription_id_of,
+    subscription_of_href,
+    usage_point_ref,
+)
 from espi.errors import EspiError, NotEspiError, XmlSecurityError, XmlSyntaxError
 from espi.feed import read_feed
 from espi.generate import FeedSpec, GeneratedTotals, generate_feed, write_feed
@@ -224,6 +232,87 @@ def test_entries_without_a_subscription_go_where_they_are_linked_or_are_reported
     assert not any(h.startswith(f"{R}/Elsewhere/") for p in split.parts.values() for h in self_hrefs(p))
     two_days = translated_totals(source_feed(spec_of(1, days=2, summaries=False)))["readings"]
     assert split.reading_counts["101"] == two_days + readings_per_block
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hrefs below the customer, naming no subscription: parts by owner (issue 12 item 5)
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("href", "expected"), [
+    (f"{R}/RetailCustomer/7/UsagePoint/2/MeterReading/1/IntervalBlock/3", ("7", "2")),
+    (f"{R}/RetailCustomer/7/UsagePoint/2", ("7", "2")),
+    (f"{R}/Subscription/5/UsagePoint/2/MeterReading", (None, "2")),
+    (f"{R}/UsagePoint/9?x=1", (None, "9")),
+    (f"{R}/RetailCustomer/7/UsagePoint", None),
+    (f"{R}/RetailCustomer/7/ReadingType/1", None),
+    (f"{R}/ReadingType/1", None),
+    (None, None),
+])
+def test_usage_point_ref(href, expected):
+    assert usage_point_ref(href) == expected
+
+
+def test_retail_customer_of():
+    assert retail_customer_of(f"{R}/Batch/RetailCustomer/503888") == "503888"
+    assert retail_customer_of(f"{R}/RetailCustomer/7/UsagePoint/2") == "7"
+    assert retail_customer_of(f"{R}/Batch/Subscription/5") is None
+
+
+def retail_customer_chunks(number: int, spec: FeedSpec) -> list[str]:
+    """Customer ``number``'s entries with hrefs below ``{R}/RetailCustomer/{number}/`` and no subscription (the
+    generator's base URL is the customer's; its ``Subscription/{s}/`` segment is taken out)."""
+    return [chunk.replace(f"/RetailCustomer/{number}/Subscription/{spec.subscription}/", f"/RetailCustomer/{number}/")
+            for chunk in generate_feed(spec) if chunk.startswith("<entry>")]
+
+
+def _electric(path: Path) -> tuple[int, Decimal]:
+    totals = translated_totals(path)
+    keys = [k for k in totals["counts"] if k[0].startswith("electric_usage_forward") and "billing" not in k[0]]
+    return sum(totals["counts"][k] for k in keys), sum((totals["sums"][k] for k in keys), Decimal(0))
+
+
+def test_entries_below_a_customer_go_to_the_parts_their_owners_name(tmp_path):
+    """Three customers, hrefs ``…/RetailCustomer/{C}/UsagePoint/{U}/…``. The caller knows: customer 1's UsagePoint
+    is A1's; customer 2's UsagePoint 1 is shared by A2 and B2, its UsagePoint 2 is B2's, its UsagePoint 3 nobody's;
+    customer 3 is unknown. Each owner part holds exactly its UsagePoints (an entry of a shared one is in both
+    parts), shared ReadingTypes travel where they are linked, and the rest is reported, readings counted."""
+    specs = {number: spec_of(number, days=3, base_url=f"{R}/RetailCustomer/{number}", subscription="1")
+             for number in (1, 2, 3)}
+    totals = {number: write_feed(io.StringIO(), spec) for number, spec in specs.items()}
+    body = [chunk for number, spec in specs.items() for chunk in retail_customer_chunks(number, spec)]
+    bulk = tmp_path / "bulk.xml"
+    bulk.write_text(HEAD + "".join(body) + "</feed>\n", encoding="utf-8")
+    holders = {("1", "1"): ("A1",), ("2", "1"): ("A2", "B2"), ("2", "2"): ("B2",)}
+    asked: list[str] = []
+
+    def owners_of(href: str) -> tuple[str, ...]:
+        asked.append(href)
+        ref = usage_point_ref(href)
+        return holders.get(ref, ()) if ref is not None else ()
+
+    split = split_bulk(bulk, tmp_path / "parts", owners_of=owners_of)
+
+    assert split.parts == {} and sorted(split.owner_parts) == ["A1", "A2", "B2"]
+    assert len(asked) <= 2 * split.entries  # once per entry, its up href when its self href gave nothing
+    parts = split.owner_parts
+    assert all(part.owner == name and part.subscription is None for name, part in parts.items())
+    assert translated_totals(parts["A1"].path) == \
+        translated_totals(source_feed(specs[1]).replace(b"/Subscription/1/", b"/"))  # all of customer 1, exactly
+    electric = totals[2].series[(0, "electric_forward")]
+    gas = totals[2].series[(1, "gas")]
+    for name, points in (("A2", 1), ("B2", 2)):
+        part = parts[name]
+        translated = translated_totals(part.path)
+        assert translated["service_points"] == points
+        assert _electric(part.path) == (electric[0], Decimal(electric[1]) / 1000)
+        assert translated["placed"] == electric[0] + (gas[0] if points == 2 else 0)
+        assert not any("/RetailCustomer/1/" in h or "/RetailCustomer/3/" in h for h in self_hrefs(part.path)
+                       if "/ReadingType/" not in h and "/LocalTimeParameters/" not in h)
+    # not placed: customer 2's water UsagePoint and all of customer 3's usage, every reading counted
+    water, third = totals[2].series[(2, "water")], totals[3].readings
+    assert split.unassigned_readings == water[0] + third
+    assert {usage_point_ref(e.self_href)[:1] for e in split.unassigned} == {("2",), ("3",)}
+    assert all("no known owner" in e.reason for e in split.unassigned)
+    assert split.readings == totals[1].readings + totals[2].readings + totals[3].readings
 
 
 def test_an_empty_bulk_feed_has_no_parts(tmp_path):

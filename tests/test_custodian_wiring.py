@@ -194,6 +194,8 @@ def test_import_authorizations_makes_grants_once(sandbox, tmp_path):
                 (row,) = authorizations_of(session, created[uri])
                 assert row.authorization_uri == uri and row.custodian_id == "sandbox" and not has_tokens(row)
                 assert session.get(Grant, created[uri]).customer_id.startswith("sandbox:")
+                # a data set of its own: what its Authorization brings (bulk parts) is read by it alone
+                assert session.get(Grant, created[uri]).data_set == created[uri]
             messages = session.query(Message).filter(Message.name == "Grant created").all()
             assert {m.related_uri.rsplit("/", 1)[1] for m in messages} == set(created.values())
             grants_before = session.query(Grant).count()

@@ -48,7 +48,7 @@ def reference_serve(self: StoredSegments, created: str, modified: str, synced: s
 
 def uncached_access(self, details, grant, objects, now):
     """The Access computed afresh from ``load_objects`` for every request (no cache)."""
-    grouped = group_objects(load_objects(objects._session, objects._customer_ids))
+    grouped = group_objects(load_objects(objects._session, objects._customer_ids, data_set=objects.data_set))
     return grant_access(details, grouped, now, scope_types=self.scope_types, value_formats=self.value_formats,
                         granted_at=grant.created)
 

@@ -55,3 +55,49 @@ def test_summary_list_and_retry(tmp_path, monkeypatch, capsys, database_url):
             assert jobs.get(session, ids[0]).state == jobs.DONE
     finally:
         engine.dispose()
+
+
+def test_a_job_that_succeeded_with_a_warning_shows_it(tmp_path, monkeypatch, capsys, caplog, database_url):
+    """A handler that could not do everything (workers.kinds.warn, e.g. bulk entries placed in no part) ends
+    ``done`` with its result and warning kept on the row, a WARNING in the log, and both in ``greenbridge jobs``."""
+    import logging
+
+    from workers.kinds import HANDLERS, register, warn
+    from workers.tasks import execute
+
+    engine, sessions = _store(tmp_path, monkeypatch, database_url)
+
+    @register("test_partial", queue="translate")
+    def partial(session, job, config):
+        warn(session, "3 entries (72 readings) placed in no part")
+        warn(session, "1 subscription part(s) with no live authorization")
+        return "2 part(s), 1 ingest job(s)"
+
+    try:
+        with sessions() as session, session.begin():
+            job_id = jobs.enqueue(session, "test_partial", {}, "partial", queue="translate").job_id
+            plain = jobs.enqueue(session, "fetch_subscription", {"uri": "u1"}, "plain", queue="http")
+            assert jobs.done(session, jobs.claim(session, plain.job_id), result="stored")
+        with caplog.at_level(logging.WARNING, logger="workers.tasks"):
+            assert execute(make_config(tmp_path, database_url), job_id).state == jobs.DONE
+        with sessions() as session:
+            row = jobs.get(session, job_id)
+            assert (row.state, row.result) == (jobs.DONE, "2 part(s), 1 ingest job(s)")
+            assert row.warning == "3 entries (72 readings) placed in no part; 1 subscription part(s) with no live " \
+                                  "authorization"
+            assert jobs.get(session, plain.job_id).warning is None
+        assert any("done with a warning" in r.getMessage() and "(72 readings)" in r.getMessage()
+                   for r in caplog.records if r.levelno == logging.WARNING)
+
+        assert main(["jobs"]) == 0
+        out = capsys.readouterr().out
+        assert "warnings (the job succeeded, but not everything was stored):" in out
+        assert f"done {job_id} test_partial: 3 entries (72 readings) placed in no part" in out
+        assert main(["jobs", "list", "--warnings", "--json"]) == 0
+        (listed,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert (listed["job_id"], listed["result"]) == (job_id, "2 part(s), 1 ingest job(s)")
+        assert main(["jobs", "list"]) == 0
+        assert "warning: 3 entries (72 readings)" in capsys.readouterr().out
+    finally:
+        HANDLERS.pop("test_partial", None)
+        engine.dispose()

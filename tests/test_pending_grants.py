@@ -150,8 +150,9 @@ def test_a_pending_grant_introspects_active_refreshes_and_reads_what_has_arrived
     feed = tmp_path / "feed.xml"
     with feed.open("w") as out:
         totals = write_feed(out, FeedSpec(usage_points=1, days=2, start=date.today() - timedelta(days=10)))
-    with gw.sessions() as session, session.begin():
-        ingest_file(session, feed, customer_id=session.get(Grant, grant_id).customer_id)
+    with gw.sessions() as session, session.begin():  # into the Grant's own data set, as the worker stores it
+        grant = session.get(Grant, grant_id)
+        ingest_file(session, feed, customer_id=grant.customer_id, data_set=grant.data_set)
     expected = (sum(v[0] for (_, name), v in totals.series.items() if name == "electric_forward"),
                 Decimal(sum(v[1] for (_, name), v in totals.series.items() if name == "electric_forward")) / 1000)
     assert expected[0] > 0

@@ -896,6 +896,42 @@ def test_bulk_files_over_rest(tmp_path, receiver):
         assert len(block_entries(read_feed(served.content))) == 20
 
 
+def test_one_customer_two_authorizations_with_hrefs_below_the_customer(tmp_path, receiver):
+    """Field-like switches: ``href_style = "retail_customer"`` and ``customer_resource_uri = "always"``. Customer 2
+    (electric, gas and water) authorizes the third party twice, with UsagePoint 1 and with UsagePoints 1 and 2: each
+    subscription serves its own UsagePoints, every href below ``RetailCustomer/2`` and none naming a subscription
+    (one identity per resource whichever subscription carries it), both token responses name the same customer,
+    and the bulk carries each of the customer's entries once."""
+    extra = 'href_style = "retail_customer"\ncustomer_resource_uri = "always"'
+    with start_sandbox(tmp_path, receiver, extra) as url:
+        base, resource = str(url), f"{url}/espi/1_1/resource"
+        below = f"{resource}/RetailCustomer/2/"
+        first = subscribe(base, receiver, customer="customer-2", scope=BULK_SCOPE, form={"usage_point": ["1"]})
+        second = subscribe(base, receiver, customer="customer-2", scope=BULK_SCOPE,
+                           form={"usage_point": ["1", "2"]})
+        assert first["resourceURI"] != second["resourceURI"]
+        assert first["customerResourceURI"] == second["customerResourceURI"] == f"{resource}/Batch/RetailCustomer/2"
+        feeds = [feed_of(get(token["resourceURI"], token["access_token"])) for token in (first, second)]
+        assert [sorted(n.self_href for n in feed.graph.usage_points) for feed in feeds] == [
+            [f"{below}UsagePoint/1"], [f"{below}UsagePoint/1", f"{below}UsagePoint/2"]]
+        for feed in feeds:
+            links = [link.href for e in feed.entries for link in e.links if not (link.type or "").startswith("text/")]
+            assert links and all(h.startswith(below) and "/Subscription/" not in h for h in links)
+        one = {e.self_href for e in feeds[0].entries}
+        assert one <= {e.self_href for e in feeds[1].entries}  # the shared UsagePoint has one identity
+
+        answer = get(f"{resource}/Batch/Bulk/1", client_token(base)["access_token"])
+        assert validate(answer.content, strict=True).valid
+        bulk = feed_of(answer)
+        hrefs = [e.self_href for e in bulk.entries]
+        assert len(hrefs) == len(set(hrefs)) == len(set().union(*({e.self_href for e in f.entries} for f in feeds)))
+        assert sorted(n.self_href for n in bulk.graph.usage_points) == [f"{below}UsagePoint/1", f"{below}UsagePoint/2"]
+    with pytest.raises(SandboxConfigError, match="href_style"):
+        load_sandbox_config(env={"GREENBRIDGE_SANDBOX_HREF_STYLE": "customer"})
+    with pytest.raises(SandboxConfigError, match="customer_resource_uri"):
+        load_sandbox_config(env={"GREENBRIDGE_SANDBOX_CUSTOMER_RESOURCE_URI": "sometimes"})
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Sample files (../shared/espi/samples): directory customers, customer data, the harness's filtered feed
 # ---------------------------------------------------------------------------------------------------------------

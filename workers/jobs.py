@@ -175,11 +175,14 @@ def _ended(session: Session, job: Job, state: str, now: datetime, **values: Any)
     return Outcome(QUEUED)
 
 
-def done(session: Session, job: Job, *, result: str | None = None, now: datetime | None = None) -> Outcome | None:
-    """The run succeeded; ``result`` (its summary) is kept for operators. ``queued`` again when a rerun is owed."""
+def done(session: Session, job: Job, *, result: str | None = None, warning: str | None = None,
+         now: datetime | None = None) -> Outcome | None:
+    """The run succeeded; ``result`` (its summary) and ``warning`` (what the operator must see although it
+    succeeded) replace the last run's. ``queued`` again when a rerun is owed."""
     now = now or utcnow()
     return _ended(session, job, DONE, now, last_error=None, waiting_for=None,
-                  result=None if result is None else str(result)[:ERROR_MAX])
+                  result=None if result is None else str(result)[:ERROR_MAX],
+                  warning=None if warning is None else str(warning)[:ERROR_MAX])
 
 
 def deferred(session: Session, job: Job, until: datetime, *, waiting_for: str | None = None,

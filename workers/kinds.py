@@ -81,6 +81,15 @@ def _forget_engines(**_kwargs: Any) -> None:
 
 AFTER_COMMIT = "greenbridge.after_commit"
 PUBLISH = "greenbridge.publish"
+WARNING = "greenbridge.warning"
+
+
+def warn(session: Session, message: str) -> None:
+    """Record that the run succeeded with something the operator must see (e.g. data it could not place): kept in
+    the job's ``warning`` when it is done, logged as a WARNING, and shown by ``greenbridge jobs``. Several warnings
+    of one run are joined."""
+    earlier = session.info.get(WARNING)
+    session.info[WARNING] = f"{earlier}; {message}" if earlier else message
 
 
 def publish_now(session: Session, job_id: str, queue: str) -> bool:

@@ -26,7 +26,7 @@ from workers import jobs
 
 # The upstream job kinds register themselves on import (workers.kinds).
 from workers import upstream as _upstream  # noqa: F401
-from workers.kinds import AFTER_COMMIT, HANDLERS, PUBLISH, Kind, queue_for, register, sessions_for
+from workers.kinds import AFTER_COMMIT, HANDLERS, PUBLISH, WARNING, Kind, queue_for, register, sessions_for
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ def submit(app: Any, session: Session, kind: str, payload: dict[str, Any], dedup
 def _drop_pending(session: Session) -> None:
     jobs.take_new_jobs(session)
     session.info.pop(AFTER_COMMIT, None)
+    session.info.pop(WARNING, None)
 
 
 def execute(config: Any, job_id: str, publish_job: Callable[[str, str], Any] | None = None
@@ -104,10 +105,14 @@ def _run(session: Session, job: Job, kind: Kind | None, config: Any,
             raise jobs.PermanentError(f"no handler for job kind {job.kind!r}")
         with session.begin():
             result = kind.handler(session, job, config)
-            outcome = jobs.done(session, job, result=None if result is None else str(result))
+            warning = session.info.pop(WARNING, None)
+            outcome = jobs.done(session, job, result=None if result is None else str(result), warning=warning)
             if outcome is None:
                 raise _Superseded  # another run took over: roll back (its writes are the same upserts)
-        log.info("job %s (%s) done: %s", job.job_id, job.kind, result)
+        if warning:
+            log.warning("job %s (%s) done with a warning: %s (%s)", job.job_id, job.kind, warning, result)
+        else:
+            log.info("job %s (%s) done: %s", job.job_id, job.kind, result)
         if outcome.state == jobs.QUEUED:
             log.info("job %s (%s): notified during the run; queued again", job.job_id, job.kind)
         _after_commit(session, publish_job)

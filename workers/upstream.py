@@ -8,9 +8,12 @@
   each unit of upstream work is its own job, so one failure retries only what it failed (issue 12 item 7).
 * ``fetch_bulk``: a bulk feed announced by a BatchList, over REST (``Batch/Bulk/{id}`` with the client token,
   FB_35) or SFTP (FB_34, espi.sftp: pinned host key, key authentication, resumable download); the feed is split per
-  subscription (espi.bulk) and each part becomes an ``ingest_bulk_part`` job (the fan-out, on the translate queue).
-* ``ingest_bulk_part``: one subscription's part of a bulk, stored under each Grant whose upstream authorization has
-  that subscription.
+  subscription (espi.bulk), entries naming no subscription (``…/RetailCustomer/{C}/UsagePoint/{U}/…``) per
+  authorization holding their UsagePoint or customer (bridge.coverage), and each part becomes an
+  ``ingest_bulk_part`` job (the fan-out, on the translate queue). What cannot be placed is counted (entries and
+  readings) in the job's result and warning, and logged as a WARNING.
+* ``ingest_bulk_part``: one subscription's (or one authorization's) part of a bulk, stored under each Grant whose
+  upstream authorization has that subscription (or under that authorization's Grant).
 * ``sync_authorization``: a BatchList named an Authorization (PSH002): read it with the client token; a revoked or
   denied one (status 0 or 2) revokes the CDS Grant behind it (bridge.lifecycle.revoke_from_upstream).
 * ``sync_application_information``: a BatchList named our ApplicationInformation (PSH001): report scope changes.
@@ -21,9 +24,10 @@
 Custodian errors become outcomes by what they mean (:func:`_failure`, espi.custodian_client.CustodianError):
 no answer, 408, 429 and 5xx are retried; other 4xx, 405/501 and refused OAuth requests are permanent.
 
-Every write is an idempotent upsert (bridge.ingest), so a re-run after a lost acknowledgement or a killed worker
-stores nothing twice. A rotated refresh token is committed in its own transaction at once, whatever the run's
-outcome: losing it would lose the customer's authorization.
+Every write is an idempotent upsert (bridge.ingest) into the Grant's data set, remembering the authorization that
+brought it, and the UsagePoints each stored document held are recorded for its authorization (bridge.coverage), so
+a re-run after a lost acknowledgement or a killed worker stores nothing twice. A rotated refresh token is committed
+in its own transaction at once, whatever the run's outcome: losing it would lose the customer's authorization.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import contextlib
 import logging
 import os
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,13 +45,13 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from bridge import lifecycle, upstream
+from bridge import coverage, lifecycle, upstream
 from cds.secrets import SecretBox
 from cds.store.models import Grant, Job, UpstreamAuthorization
 from cds.urls import Urls
 from espi.custodian_client import CustodianClient, CustodianError, Deferred, Fetched
 from workers import jobs
-from workers.kinds import after_commit, publish_now, register, sessions_for
+from workers.kinds import after_commit, publish_now, register, sessions_for, warn
 
 log = logging.getLogger(__name__)
 
@@ -187,16 +192,20 @@ def client_token(ctx: Context, client: CustodianClient, scope: str | None = None
 # ---------------------------------------------------------------------------------------------- storing data
 
 
-def store_file(session: Session, ctx: Context, path: Path, grant: Grant, source: str) -> str:
-    """Translate ``path`` and upsert it under the Grant's customer; a pending Grant becomes active."""
+def store_file(session: Session, ctx: Context, path: Path, grant: Grant, source: str,
+               row: UpstreamAuthorization) -> str:
+    """Translate ``path`` (what authorization ``row`` brought) and upsert it into the Grant's data set; record the
+    UsagePoints it held as ``row``'s; a pending Grant becomes active."""
     from bridge.ingest import IngestError, ingest_file, translate_options_for
     from espi.errors import EspiError
 
     try:
         report = ingest_file(session, path, customer_id=grant.customer_id, source=source[:256],
-                             options=translate_options_for(ctx.config), now=ctx.now)
+                             options=translate_options_for(ctx.config), now=ctx.now, data_set=grant.data_set,
+                             upstream_id=row.id)
     except (EspiError, IngestError) as error:  # the document itself is wrong: fetching it again cannot help
         raise jobs.PermanentError(f"{source}: {error}") from None
+    coverage.record_usage_points(session, row, report.usage_point_hrefs, ctx.now)
     lifecycle.activate(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now)
     return report.summary()
 
@@ -266,7 +275,7 @@ def fetch_subscription(session: Session, job: Job, config: Any) -> str:
     assert isinstance(answer, Fetched)
     try:  # once read the download goes, whatever the outcome: a retry fetches afresh
         return f"grant {grant.grant_id}: " + store_file(session, ctx, answer.path, grant,
-                                                        f"{custodian.id}:{jobs_uri(uri)}")
+                                                        f"{custodian.id}:{jobs_uri(uri)}", row)
     finally:
         answer.path.unlink(missing_ok=True)
 
@@ -293,7 +302,8 @@ def _fan_out_fetches(session: Session, ctx: Context, custodian_id: str, uri: str
 @register("fetch_bulk", queue="http")
 def fetch_bulk(session: Session, job: Job, config: Any) -> str:
     """Payload: ``custodian_id``, ``uri`` (``…/Batch/Bulk/{id}`` or ``sftp://…``). Downloads, splits per subscription
-    and queues one ``ingest_bulk_part`` job per part (published after the commit)."""
+    (and per authorization for entries naming none, bridge.coverage) and queues one ``ingest_bulk_part`` job per
+    part and authorization (published at once); reports what could not be placed."""
     from espi.bulk import split_bulk
     from espi.errors import EspiError
 
@@ -319,41 +329,71 @@ def fetch_bulk(session: Session, job: Job, config: Any) -> str:
     parts_dir = Path(config.data_dir) / "bulk" / f"{job.job_id}-{job.generation}"
     parts_dir.mkdir(parents=True, exist_ok=True)
     fan_out = _FanOut(ctx, session, job, custodian.id, jobs_uri(uri))
+    owners = coverage.BulkOwners(sessions_for(config), custodian.id)
     try:
-        split = split_bulk(path, parts_dir, on_part=fan_out.part)
+        split = split_bulk(path, parts_dir, on_part=fan_out.part, owners_of=owners)
     except EspiError as error:  # the file itself is wrong: neither it nor a retry is of any use
         path.unlink(missing_ok=True)
         if not fan_out.queued:
             _remove_dir(parts_dir)
         raise jobs.PermanentError(f"{jobs_uri(uri)}: {error}") from None
-    if fan_out.unclaimed:
-        # Never stored: no Grant of ours covers these subscriptions (another third party's, or revoked).
-        log.warning("bulk %s: %d subscription(s) with no live authorization skipped: %s", jobs_uri(uri),
-                    len(fan_out.unclaimed), ", ".join(fan_out.unclaimed[:20]))
     after_commit(session, lambda: path.unlink(missing_ok=True))
     if not fan_out.queued:
         after_commit(session, lambda: _remove_dir(parts_dir))
-    return (f"{len(split.parts)} subscription part(s), {fan_out.queued} ingest job(s), "
-            f"{len(fan_out.unclaimed)} unclaimed")
+    unplaced = _unplaced(split, fan_out, owners)
+    if unplaced:
+        # Never stored: no live authorization of ours covers them (another third party's, revoked, or entries
+        # whose owner cannot be told). Counted, so that nothing is lost in silence.
+        warn(session, f"bulk {jobs_uri(uri)}: {unplaced}")
+    return (f"{len(split.parts)} subscription part(s), {len(split.owner_parts)} authorization part(s), "
+            f"{fan_out.queued} ingest job(s), {len(fan_out.unclaimed)} unclaimed, "
+            f"{len(split.unassigned)} entries ({split.unassigned_readings} readings) not placed")
+
+
+def _unplaced(split: Any, fan_out: _FanOut, owners: coverage.BulkOwners) -> str:
+    """What of a bulk was stored nowhere, counted, with the reasons (empty when everything was placed)."""
+    parts = []
+    if fan_out.unclaimed:
+        parts.append(f"{len(fan_out.unclaimed)} subscription part(s) ({fan_out.unclaimed_readings} readings) with "
+                     f"no live authorization: {', '.join(fan_out.unclaimed[:20])}")
+    if split.unassigned:
+        reasons = Counter(entry.reason for entry in split.unassigned)
+        examples = "; ".join(f"line {e.line}: {jobs_uri(e.self_href or '(no self href)')}"
+                             for e in split.unassigned[:3])
+        owner_reasons = "; ".join(f"{reason} ({count})" for reason, count in owners.misses.most_common(5))
+        parts.append(f"{len(split.unassigned)} entries ({split.unassigned_readings} readings) placed in no part: "
+                     + "; ".join(f"{reason} ({count})" for reason, count in reasons.most_common(5))
+                     + (f"; UsagePoints and customers without an owner: {owner_reasons}" if owner_reasons else "")
+                     + f"; first: {examples}")
+    return "; ".join(parts)
 
 
 class _FanOut:
-    """``on_part`` of a bulk split: one ``ingest_bulk_part`` job per authorization of the part's subscription,
-    committed in a transaction of its own and published at once. Idempotent (dedupe keys name the bulk job and its
-    generation, the subscription and the authorization): a re-run of the bulk job finds the jobs it made, and a
-    part whose job is already done is not kept; a later notification of the bulk (a new generation) makes new ones."""
+    """``on_part`` of a bulk split: one ``ingest_bulk_part`` job per authorization of the part's subscription (or,
+    for an authorization's own part, for that authorization), committed in a transaction of its own and published
+    at once. Idempotent (dedupe keys name the bulk job and its generation, the subscription or owner part, and the
+    authorization): a re-run of the bulk job finds the jobs it made, and a part whose job is already done is not
+    kept; a later notification of the bulk (a new generation) makes new ones."""
 
     def __init__(self, ctx: Context, session: Session, job: Job, custodian_id: str, bulk: str) -> None:
         self.ctx, self.session, self.job, self.custodian_id, self.bulk = ctx, session, job, custodian_id, bulk
         self.queued = 0
         self.unclaimed: list[str] = []
+        self.unclaimed_readings = 0
+
+    def _rows(self, session: Session, part: Any) -> list[UpstreamAuthorization]:
+        if part.owner is None:
+            return lifecycle.authorizations_for_subscription(session, self.custodian_id, part.subscription)
+        row = session.get(UpstreamAuthorization, int(part.owner))  # owner names are authorization ids
+        return [row] if row is not None and row.revoked is None and row.custodian_id == self.custodian_id else []
 
     def part(self, part: Any) -> None:
-        subscription_id, path = part.subscription, part.path
+        path = part.path
+        label = part.subscription if part.owner is None else f"authorization-{part.owner}"
         made: list[tuple[str, str]] = []
         with sessions_for(self.ctx.config)() as session:
             with session.begin():
-                rows = lifecycle.authorizations_for_subscription(session, self.custodian_id, subscription_id)
+                rows = self._rows(session, part)
                 files = []
                 for index, row in enumerate(rows):
                     # each ingest job owns its file (a hard link for a subscription behind several grants), so
@@ -361,16 +401,16 @@ class _FanOut:
                     own = path if index == 0 else _link(path, path.with_name(f"{path.stem}-{row.id}{path.suffix}"))
                     queued = jobs.enqueue(session, "ingest_bulk_part",
                                           {"custodian_id": self.custodian_id, "upstream_id": row.id,
-                                           "path": str(own), "subscription_id": subscription_id, "bulk": self.bulk},
-                                          f"bulk-part:{self.job.job_id}:{self.job.generation}:{subscription_id}:"
-                                          f"{row.id}",
+                                           "path": str(own), "subscription_id": label, "bulk": self.bulk},
+                                          f"bulk-part:{self.job.job_id}:{self.job.generation}:{label}:{row.id}",
                                           queue="translate", now=self.ctx.now)
                     files.append((own, queued.state))
             made = jobs.take_new_jobs(session)
         for job_id, queue in made:
             publish_now(self.session, job_id, queue)
         if not rows:
-            self.unclaimed.append(subscription_id)
+            self.unclaimed.append(label)
+            self.unclaimed_readings += part.readings
             path.unlink(missing_ok=True)
         for own, state in files:
             if state in (jobs.DONE, jobs.DEAD):  # a re-run of the bulk: that part was already dealt with
@@ -399,7 +439,8 @@ def _sftp_download(ctx: Context, custodian: Any, uri: str, job: Job) -> Path:
 
 @register("ingest_bulk_part", queue="translate")
 def ingest_bulk_part(session: Session, job: Job, config: Any) -> str:
-    """Payload: ``custodian_id``, ``upstream_id``, ``path`` (one subscription's part of a bulk feed)."""
+    """Payload: ``custodian_id``, ``upstream_id``, ``path`` (one subscription's or authorization's part of a bulk
+    feed), ``subscription_id`` (the part's label: the subscription id, or ``authorization-{id}``)."""
     ctx = context(config)
     row = session.get(UpstreamAuthorization, job.payload.get("upstream_id"))
     path = Path(job.payload.get("path") or "")
@@ -412,7 +453,7 @@ def ingest_bulk_part(session: Session, job: Job, config: Any) -> str:
     if not path.is_file():
         raise jobs.PermanentError(f"{path}: bulk part missing (was the data directory cleaned?)")
     summary = store_file(session, ctx, path, grant, f"{row.custodian_id}:{job.payload.get('bulk')}"
-                                                    f"#{job.payload.get('subscription_id')}")
+                                                    f"#{job.payload.get('subscription_id')}", row)
     after_commit(session, lambda: _remove_part(path))
     return f"grant {grant.grant_id}: {summary}"
 

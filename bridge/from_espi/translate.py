@@ -208,6 +208,8 @@ class Translation:
         self.key_strategy = ""
         self.reading_count = 0
         self.untranslated_readings = 0
+        #: the ``self`` hrefs of the document's UsagePoint entries (what the data covers; never part of the output)
+        self.usage_point_hrefs: tuple[str, ...] = ()
         self.notes: list[str] = []
         self.diagnostics = None
         self._staging: BlockStaging | None = None
@@ -451,6 +453,7 @@ class _Builder:
         synthetic_account_id = None
         usage_points = [up for up in graph.usage_points
                         if up.meter_readings or up.index in graph.summary_usage_points or up.entry]
+        result.usage_point_hrefs = tuple(up.self_href for up in usage_points if up.self_href)
 
         pseudo_count = 0
         plans: dict[int, _UsagePointPlan] = {}  # by UsagePoint index in the graph

@@ -155,6 +155,11 @@ class Grant(Base):
     not_after: Mapped[datetime | None]
     eta: Mapped[datetime | None]
     expires: Mapped[datetime | None]
+    # The stored customer data this grant reads (DataObject.data_set, UsageSegmentRow.data_set): "" for its
+    # customer's own data set (loaded for the customer, read by local-consent and direct-access grants), else a
+    # set of its own, named by the grant, holding exactly what its upstream authorizations brought (docs/mapping.md
+    # §2.3). Chosen when the first upstream authorization is bound; never changes.
+    data_set: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
 
 class UpstreamAuthorization(Base):
@@ -186,6 +191,26 @@ class UpstreamAuthorization(Base):
     resource_digest: Mapped[str | None] = mapped_column(String(64), index=True)
     authorization_digest: Mapped[str | None] = mapped_column(String(64), index=True)
     subscription_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    # The custodian's RetailCustomer id ({C} of its ``…/RetailCustomer/{C}`` hrefs): from customerResourceURI, or
+    # learned from the hrefs of the data it brought; how a bulk entry naming the customer but no subscription finds
+    # its authorization (bridge.coverage).
+    retail_customer: Mapped[str | None] = mapped_column(String(128))
+
+
+class UpstreamUsagePoint(Base):
+    """A UsagePoint an upstream authorization's data held (recorded when its data is stored): what the authorization
+    covers, so that a bulk entry naming a UsagePoint but no subscription finds the authorizations holding it
+    (bridge.coverage). ``retail_customer`` is "" when the UsagePoint's hrefs name no customer."""
+
+    __tablename__ = "upstream_usage_points"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    upstream_id: Mapped[int] = mapped_column(ForeignKey("upstream_authorizations.id"), index=True)
+    custodian_id: Mapped[str] = mapped_column(String(64))
+    retail_customer: Mapped[str] = mapped_column(String(128), default="")
+    usage_point: Mapped[str] = mapped_column(String(128))
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime]
 
 
 class Receipt(Base):
@@ -253,6 +278,12 @@ class DataObject(Base):
     kind: Mapped[str] = mapped_column(String(32), primary_key=True)  # the listing name, e.g. "service_contracts"
     object_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     customer_id: Mapped[str] = mapped_column(String(128))
+    # The data set the object belongs to (Grant.data_set): "" for the customer's own, else a grant's; its id is
+    # namespaced by it (docs/mapping.md §2.3), so one ESPI object reached through two grants is two rows.
+    data_set: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # The upstream authorization whose data created or last changed it (None: loaded for the customer, or stored
+    # before this was recorded and not attributable).
+    upstream_id: Mapped[int | None] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(String(256), default="")
     created: Mapped[datetime]
     modified: Mapped[datetime]
@@ -271,6 +302,8 @@ class UsageSegmentRow(Base):
 
     segment_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     customer_id: Mapped[str] = mapped_column(String(128))
+    data_set: Mapped[str] = mapped_column(String(64), default="", server_default="")  # as DataObject.data_set
+    upstream_id: Mapped[int | None] = mapped_column(Integer)  # as DataObject.upstream_id
     source: Mapped[str] = mapped_column(String(256), default="")
     created: Mapped[datetime]
     modified: Mapped[datetime]
@@ -283,8 +316,14 @@ class UsageSegmentRow(Base):
     contract_number: Mapped[str | None] = mapped_column(String(128))
 
 
-Index("ix_data_objects_customer_kind", DataObject.customer_id, DataObject.kind)
-Index("ix_usage_segments_customer_start", UsageSegmentRow.customer_id, UsageSegmentRow.segment_start)
+Index("ix_data_objects_customer_set_kind", DataObject.customer_id, DataObject.data_set, DataObject.kind)
+Index("ix_usage_segments_customer_set_start", UsageSegmentRow.customer_id, UsageSegmentRow.data_set,
+      UsageSegmentRow.segment_start)
+Index("ix_upstream_authorizations_custodian_customer", UpstreamAuthorization.custodian_id,
+      UpstreamAuthorization.retail_customer)
+Index("ix_upstream_usage_points_custodian_point", UpstreamUsagePoint.custodian_id, UpstreamUsagePoint.usage_point)
+Index("uq_upstream_usage_points_upstream_point", UpstreamUsagePoint.upstream_id, UpstreamUsagePoint.retail_customer,
+      UpstreamUsagePoint.usage_point, unique=True)
 
 
 class Job(Base):
@@ -319,9 +358,13 @@ class Job(Base):
     # A deferred job (HTTP 202) waits for a BatchList naming this resource: a digest of custodian and URI path
     # (cds.store.jobs.waiting_key), so the notification receiver finds the job to resume with one indexed lookup.
     waiting_for: Mapped[str | None] = mapped_column(String(64))
+    # How many times the work was requested (a notification asks again), and whether a request came while it ran.
     generation: Mapped[int] = mapped_column(Integer, default=1)
     rerun: Mapped[bool] = mapped_column(Boolean, default=False)
+    # What the last successful run did (its summary line), and what it wants the operator to see although it
+    # succeeded (e.g. bulk entries it could not place); each successful run replaces both.
     result: Mapped[str | None] = mapped_column(Text)
+    warning: Mapped[str | None] = mapped_column(Text)
 
 
 Index("ix_jobs_state_run_after", Job.state, Job.run_after)

@@ -35,10 +35,12 @@ OBJECT_KINDS = ("accounts", "service_contracts", "service_points", "meter_device
 TIMESTAMPS = ("cds_created", "cds_modified", "cds_synced")
 
 
-def load_objects(session: Session, customer_ids: Collection[str], kind: str | None = None) -> list[dict[str, Any]]:
-    """The stored non-segment objects of these customers (of one listing ``kind`` or all), as full CDS objects in
-    (kind, id) order; see :func:`data_object`."""
-    query = select(DataObject).where(DataObject.customer_id.in_(list(customer_ids)))
+def load_objects(session: Session, customer_ids: Collection[str], kind: str | None = None, *,
+                 data_set: str = "") -> list[dict[str, Any]]:
+    """The stored non-segment objects of these customers in ``data_set`` (a grant's, or "" for the customers' own;
+    see DataObject.data_set), of one listing ``kind`` or all, as full CDS objects in (kind, id) order; see
+    :func:`data_object`."""
+    query = select(DataObject).where(DataObject.customer_id.in_(list(customer_ids)), DataObject.data_set == data_set)
     if kind is not None:
         query = query.where(DataObject.kind == kind)
     query = query.order_by(DataObject.kind, DataObject.object_id)

@@ -11,7 +11,9 @@ Each ``GET`` at the URL of :class:`cds.urls.Urls` (``data_api(listing)``):
    ``{"error": "access_denied", "error_description": ...}``. A closed or expired
    grant revokes its tokens, so such a token is reported as 403 ``access_denied`` naming the grant status rather
    than 401. The ``expires`` duration field (WG3-01 §7.3) having passed is also 403 ``access_denied``;
-3. projects the customer's data through the token's effective ``authorization_details`` (stored on the token with
+3. projects the customer's data (of the grant's data set: what its own upstream authorizations brought, or the
+   customer's own data for a grant without any; ``Grant.data_set``) through the token's effective
+   ``authorization_details`` (stored on the token with
    defaults and absolute dates, :mod:`cds.projection`) and pages it (:mod:`cds.data_api`). The grant's
    :class:`~cds.projection.Access` is kept per process for as long as the details, the grant and the version of
    the customer's objects (a digest of their body hashes, read in the request's transaction) stay the same
@@ -150,8 +152,9 @@ class _Derived:
     """What one gateway derives per request and can keep (per process): the scope-type and value-format maps of its
     Scope Descriptions, and recent grants' :class:`~cds.projection.Access`, least recently used first out.
 
-    An Access is a function of the effective authorization details, the grant (its id, customer and creation
-    time, ``granted_at``), the customer's non-segment objects and, through the entries' ``expires``, the time. The
+    An Access is a function of the effective authorization details, the grant (its id, customer, data set and
+    creation time, ``granted_at``), its data set's non-segment objects and, through the entries' ``expires``, the
+    time. The
     key holds all of them: the details as canonical JSON, which entries have expired by now
     (:func:`cds.projection.expired_entries`), and the objects' :meth:`~cds.data_api.CustomerObjects.version`, read
     in the request's transaction (a digest of every row's body hash and creation time), so any ingest that changes
@@ -170,7 +173,7 @@ class _Derived:
             fixed = json.dumps(details, sort_keys=True, separators=(",", ":"))
         except (TypeError, ValueError):  # not JSON data: no key, compute every time
             fixed = None
-        key = (grant.grant_id, grant.customer_id, grant.created, fixed, expired_entries(details, now))
+        key = (grant.grant_id, grant.customer_id, grant.data_set, grant.created, fixed, expired_entries(details, now))
         if fixed is not None:
             current = (*key, objects.version())
             with self._lock:
@@ -214,14 +217,15 @@ def _endpoint(listing: str):
         def work(session: Session) -> dict[str, Any]:
             now = datetime.now(UTC)
             details, grant = _authorize(session, gateway, header, now)
-            objects = CustomerObjects(session, [grant.customer_id])
+            objects = CustomerObjects(session, [grant.customer_id], grant.data_set)
             access = _derived(gateway).access(details, grant, objects, now)
             if access.expired(now):
                 raise _denied("The grant's access expired (its authorization details 'expires' has passed).")
             if not access.includes(listing):
                 raise BearerError(403, "insufficient_scope", f"This grant does not include {listing}.")
             return list_objects(session, listing, access=access, customer_ids=[grant.customer_id], params=params,
-                                urls=gateway.urls, page_size=gateway.config.page_size, objects=objects)
+                                urls=gateway.urls, page_size=gateway.config.page_size, objects=objects,
+                                data_set=grant.data_set)
 
         try:
             result = await in_session(request, work)

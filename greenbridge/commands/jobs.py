@@ -1,9 +1,10 @@
 """``greenbridge jobs``: the operator's view of the durable jobs table (docs/operations.md), and retries.
 
-* ``jobs`` (or ``jobs summary``): how many jobs of each kind are in each state, the oldest waiting job, and the
-  latest errors;
-* ``jobs list [--state S] [--kind K] [--limit N] [--json]``: the jobs themselves, newest first, with the last
-  run's result (done) or error (the others);
+* ``jobs`` (or ``jobs summary``): how many jobs of each kind are in each state, the oldest waiting job, the
+  latest errors, and the latest warnings of jobs that succeeded (e.g. a bulk whose entries could not all be
+  placed: how many, and why);
+* ``jobs list [--state S] [--kind K] [--warnings] [--limit N] [--json]``: the jobs themselves, newest first, with
+  the last run's warning or result (done) or error (the others); ``--json`` gives all of them;
 * ``jobs retry JOB_ID…``: a ``dead`` or ``failed`` job goes back to ``queued`` with a fresh series of attempts
   (after the cause was fixed: a host key rotated, a custodian back up) and is published to the workers.
 
@@ -38,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML configuration file")
     listing.add_argument("--state", choices=STATES, help="only jobs in this state")
     listing.add_argument("--kind", help="only jobs of this kind (fetch_subscription, fetch_bulk, …)")
+    listing.add_argument("--warnings", action="store_true", help="only jobs that left a warning")
     listing.add_argument("--limit", type=int, default=50, help="at most N jobs (default 50)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(run=run_list)
@@ -80,6 +82,8 @@ def run_summary(args: argparse.Namespace) -> int:
                                      .order_by(Job.created).limit(1)).first()
             errors = session.scalars(select(Job).where(Job.state.in_(("failed", "dead")))
                                      .order_by(Job.modified.desc()).limit(5)).all()
+            warnings = session.scalars(select(Job).where(Job.warning.is_not(None))
+                                       .order_by(Job.modified.desc()).limit(5)).all()
     finally:
         engine.dispose()
     table: dict[str, dict[str, int]] = {}
@@ -96,6 +100,10 @@ def run_summary(args: argparse.Namespace) -> int:
         print(f"\noldest waiting: {oldest.job_id} ({oldest.kind}, {oldest.state}) since {oldest.created.isoformat()}")
     for job in errors:
         print(f"{job.state:>6} {job.job_id} {job.kind}: {(job.last_error or '')[:160]}")
+    if warnings:
+        print("\nwarnings (the job succeeded, but not everything was stored):")
+    for job in warnings:
+        print(f"{job.state:>6} {job.job_id} {job.kind}: {job.warning[:400]}")
     return 0
 
 
@@ -105,7 +113,7 @@ def _as_json(job: Any) -> dict[str, Any]:
 
     return {"job_id": job.job_id, "kind": job.kind, "queue": job.queue, "state": job.state,
             "attempts": job.attempts, "max_attempts": job.max_attempts, "last_error": job.last_error,
-            "result": job.result, "generation": job.generation, "rerun": job.rerun,
+            "result": job.result, "warning": job.warning, "generation": job.generation, "rerun": job.rerun,
             "created": when(job.created), "modified": when(job.modified), "run_after": when(job.run_after),
             "payload": job.payload}
 
@@ -127,6 +135,8 @@ def run_list(args: argparse.Namespace) -> int:
         query = query.where(Job.state == args.state)
     if args.kind:
         query = query.where(Job.kind == args.kind)
+    if args.warnings:
+        query = query.where(Job.warning.is_not(None))
     try:
         with sessions() as session:
             found = session.scalars(query).all()
@@ -136,9 +146,13 @@ def run_list(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(_as_json(job), sort_keys=True))
         else:
-            # a done job shows what its last run did (e.g. "custodian … cannot revoke"), the others their error
-            note = job.result if job.state == "done" else job.last_error
-            note = f"  {note[:120]}" if note else ""
+            # a done job shows its warning, else what its last run did (e.g. "custodian … cannot revoke"); the
+            # others their error
+            if job.state == "done":
+                note = f"warning: {job.warning[:200]}" if job.warning else (job.result or "")[:120]
+            else:
+                note = (job.last_error or "")[:120]
+            note = f"  {note}" if note else ""
             print(f"{job.job_id}  {job.kind:<28} {job.state:<8} {job.attempts}/{job.max_attempts}  "
                   f"{job.created.isoformat()}{note}")
     return 0
