@@ -30,6 +30,7 @@ from cds.registration import RegistrationError, register
 from cds.store.models import AuthorizationCode, Client, Grant, PushedRequest, Receipt
 from espi.custodian_client import CustodianError
 from espi.starlette_oauth import GatewayRequest, RedirectResponse
+from gateway.oauth.server import overlong_parameter
 from gateway.routes.common import (
     ApiError,
     CdsJSONResponse,
@@ -155,6 +156,9 @@ async def authorize(request: Request) -> Response:
         if not request_uri:
             trusted = _trusted_redirect(session, client_id, params.get("redirect_uri"))
             description = "This server requires pushed authorization requests (RFC 9126): send request_uri."
+            overlong = overlong_parameter(params)
+            if overlong:  # shown here rather than echoed back in a redirect
+                return invalid_request_page(request, "invalid_request", overlong)
             if trusted is None:
                 return invalid_request_page(request, "invalid_request", description)
             return _redirect_error(trusted, "invalid_request", description, params.get("state"))
