@@ -47,6 +47,7 @@ from espi.atom import BlockRead, FeedHeader, FeedReader
 from espi.errors import DocumentError, NotEspiError
 from espi.model import Diagnostics
 from espi.namespaces import ATOM, ESPI, local_name
+from espi.private_files import open_private, private_dir
 from espi.xmlsafe import secure_document
 
 #: Resources any subscription may link to; without a subscription in their hrefs they are copied, not owned.
@@ -193,7 +194,7 @@ class _Writers:
             self.open.move_to_end(index)
             return handle
         state = self.states[index]
-        handle = open(state.partial, "ab" if state.started else "wb")  # noqa: SIM115 - pooled, closed by close()
+        handle = open_private(state.partial, "ab" if state.started else "wb")  # pooled, closed by close()
         if not state.started:
             handle.write(self.header_of(state.part))
             state.started = True
@@ -254,8 +255,7 @@ def split_bulk(path: str | os.PathLike, out_dir: str | os.PathLike, *, max_open:
     :class:`espi.errors.EspiError` naming the file and line (not well-formed XML, a DOCTYPE, not an Atom feed).
     """
     source = os.fspath(path)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = private_dir(out_dir)
     result, states, owner, loose, header = _first_pass(source, out)
     _resolve(loose, states, result)
     for seq, index in enumerate(owner):

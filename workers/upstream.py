@@ -39,6 +39,7 @@ from cds.secrets import SecretBox
 from cds.store.models import Grant, Job, UpstreamAuthorization
 from cds.urls import Urls
 from espi.custodian_client import CustodianClient, CustodianError, Deferred, Fetched, ForeignURLError
+from espi.private_files import open_private, private_dir
 from workers import jobs
 from workers.kinds import after_commit, publish_now, register, sessions_for
 
@@ -67,9 +68,7 @@ class Context:
         return upstream.client(custodian, self.config.issuer, download_dir=self.downloads())
 
     def downloads(self) -> Path:
-        path = Path(self.config.data_dir) / "downloads"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return private_dir(Path(self.config.data_dir) / "downloads")
 
 
 def context(config: Any) -> Context:
@@ -281,8 +280,7 @@ def fetch_bulk(session: Session, job: Job, config: Any) -> str:
     # splits into the same place and the (deduplicated) part jobs find their files. Each part is fanned out as
     # soon as the split completes it (espi.bulk on_part): its jobs are committed and published at once, so the
     # translate workers start while the split goes on.
-    parts_dir = Path(config.data_dir) / "bulk" / job.job_id
-    parts_dir.mkdir(parents=True, exist_ok=True)
+    parts_dir = private_dir(Path(config.data_dir) / "bulk" / job.job_id)
     fan_out = _FanOut(ctx, session, job, custodian.id, jobs_uri(uri))
     try:
         split = split_bulk(path, parts_dir, on_part=fan_out.part)
@@ -386,7 +384,8 @@ def _link(source: Path, target: Path) -> Path:
     try:
         os.link(source, target)
     except OSError:  # a file system without hard links
-        shutil.copyfile(source, target)
+        with open(source, "rb") as original, open_private(target, "wb") as copy:
+            shutil.copyfileobj(original, copy)
     return target
 
 
