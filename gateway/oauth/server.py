@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -246,7 +247,7 @@ class _CdsGrantMixin:
         allowed = set(client.row.scope.split())
         refused = [s for s in requested if s not in allowed]
         if refused:
-            raise InvalidScopeError(f"Scopes not registered for this client: {' '.join(refused)}",
+            raise InvalidScopeError(_ascii(f"Scopes not registered for this client: {' '.join(refused)}")[:500],
                                     redirect_uri=redirect_uri)
         if not requested:
             raise InvalidScopeError("No scope requested and the client has no default scope.",
@@ -585,19 +586,38 @@ class BearerError(Exception):
         return JSONResponse(body, status_code=self.status, headers={"WWW-Authenticate": challenge})
 
 
-#: The longest value of an authorization request parameter: what comes back to the client (``state`` in the
-#: redirect, RFC 6749 §4.1.2; ``scope`` in the token response) or is stored with the request stays small. RAR
+#: The longest value of an OAuth request parameter: what comes back to the client (``state`` in the redirect,
+#: RFC 6749 §4.1.2; ``scope`` in the token response) or is stored with the request stays small. RAR
 #: ``authorization_details`` has its own limit (cds.authorization_details.MAX_RAW_LENGTH).
 MAX_PARAMETER_LENGTH = {"state": 1024, "authorization_details": rar.MAX_RAW_LENGTH}
 DEFAULT_MAX_PARAMETER_LENGTH = 2048
+# RFC 6749 Appendix A: every parameter is printable ASCII (VSCHAR), response_type a list of response names, the
+# redirect URI made of URI characters (RFC 3986). RAR authorization_details is JSON (UTF-8, read by cds.json_input).
+_VSCHAR = re.compile(r"[\x20-\x7e]*")
+_SYNTAX = {
+    "response_type": (re.compile(r"[A-Za-z0-9_]+(?: [A-Za-z0-9_]+)*"), "response names (RFC 6749 section 3.1.1)"),
+    "redirect_uri": (re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+"), "a URI (RFC 3986)"),
+}
 
 
-def overlong_parameter(params: Mapping[str, str]) -> str | None:
-    """The error description for the first parameter longer than its limit, or None."""
+def parameter_problem(params: Mapping[str, str]) -> str | None:
+    """The ``error_description`` (``invalid_request``) for the first OAuth parameter that is too long or not of
+    its RFC 6749 Appendix A syntax, or None. Checked before Authlib sees a request: Authlib echoes some values in
+    its error descriptions and fails on characters a description may not hold."""
     for name, value in params.items():
+        if not isinstance(value, str):
+            continue
+        shown = _ascii(name)[:64]
         limit = MAX_PARAMETER_LENGTH.get(name, DEFAULT_MAX_PARAMETER_LENGTH)
-        if isinstance(value, str) and len(value) > limit:
-            return f"{_ascii(name)[:64]} is longer than {limit} characters."
+        if len(value) > limit:
+            return f"{shown} is longer than {limit} characters."
+        if name == "authorization_details":
+            continue
+        if not _VSCHAR.fullmatch(value):
+            return f"{shown} must be printable ASCII (RFC 6749 Appendix A)."
+        pattern, what = _SYNTAX.get(name, (None, ""))
+        if pattern is not None and value and not pattern.fullmatch(value):
+            return f"{shown} must be {what}."
     return None
 
 
@@ -738,8 +758,8 @@ class GatewayServer(StarletteServerMixin, AuthorizationServer):
             raise InvalidRequestError("client_id does not match the authenticated client.")
         for key, values in request.payload.datalist.items():
             if len(values) > 1:
-                raise InvalidRequestError(f"Parameter {key} repeated.")
-        problem = overlong_parameter(form)
+                raise InvalidRequestError(f"Parameter {_ascii(key)[:64]} repeated.")
+        problem = parameter_problem(form)
         if problem:
             raise InvalidRequestError(problem)
         params = {**form, "client_id": client.get_client_id()}
