@@ -431,10 +431,11 @@ def _revoke_replayed_code(code_hash: str, client_id: str) -> None:
     """RFC 6749 §4.1.2: a code used twice revokes what its first exchange issued (the family named by its hash).
     Only the code's own client can trigger it (another client's replay finds no family of its own)."""
     session = db()
-    revoked = session.execute(update(Token).where(Token.family_id == code_hash, Token.client_id == client_id)
-                              .values(access_revoked=True, refresh_revoked=True)).rowcount
-    if revoked:
-        session.commit()
+    issued = (Token.family_id == code_hash, Token.client_id == client_id)
+    if session.scalar(select(Token.id).where(*issued).limit(1)) is None:
+        return  # a code never exchanged (or never issued): no write, no lock taken for a wrong guess
+    session.execute(update(Token).where(*issued).values(access_revoked=True, refresh_revoked=True))
+    session.commit()
 
 
 class RefreshTokenGrant(_CdsGrantMixin, grants.RefreshTokenGrant):
