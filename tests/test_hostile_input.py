@@ -202,6 +202,10 @@ def reported_500s(w: World) -> list[tuple[str, Callable[[], Any], int, str]]:
                 DATA_PATHS[0], headers=w.data, params={n: e}), 400, "invalid_request"))
         cases.append((f"an admin cursor at {edge}", lambda e=edge: c.get(f"{API}/clients", headers=admin, params={
             "cursor": _b64_json(["n", e, "x"])}), 400, "invalid_request"))
+    deep_cursor = base64.urlsafe_b64encode(("[" * 5000 + "]" * 5000).encode()).decode()
+    for path, headers in (("/cds/coverage", {}), (f"{API}/clients", admin), (DATA_PATHS[0], w.data)):
+        cases.append((f"a deeply nested cursor on {path}", lambda p=path, h=headers: c.get(
+            p, headers=h, params={"cursor": deep_cursor}), 400, "invalid_request"))
     return cases
 
 
@@ -478,6 +482,8 @@ def test_json_endpoints(world, data):
 
 CURSORS = st.one_of(
     st.tuples(st.sampled_from(["n", "p", "x"]), DATES, TEXT).map(lambda v: _b64_json(list(v))),
+    st.tuples(st.sampled_from(["a", "b"]), NUMBERS, TEXT).map(lambda v: _b64_json(list(v))),
+    st.integers(30, 5000).map(lambda n: base64.urlsafe_b64encode(("[" * n + "]" * n).encode()).decode()),
     st.tuples(st.sampled_from(["usage_segments", "meter_devices"]), st.sampled_from(["n", "p"]), TEXT).map(
         lambda v: _b64_json(list(v))),
     TEXT)
@@ -499,7 +505,7 @@ def test_query_strings(world, data):
         path, auth = data.draw(st.sampled_from(DATA_PATHS)), world.data
     else:
         path, auth = data.draw(st.sampled_from([
-            "/oauth/authorize", "/oauth/default-redirect", "/.well-known/cds-server-metadata.json",
+            "/oauth/authorize", "/oauth/default-redirect", "/.well-known/cds-server-metadata.json", "/cds/coverage",
             "/.well-known/oauth-authorization-server", "/receipts/x", "/custodians/sandbox/callback"])), {}
     names = ["cursor", "after", "before", "client_ids", "grant_ids", "credential_ids", "message_ids", "list", "ids",
              "q", "meter_numbers", "meter_number", "account_numbers", "contract_numbers", "servicepoint_ids",
