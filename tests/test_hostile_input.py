@@ -186,6 +186,9 @@ def reported_500s(w: World) -> list[tuple[str, Callable[[], Any], int, str]]:
         ("NUL in a token form", lambda: c.post("/oauth/token", auth=w.admin_auth, data={
             "grant_type": "client_credentials", "scope": "cds_client_admin\x00"}), 400, "invalid_request"),
         ("NUL in a path", lambda: c.get(f"{API}/clients/a%00b", headers=admin), 400, "invalid_request"),
+        ("a Host header that is no host, on the token endpoint", lambda: c.post(
+            "/oauth/token", headers={"Host": "%00"}, auth=w.admin_auth,
+            data={"grant_type": "client_credentials", "scope": "nope"}), 400, "invalid_scope"),
         ("NUL in a query", lambda: c.get(f"{API}/grants?client_ids=a%00b", headers=admin), 400, "invalid_request"),
     ]
     for endpoint in ("token", "par", "introspect", "revoke"):
@@ -337,6 +340,9 @@ def basic(auth: tuple[str, str]) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()}
 
 
+#: Host headers a client may send: nothing of ours may be built from them.
+HOSTS = st.sampled_from(["evil.example", "a b", "[::1", "x:notaport", "%00", "localhost:99999999999", "", "a/b?c#d",
+                         "127.0.0.1:1"])
 BAD_AUTHORIZATION = st.one_of(
     st.just({}), st.binary(max_size=30).map(lambda b: {"Authorization": "Basic " + base64.b64encode(b).decode()}),
     st.sampled_from([{"Authorization": v} for v in ("Basic", "Basic !!!", "Bearer", "Bearer \t", "Digest x",
@@ -419,6 +425,7 @@ def test_oauth_form_endpoints(world, data):
     headers = {"Content-Type": data.draw(mostly(st.just("application/x-www-form-urlencoded"), CONTENT_TYPES))}
     if auth is not None:
         headers.update(data.draw(mostly(st.just(basic(auth)), BAD_AUTHORIZATION, tenths=9)))
+    headers.update(data.draw(mostly(st.just({}), HOSTS.map(lambda host: {"Host": host}))))
     check(world, lambda: world.client.post(path, content=body, headers=headers))
 
 
@@ -516,7 +523,8 @@ def test_query_strings(world, data):
     query = "&".join(f"{quote(k)}={quote(v, errors='surrogatepass')}" for k, v in params.items())
     raw = data.draw(mostly(st.just(""), st.sampled_from(["&after=%ED%A0%80", "&q=%FF", "&cursor=%", "&x=%00",
                                                          "&before=2024-01-01T00:00:00+14:00"])))
-    headers = data.draw(mostly(st.just(auth), BAD_AUTHORIZATION, tenths=9))
+    headers = {**data.draw(mostly(st.just(auth), BAD_AUTHORIZATION, tenths=9)),
+               **data.draw(mostly(st.just({}), HOSTS.map(lambda host: {"Host": host})))}
     check(world, lambda: world.client.get(f"{path}?{query}{raw}", headers=headers))
 
 

@@ -102,9 +102,12 @@ async def read_json(request: Request) -> Any:
 
 
 def oauth_request(request: Request, *, query=(), form=()) -> GatewayRequest:
+    """The Authlib request of a machine endpoint. Its URI is the endpoint's published URL (issuer + path), never one
+    built from the Host header: that header is the client's to choose, and Authlib refuses a non-loopback http URI
+    by raising (a 500 for any Host the client liked)."""
     return GatewayRequest(
         request.method,
-        str(request.url),
+        gateway_of(request).urls.base + request.url.path,
         request.headers,
         query=query,
         form=form,
