@@ -19,6 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from espi.private_files import private_dir
+
 
 class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names the source and key."""
@@ -108,7 +110,10 @@ class GatewayConfig:
     authorization_code_seconds: int = 60
     par_seconds: int = 90
     segment_history: str = "P3Y"
+    # Failed client authentications per (client id, address), and per address, in a minute before that key is
+    # blocked with a doubling backoff; a correct secret is never refused (cds.auth_throttle, docs/security.md).
     auth_failures_per_minute: int = 10
+    auth_address_failures_per_minute: int = 100
     page_size: int = 100
     # A custodian's 202 Accepted waits this long for its BatchList before the workers poll again (issue 6 item 3).
     deferred_timeout_seconds: int = 3600
@@ -153,8 +158,8 @@ _ENV = {
 }
 _INT_KEYS = {
     "max_body_bytes", "message_max_bytes", "access_token_seconds", "refresh_token_seconds",
-    "authorization_code_seconds", "par_seconds", "auth_failures_per_minute", "page_size", "deferred_timeout_seconds",
-    "job_lease_seconds",
+    "authorization_code_seconds", "par_seconds", "auth_failures_per_minute", "auth_address_failures_per_minute",
+    "page_size", "deferred_timeout_seconds", "job_lease_seconds",
 }
 _STR_KEYS = {"issuer", "database_url", "redis_url", "secret_key", "timezone", "segment_history"}
 
@@ -429,7 +434,7 @@ def _local_secret(data_dir: Path) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     key = base64.urlsafe_b64encode(os.urandom(32)).decode()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -27,6 +27,9 @@ from urllib.parse import quote, urlencode
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import Session
 
+from cds.json_input import parse_json
+from cds.timestamps import OutOfCalendar, parse_instant
+
 
 class CdsApiError(Exception):
     """An admin API error: HTTP ``status`` with ``error`` and a human ``description``."""
@@ -76,13 +79,15 @@ def query_datetime(query: Mapping[str, str], name: str) -> datetime | None:
     if raw is None or not raw.strip():
         return None
     text = _OFFSET_SPACE.sub(r"+\1", raw.strip())
-    try:
-        value = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
-    except ValueError:
-        raise bad_request(f"{name} must be an RFC 3339 date-time, e.g. 2024-01-01T00:00:00Z") from None
-    if "T" not in text.upper() or value.tzinfo is None:
+    if "T" not in text.upper():
         raise bad_request(f"{name} must be an RFC 3339 date-time with a time and an offset")
-    return value.astimezone(UTC)
+    try:
+        return parse_instant(text)
+    except OutOfCalendar as error:
+        raise bad_request(f"{name} is {error}") from None
+    except ValueError:
+        raise bad_request(f"{name} must be an RFC 3339 date-time with a time and an offset, "
+                          "e.g. 2024-01-01T00:00:00Z") from None
 
 
 def query_dict(items: list[tuple[str, str]]) -> dict[str, str]:
@@ -122,14 +127,11 @@ def _encode_cursor(direction: str, modified: datetime, key: str) -> str:
 def _decode_cursor(cursor: str) -> tuple[str, datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        direction, modified, key = json.loads(raw)
-        if direction not in ("n", "p") or not isinstance(key, str):
+        direction, modified, key = parse_json(raw)
+        if direction not in ("n", "p") or not isinstance(key, str) or not isinstance(modified, str):
             raise ValueError(direction)
-        moment = datetime.fromisoformat(modified)
-        if moment.tzinfo is None:
-            raise ValueError(modified)
-        return direction, moment, key
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        return direction, parse_instant(modified), key
+    except (binascii.Error, ValueError, TypeError):
         raise bad_request("cursor is not a cursor of this list; follow the next/previous links as given") from None
 
 

@@ -46,6 +46,9 @@ from decimal import Decimal
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cds.json_input import JsonInputError, parse_json
+from cds.timestamps import parse_instant, within_calendar
+
 __all__ = [
     "CONSENT_FLOWS",
     "FLOWS",
@@ -139,19 +142,6 @@ def _fail(message: str, index: int | None = None, type_: str | None = None,
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
 def parse_authorization_details(raw: str | list | None, *, max_length: int = MAX_RAW_LENGTH) -> list[dict]:
     """The ``authorization_details`` request parameter → a list of entries (dicts), ``[]`` when absent.
 
@@ -169,9 +159,8 @@ def parse_authorization_details(raw: str | list | None, *, max_length: int = MAX
         if not raw.strip():
             _fail("authorization_details is empty; it must be a JSON array")
         try:
-            value = json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant,
-                               object_pairs_hook=_unique_keys)
-        except (ValueError, RecursionError) as exc:
+            value = parse_json(raw)
+        except JsonInputError as exc:
             _fail(f"authorization_details is not valid JSON: {exc}")
     else:
         value = raw
@@ -312,14 +301,14 @@ def resolve_date_value(value: Any, *, datetime_format: bool, subtract: bool, tz:
         if not _ABS_DATETIME.fullmatch(value):
             raise ValueError(f"{value!r} is not an RFC 3339 date-time with an offset, a duration or 'infinite'")
         try:
-            parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+            parsed = parse_instant(value)
         except ValueError as exc:
             raise ValueError(f"{value!r} is not a valid date-time ({exc})") from None
         return parsed.astimezone(tz)
     if not _ABS_DATE.fullmatch(value):
         raise ValueError(f"{value!r} is not an RFC 3339 full-date (YYYY-MM-DD), a duration or 'infinite'")
     try:
-        return date.fromisoformat(value)
+        return within_calendar(date.fromisoformat(value))
     except ValueError as exc:
         raise ValueError(f"{value!r} is not a valid date ({exc})") from None
 
@@ -812,12 +801,12 @@ _ADDED_FIELDS = frozenset({"sync_until", "expires", "segment_end", "end_date", "
 def _absolute(value: str) -> date | datetime | None:
     if _ABS_DATETIME.fullmatch(value):
         try:
-            return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+            return parse_instant(value)
         except ValueError:
             return None
     if _ABS_DATE.fullmatch(value):
         try:
-            return date.fromisoformat(value)
+            return within_calendar(date.fromisoformat(value))
         except ValueError:
             return None
     return None

@@ -38,7 +38,7 @@ from cds import authorization_details as rar
 from cds.api_errors import bad_request, no_decimals, not_found, page_link, paginate, space_list
 from cds.credentials import expire_credential
 from cds.messages import changelog
-from cds.registration import CLIENT_ADMIN, URI_FIELDS, RegistrationError, check_metadata, client_json
+from cds.registration import CLIENT_ADMIN, MAX_TEXT, URI_FIELDS, RegistrationError, check_metadata, client_json
 from cds.secrets import SecretBox
 from cds.store.models import Client, Credential, Message, Token
 from cds.urls import Urls
@@ -56,7 +56,7 @@ DERIVED = ("authorization_details_types",)
 _LIST_FIELDS = frozenset({"grant_types", "response_types", "cds_status_options"})
 _DATETIME_FIELDS = frozenset({"cds_created", "cds_modified"})
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-MAX_NAME = 1000
+MAX_NAME = MAX_TEXT  # registration bounds the same values at registration
 
 
 def _invalid(description: str) -> Exception:

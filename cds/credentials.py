@@ -25,6 +25,9 @@ from cds.store.models import Client, Credential, Token
 from cds.timestamps import rfc3339
 from cds.urls import Urls
 
+#: The store keeps expiries in a 32-bit integer column (PostgreSQL ``integer``): 2038-01-19T03:14:07Z at the latest.
+MAX_EXPIRES_AT = 2**31 - 1
+
 
 def credential_json(credential: Credential, urls: Urls, box: SecretBox) -> dict[str, Any]:
     """The Credential object (§7.2); the only ``type`` is ``client_secret``."""
@@ -151,8 +154,9 @@ def modify_credential(
     if "client_secret_expires_at" not in body:
         raise bad_request("client_secret_expires_at is the only field that can be changed, and it is missing")
     value = body["client_secret_expires_at"]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise bad_request("client_secret_expires_at must be a non-negative integer (seconds since the epoch)")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_EXPIRES_AT:
+        raise bad_request("client_secret_expires_at must be an integer from 0 to "
+                          f"{MAX_EXPIRES_AT} (seconds since the epoch)")
     current = credential.expires_at
     if value == current:
         return credential_json(credential, urls, box)

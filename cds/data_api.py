@@ -54,9 +54,11 @@ from sqlalchemy import String, and_, func, literal, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from cds.api_errors import CdsApiError, bad_request, page_link, query_datetime, space_list
+from cds.json_input import parse_json
 from cds.projection import ID_FIELDS, LISTINGS, Access, StoredSegments, listing_of, project, q_matches
 from cds.store.models import DataObject, UsageSegmentRow
 from cds.store.objects import data_object, rfc3339
+from cds.timestamps import OutOfCalendar, within_calendar
 from cds.urls import Urls
 
 __all__ = ["FILTERS", "MAX_PAGE_SIZE", "CustomerObjects", "group_objects", "list_objects"]
@@ -264,7 +266,9 @@ def _query_date(params: Mapping[str, str], name: str) -> date | None:
     try:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw.strip()):
             raise ValueError(raw)
-        return date.fromisoformat(raw.strip())
+        return within_calendar(date.fromisoformat(raw.strip()))
+    except OutOfCalendar as error:
+        raise bad_request(f"{name} is {error}") from None
     except ValueError:
         raise bad_request(f"{name} must be an RFC 3339 full-date, e.g. 2024-01-31") from None
 
@@ -282,7 +286,7 @@ def _decode_cursor(cursor: str | None, listing: str) -> tuple[str, str] | None:
         return None
     try:
         raw = base64.urlsafe_b64decode(cursor.strip() + "=" * (-len(cursor.strip()) % 4))
-        name, direction, object_id = json.loads(raw)
+        name, direction, object_id = parse_json(raw)
         if name != listing or direction not in ("n", "p") or not isinstance(object_id, str):
             raise ValueError(name)
         return direction, object_id

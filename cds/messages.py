@@ -14,10 +14,12 @@ Decisions documented here:
 * ``related_type`` is required with ``related_uri``, except that it defaults to ``client`` for the
   ``grant_request`` and ``production_request`` types, whose ``related_uri`` is a Client URI (§6.2; the WG3-01
   grant-request example omits it).
+* A ``related_uri`` that is the URL of one of our Clients, Credentials, Grants or Messages must name one of this
+  registration's (issue 13: a Message could point at another registration's Client); one of another registration
+  is refused exactly like one that does not exist, so nothing is revealed. Other URLs (``more_info`` pages…) are free.
 * ``grants_requested`` entries are validated like a token request for the target Client: the Client of this
-  registration named by ``related_uri`` (its ``authorization_details_types``), the registration's Clients when
-  ``related_uri`` is absent, and only the Server's vocabulary for a Client outside the registration (a third
-  party; its existence is not revealed). Entries are stored as submitted, relative dates stay relative.
+  registration named by ``related_uri`` (its ``authorization_details_types``), or the registration's Clients when
+  ``related_uri`` is absent. Entries are stored as submitted, relative dates stay relative.
 * ``amount`` is a decimal kept digit for digit; ``currency`` (ISO 4217, three capitals) goes with it.
 * Attachments: ``data`` must be standard Base64; the decoded total above the Server limit (at least 10 MB) is
   413 Content Too Large.
@@ -48,7 +50,7 @@ from cds.api_errors import (
     too_large,
 )
 from cds.secrets import SecretBox
-from cds.store.models import Client, Message
+from cds.store.models import Client, Credential, Grant, Message
 from cds.timestamps import rfc3339
 from cds.urls import Urls
 
@@ -208,6 +210,19 @@ def _client_id_of(uri: str, urls: Urls) -> str | None:
     return None
 
 
+def _names_own_object(session: Session, registration_id: str, uri: str, urls: Urls) -> bool:
+    """False when ``uri`` is the URL of one of our Clients, Credentials, Grants or Messages that is not this
+    registration's (or does not exist: the two are answered alike, nothing is revealed); True for any other URL."""
+    kinds = ((urls.clients_api, Client), (urls.credentials_api, Credential), (urls.grants_api, Grant),
+             (urls.messages_api, Message))
+    for prefix, model in kinds:
+        object_id = uri[len(prefix) + 1:] if uri.startswith(prefix + "/") else None
+        if object_id is not None:
+            found = session.get(model, object_id.split("/", 1)[0]) if object_id else None
+            return found is not None and found.registration_id == registration_id
+    return True
+
+
 def _updates_requested(value: Any) -> list[dict[str, str]]:
     if not isinstance(value, list) or not value:
         raise bad_request("updates_requested must be a non-empty array of Client Update Request objects")
@@ -241,11 +256,9 @@ def _grants_requested(
         raise bad_request("related_uri of a grant_request must be the cds_client_uri the grants are for")
     own = {c.client_id: c for c in clients}
     if target_id is None:
-        client_types: list[str] | None = sorted({t for c in clients for t in c.authorization_details_types})
-    elif target_id in own:
+        client_types = sorted({t for c in clients for t in c.authorization_details_types})
+    else:  # a Client of this registration (create_message checked related_uri)
         client_types = list(own[target_id].authorization_details_types)
-    else:
-        client_types = None  # a third party's Client: the Server's vocabulary only, nothing revealed about it
     requested = []
     for index, item in enumerate(value):
         where = f"grants_requested[{index}]"
@@ -351,6 +364,8 @@ def create_message(
     related_type = body.get("related_type")
     if related_uri is not None:
         related_uri = _url(related_uri, "related_uri")
+        if not _names_own_object(session, registration_id, related_uri, urls):
+            raise bad_request("related_uri names no object of this registration")
         if related_type is None and type_ in ("grant_request", "production_request"):
             related_type = "client"
         if related_type is None:
@@ -358,7 +373,7 @@ def create_message(
     if related_type is not None:
         if related_uri is None:
             raise bad_request("related_type needs related_uri")
-        if related_type not in RELATED_TYPES:
+        if not isinstance(related_type, str) or related_type not in RELATED_TYPES:
             raise bad_request(f"related_type must be one of {', '.join(sorted(RELATED_TYPES))}")
 
     updates = body.get("updates_requested")

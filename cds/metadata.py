@@ -29,6 +29,7 @@ from urllib.parse import quote, urlencode
 
 import msgspec
 
+from cds.json_input import parse_json
 from cds.scopes import metadata_json, oauth_metadata_unions, registration_fields
 from cds.timestamps import rfc3339
 from cds.urls import Urls
@@ -204,8 +205,8 @@ def _encode_cursor(direction: str, position: tuple[int, str] | None) -> str:
 def _decode_cursor(cursor: str) -> tuple[str, tuple[int, str] | None]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        payload = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+        payload = parse_json(raw)
+    except (binascii.Error, ValueError):
         raise InvalidCursor("The cursor is not one this server issued") from None
     if isinstance(payload, list) and payload == ["b"]:
         return "b", None  # the last page

@@ -39,6 +39,9 @@ CLIENT_ADMIN = "cds_client_admin"
 DIRECT_ACCESS_PREFIX = "cds_query_"  # WG3-01 §6.2 scope types
 # RFC 7591 §2 fields a client may submit and later edit through PUT (WG1-02 §5.5).
 URI_FIELDS = ("client_uri", "logo_uri", "tos_uri", "policy_uri")
+MAX_TEXT = 1000  # a client name, a contact, a URI, an extra cds_* value
+MAX_CONTACTS = 20
+MAX_EXTRA = 50
 
 
 class RegistrationError(ValueError):
@@ -56,18 +59,20 @@ def scopes_of(scope: Any) -> list[str]:
 
 
 def check_metadata(body: Mapping[str, Any]) -> None:
-    """RFC 7591 §2 value checks (URIs, contacts, names) through Authlib's claims class."""
+    """RFC 7591 §2 value checks (URIs, contacts, names) through Authlib's claims class, and their sizes: these values
+    are shown on consent pages and in every Client object."""
     standard = {k: body[k] for k in ("client_name", "contacts", *URI_FIELDS) if k in body}
     for key in ("client_name",):
-        if key in standard and not isinstance(standard[key], str):
-            raise RegistrationError(f"{key} must be a string")
+        if key in standard and (not isinstance(standard[key], str) or len(standard[key]) > MAX_TEXT):
+            raise RegistrationError(f"{key} must be a string of at most {MAX_TEXT} characters")
     if "contacts" in standard and (
-        not isinstance(standard["contacts"], list) or not all(isinstance(c, str) for c in standard["contacts"])
+        not isinstance(standard["contacts"], list) or len(standard["contacts"]) > MAX_CONTACTS
+        or not all(isinstance(c, str) and len(c) <= MAX_TEXT for c in standard["contacts"])
     ):
-        raise RegistrationError("contacts must be an array of strings")
+        raise RegistrationError(f"contacts must be an array of at most {MAX_CONTACTS} strings")
     for key in URI_FIELDS:
-        if key in standard and not isinstance(standard[key], str):
-            raise RegistrationError(f"{key} must be a URL string")
+        if key in standard and (not isinstance(standard[key], str) or len(standard[key]) > MAX_TEXT):
+            raise RegistrationError(f"{key} must be a URL string of at most {MAX_TEXT} characters")
     claims = ClientMetadataClaims(standard, {})
     try:
         claims.validate()
@@ -101,8 +106,12 @@ def register(
     client_name = body.get("client_name")
     contacts = list(body.get("contacts") or [])
     extra = {k: body[k] for k in URI_FIELDS if k in body}
-    # Submitted cds_* registration values are kept as documented extra client fields (WG1-02 §5.2).
-    extra.update({k: v for k, v in body.items() if k.startswith("cds_") and isinstance(v, str | int | bool)})
+    # Submitted cds_* registration values are kept as documented extra client fields (WG1-02 §5.2), bounded as a
+    # Client PUT bounds them.
+    submitted = {k: v for k, v in body.items() if k.startswith("cds_") and isinstance(v, str | int | bool)}
+    if len(submitted) > MAX_EXTRA or any(isinstance(v, str) and len(v) > MAX_TEXT for v in submitted.values()):
+        raise RegistrationError(f"at most {MAX_EXTRA} cds_* fields of at most {MAX_TEXT} characters are kept")
+    extra.update(submitted)
 
     def new_client(client_id: str, scopes: list[str], *, status: str, options: list[str]) -> Client:
         scope_objects = [descriptions[s] for s in scopes]

@@ -52,6 +52,7 @@ from espi.atom import BlockRead, FeedHeader, FeedReader
 from espi.errors import DocumentError, NotEspiError
 from espi.model import Diagnostics
 from espi.namespaces import ATOM, ESPI, local_name
+from espi.private_files import open_private, private_dir
 from espi.xmlsafe import secure_document
 
 #: Resources any subscription may link to; without a subscription in their hrefs they are copied, not owned.
@@ -231,7 +232,7 @@ class _Writers:
             self.open.move_to_end(index)
             return handle
         state = self.states[index]
-        handle = open(state.partial, "ab" if state.started else "wb")  # noqa: SIM115 - pooled, closed by close()
+        handle = open_private(state.partial, "ab" if state.started else "wb")  # pooled, closed by close()
         if not state.started:
             handle.write(self.header_of(state.part))
             state.started = True
@@ -304,8 +305,7 @@ def split_bulk(path: str | os.PathLike, out_dir: str | os.PathLike, *, max_open:
     the entry).
     """
     source = os.fspath(path)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = private_dir(out_dir)
     result, states, owner, targets, loose, header = _first_pass(source, out, owners_of)
     _resolve(loose, states, result, owners_of)
     for seq, index in enumerate(owner):

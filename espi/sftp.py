@@ -44,6 +44,7 @@ from urllib.parse import unquote, urlsplit
 import paramiko
 
 from espi.errors import EspiError
+from espi.private_files import private_dir, private_fd
 
 CHUNK = 1024 * 1024  # bytes per read
 DEFAULT_PREFETCH_REQUESTS = 512  # see the module docstring: 16–64 is ~25x slower with paramiko
@@ -377,13 +378,13 @@ def _download(client: paramiko.SSHClient, settings: SftpSettings, remote_path: s
         channel.settimeout(timeout)  # a stalled read raises socket.timeout instead of hanging forever
     attrs = _remote_stat(sftp, remote_path, where)
     size, mtime = int(attrs.st_size or 0), int(attrs.st_mtime or 0)
-    dest.mkdir(parents=True, exist_ok=True)
+    private_dir(dest)
     base = _remote_basename(remote_path)
     prefix = _part_prefix(host, port, remote_path, base)
     part = dest / part_name(host, port, remote_path, size, mtime)
     final = dest / final_name
     _remove_stale_parts(dest, prefix, keep=part.name)
-    fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = private_fd(part, os.O_RDWR)
     with os.fdopen(fd, "r+b", buffering=0) as out:
         try:
             fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

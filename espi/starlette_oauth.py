@@ -8,11 +8,55 @@ import.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from urllib.parse import unquote_plus
 
 from authlib.oauth2.rfc6749.requests import OAuth2Payload, OAuth2Request
 from starlette.responses import JSONResponse, Response
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class MalformedBasicAuth(ValueError):
+    """An ``Authorization: Basic`` header that is not credentials as RFC 6749 §2.3.1 encodes them."""
+
+
+def basic_credentials(headers: Mapping[str, str]) -> tuple[str, str] | None:
+    """``client_secret_basic`` (RFC 6749 §2.3.1, RFC 7617): the (client_id, client_secret) of an ``Authorization:
+    Basic`` header; None when the request has no Basic credentials; :class:`MalformedBasicAuth` when the header is
+    Basic but not base64 of UTF-8 ``id:secret`` with both parts form-urlencoded, or holds control characters.
+
+    The one parser of Basic credentials for both authorization servers (Authlib's decodes without checking, so
+    bytes that are not UTF-8 used to raise out of it).
+    """
+    header = headers.get("Authorization") or headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    token = token.strip()
+    if not _BASE64.fullmatch(token) or len(token) % 4:
+        raise MalformedBasicAuth("the Basic credentials are not base64")
+    try:
+        decoded = base64.b64decode(token, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise MalformedBasicAuth("the Basic credentials are not base64 of UTF-8 text") from None
+    client_id, colon, secret = decoded.partition(":")
+    if not colon:
+        raise MalformedBasicAuth("the Basic credentials have no ':' between client_id and client_secret")
+    try:
+        client_id, secret = (unquote_plus(part, errors="strict") for part in (client_id, secret))
+    except UnicodeDecodeError:
+        raise MalformedBasicAuth("the client_id or client_secret has a percent-escape that is not UTF-8") from None
+    if _CONTROL.search(client_id) or _CONTROL.search(secret):
+        raise MalformedBasicAuth("the client_id or client_secret contains a control character")
+    return client_id, secret
 
 
 class FormPayload(OAuth2Payload):

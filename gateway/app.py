@@ -12,12 +12,15 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 
 from bridge.config import GatewayConfig, load_config
+from cds.urls import Urls
 from gateway import logsafe
 from gateway.context import build_gateway
+from gateway.request_limits import RequestLimits
 from gateway.routes import routes
 
 log = logging.getLogger("greenbridge.gateway")
@@ -34,22 +37,19 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         gateway.publisher.stop()
         gateway.engine.dispose()
 
-    async def too_large(request: Request, exc: HTTPException):
-        if exc.status_code == 413:
-            return JSONResponse(
-                {"error": "invalid_request", "error_description": "Request body too large"}, status_code=413
-            )
+    async def http_error(request: Request, exc: HTTPException):
         if request.url.path.startswith(("/oauth/", "/cds-api/")) and exc.status_code in (404, 405):
             return JSONResponse({"error": "not_found" if exc.status_code == 404 else "method_not_allowed",
                                  "error_description": exc.detail}, status_code=exc.status_code,
                                 headers=exc.headers)
         return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
 
+    limits = {("POST", Urls("").messages_api): config.message_max_bytes}  # attachments (WG1-02 §6.4)
     app = Starlette(
         routes=routes(config),
         lifespan=lifespan,
-        max_body_size=config.max_body_bytes,
-        exception_handlers={HTTPException: too_large},
+        middleware=[Middleware(RequestLimits, default_limit=config.max_body_bytes, limits=limits)],
+        exception_handlers={HTTPException: http_error},
     )
     app.state.gateway = gateway
     return app

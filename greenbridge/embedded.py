@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bridge.config import ConfigError, GatewayConfig, load_config
+from espi.private_files import private_dir
 
 HOST = "127.0.0.1"
 SANDBOX_ID = "sandbox"
@@ -263,7 +264,7 @@ class Bridge:
         """Start every child; returns the gateway's configuration (loaded from the children's environment)."""
         redis_binary = find_redis_server()
         for directory in (self.data_dir, self.run_dir, self.log_dir):
-            directory.mkdir(parents=True, exist_ok=True)
+            private_dir(directory)
         for directory in (self.run_dir, self.log_dir):
             directory.chmod(0o700)
         self._lock()

@@ -168,14 +168,20 @@ def test_request_bodies_cannot_reference_another_registration(tmp_path, database
         missing = client.post(f"{API}/messages", headers=a.headers,
                               json={**reply, "previous_uri": f"{BASE_URL}{API}/messages/{MISSING}"})
         assert response.status_code == 400 and response.json() == missing.json()
-        # a grant_request naming B's client is a third-party request: accepted without revealing B's client
+        # a message naming B's client (any related_type) is refused exactly like one naming no client (issue 13
+        # changed this: a grant_request for B's client used to be accepted as a third-party request)
         b_usage = b.registration.client_for("cds_usage_1")["cds_client_uri"]
         request = {"type": "grant_request", "name": "Share", "description": "with a partner",
                    "related_uri": b_usage,
                    "grants_requested": [{"scope": "cds_usage_1", "authorization_details": []}]}
-        response = client.post(f"{API}/messages", headers=a.headers, json=request)
-        unknown = client.post(f"{API}/messages", headers=a.headers,
-                              json={**request, "related_uri": f"{BASE_URL}{API}/clients/{MISSING}"})
-        assert response.status_code == unknown.status_code == 201
-        # and nothing of B moved: its lists are the same, the grant request is A's message only
+        for body in (request, {"type": "support_request", "name": "About", "description": "x",
+                               "related_uri": b_usage, "related_type": "client"}):
+            response = client.post(f"{API}/messages", headers=a.headers, json=body)
+            unknown = client.post(f"{API}/messages", headers=a.headers,
+                                  json={**body, "related_uri": f"{BASE_URL}{API}/clients/{MISSING}"})
+            assert response.status_code == unknown.status_code == 400 and response.json() == unknown.json()
+        own = a.registration.client_for("cds_usage_1")["cds_client_uri"]
+        assert client.post(f"{API}/messages", headers=a.headers,
+                           json={**request, "related_uri": own}).status_code == 201
+        # and nothing of B moved: its lists are the same
         assert snapshot(client, b) == before

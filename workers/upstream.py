@@ -50,6 +50,7 @@ from cds.secrets import SecretBox
 from cds.store.models import Grant, Job, UpstreamAuthorization
 from cds.urls import Urls
 from espi.custodian_client import CustodianClient, CustodianError, Deferred, Fetched
+from espi.private_files import open_private, private_dir
 from workers import jobs
 from workers.kinds import after_commit, publish_now, register, sessions_for, warn
 
@@ -78,9 +79,7 @@ class Context:
         return upstream.client(custodian, self.config.issuer, download_dir=self.downloads())
 
     def downloads(self) -> Path:
-        path = Path(self.config.data_dir) / "downloads"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return private_dir(Path(self.config.data_dir) / "downloads")
 
 
 def context(config: Any) -> Context:
@@ -326,8 +325,7 @@ def fetch_bulk(session: Session, job: Job, config: Any) -> str:
     # while the next notification of the same bulk makes new parts and new part jobs. Each part is fanned out as
     # soon as the split completes it (espi.bulk on_part): its jobs are committed and published at once, so the
     # translate workers start while the split goes on.
-    parts_dir = Path(config.data_dir) / "bulk" / f"{job.job_id}-{job.generation}"
-    parts_dir.mkdir(parents=True, exist_ok=True)
+    parts_dir = private_dir(Path(config.data_dir) / "bulk" / f"{job.job_id}-{job.generation}")
     fan_out = _FanOut(ctx, session, job, custodian.id, jobs_uri(uri))
     owners = coverage.BulkOwners(sessions_for(config), custodian.id)
     try:
@@ -463,7 +461,8 @@ def _link(source: Path, target: Path) -> Path:
     try:
         os.link(source, target)
     except OSError:  # a file system without hard links
-        shutil.copyfile(source, target)
+        with open(source, "rb") as original, open_private(target, "wb") as copy:
+            shutil.copyfileobj(original, copy)
     return target
 
 

@@ -92,6 +92,9 @@ class Token(Base):
     refresh_expires_at: Mapped[int | None] = mapped_column(Integer)
     access_revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     refresh_revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The tokens descending from one issuance share it: a code exchange (the code's hash, so a replayed code finds
+    # what it issued) and every refresh rotation after it. Revoking a refresh token or reusing one revokes the family.
+    family_id: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class AuthorizationCode(Base):
@@ -252,13 +255,17 @@ class Message(Base):
 
 
 class AuthFailure(Base):
-    """Failed client authentications per key (client id or remote address) and minute, for rate limiting."""
+    """Failed client authentications of one key, for throttling them (cds.auth_throttle): a (client id, address)
+    pair, or an address alone. Times are epoch seconds."""
 
     __tablename__ = "auth_failures"
 
-    key: Mapped[str] = mapped_column(String(160), primary_key=True)
-    window: Mapped[int] = mapped_column(Integer, primary_key=True)
-    count: Mapped[int] = mapped_column(Integer, default=0)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # a digest (cds.auth_throttle.failure_keys)
+    window_start: Mapped[int] = mapped_column(Integer)  # failures counts those since this time
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    blocks: Mapped[int] = mapped_column(Integer, default=0)  # how many times the limit was reached: the backoff
+    blocked_until: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure: Mapped[int] = mapped_column(Integer, index=True)
 
 
 Index("ix_grants_registration_modified", Grant.registration_id, Grant.modified)

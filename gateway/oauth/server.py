@@ -3,7 +3,8 @@
 Authlib does the RFC machinery (grant dispatch, client authentication, PKCE verification, revocation RFC 7009,
 introspection RFC 7662, error formatting). This module adds what CDS requires and Authlib does not do by itself:
 
-* ``client_secret_basic`` only, on every grant and endpoint (WG1-02 §3.4); failed authentications rate-limited;
+* ``client_secret_basic`` only, on every grant and endpoint (WG1-02 §3.4); failed authentications throttled in a
+  way that never refuses a correct secret (cds.auth_throttle);
 * PKCE with ``S256`` required for every client, ``plain`` refused (WG1-02 §3.4; RFC 7636);
 * RAR ``authorization_details`` (RFC 9396) validated against the scope's field objects and echoed with defaults
   and absolute dates in the token response (WG1-02 §3.8, WG3-01 §7);
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import re
+import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
@@ -27,9 +30,7 @@ from typing import Any, ClassVar
 
 from authlib.oauth2 import AuthorizationServer, OAuth2Error
 from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin, grants
-from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
 from authlib.oauth2.rfc6749.errors import (
-    InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
@@ -39,18 +40,19 @@ from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse, Response
 
 from bridge.config import GatewayConfig
+from cds import auth_throttle
 from cds import authorization_details as rar
 from cds.grants import NO_ACCESS, client_credentials_grant, effective_status
 from cds.scopes import metadata_json
 from cds.secrets import SecretBox
-from cds.store.models import AuthFailure, AuthorizationCode, Client, Credential, Grant, PushedRequest, Token
+from cds.store.models import AuthorizationCode, Client, Credential, Grant, PushedRequest, Token
 from cds.urls import Urls
-from espi.starlette_oauth import GatewayRequest, StarletteServerMixin
+from espi.starlette_oauth import GatewayRequest, MalformedBasicAuth, StarletteServerMixin, basic_credentials
 
 _session: ContextVar[Session] = ContextVar("greenbridge_oauth_session")
 CLIENT_AUTH = ["client_secret_basic"]
@@ -241,11 +243,11 @@ class _CdsGrantMixin:
         return self.server  # type: ignore[attr-defined]
 
     def check_scopes(self, client: OAuthClient, scope: str | None, redirect_uri: str | None = None) -> list[str]:
-        requested = (scope or "").split() or (client.row.default_scope or client.row.scope).split()
+        requested = list(dict.fromkeys((scope or "").split() or (client.row.default_scope or client.row.scope).split()))
         allowed = set(client.row.scope.split())
         refused = [s for s in requested if s not in allowed]
         if refused:
-            raise InvalidScopeError(f"Scopes not registered for this client: {' '.join(refused)}",
+            raise InvalidScopeError(_ascii(f"Scopes not registered for this client: {' '.join(refused)}")[:500],
                                     redirect_uri=redirect_uri)
         if not requested:
             raise InvalidScopeError("No scope requested and the client has no default scope.",
@@ -374,8 +376,12 @@ class AuthorizationCodeGrant(_CdsGrantMixin, grants.AuthorizationCodeGrant):
         ))
 
     def query_authorization_code(self, code: str, client: OAuthClient):
-        row = db().get(AuthorizationCode, self.gateway.box.hash(code))
-        if row is None or row.client_id != client.get_client_id() or row.expires_at <= int(time.time()):
+        digest = self.gateway.box.hash(code)
+        row = db().get(AuthorizationCode, digest)
+        if row is None:
+            _revoke_replayed_code(digest, client.get_client_id())
+            return None
+        if row.client_id != client.get_client_id() or row.expires_at <= int(time.time()):
             return None
         return AuthorizationCodeRecord(row)
 
@@ -402,13 +408,34 @@ class AuthorizationCodeGrant(_CdsGrantMixin, grants.AuthorizationCodeGrant):
         deleted = db().execute(
             delete(AuthorizationCode).where(AuthorizationCode.code_hash == record.row.code_hash)
         ).rowcount
-        if deleted != 1:
+        if deleted != 1:  # a concurrent exchange of the same code won: this one is a replay
+            _revoke_replayed_code(record.row.code_hash, record.row.client_id)
             raise InvalidGrantError("Invalid 'code' in request.")
         self.request.user = record.row.customer_id
+        self.request.family_id = record.row.code_hash
         token = self.generate_token(user=record.row.customer_id, scope=record.row.scope,
                                     include_refresh_token=self.request.client.check_grant_type("refresh_token"))
         self.save_token(token)
         return 200, self.gateway.token_body(token, self.request), self.TOKEN_RESPONSE_HEADER
+
+
+def _revoke_family(row: Token) -> None:
+    """Revoke every token of ``row``'s family and commit: the revocation must outlive the error response."""
+    session = db()
+    condition = Token.family_id == row.family_id if row.family_id else Token.id == row.id
+    session.execute(update(Token).where(condition).values(access_revoked=True, refresh_revoked=True))
+    session.commit()
+
+
+def _revoke_replayed_code(code_hash: str, client_id: str) -> None:
+    """RFC 6749 §4.1.2: a code used twice revokes what its first exchange issued (the family named by its hash).
+    Only the code's own client can trigger it (another client's replay finds no family of its own)."""
+    session = db()
+    issued = (Token.family_id == code_hash, Token.client_id == client_id)
+    if session.scalar(select(Token.id).where(*issued).limit(1)) is None:
+        return  # a code never exchanged (or never issued): no write, no lock taken for a wrong guess
+    session.execute(update(Token).where(*issued).values(access_revoked=True, refresh_revoked=True))
+    session.commit()
 
 
 class RefreshTokenGrant(_CdsGrantMixin, grants.RefreshTokenGrant):
@@ -421,11 +448,8 @@ class RefreshTokenGrant(_CdsGrantMixin, grants.RefreshTokenGrant):
             return None
         token = OAuthToken(row, "refresh_token")
         if row.refresh_revoked:
-            # A rotated-out refresh token came back: someone holds a copy. Revoke the whole grant's tokens.
-            if row.grant_id:
-                db().execute(update(Token).where(Token.grant_id == row.grant_id, Token.client_id == row.client_id)
-                             .values(access_revoked=True, refresh_revoked=True))
-                db().commit()  # must outlive the error response's rollback
+            # A rotated-out refresh token came back: someone holds a copy (RFC 9700 §4.14.2). Revoke its family.
+            _revoke_family(row)
             return None
         if token.is_expired() or not token_still_authorized(row):
             return None
@@ -435,7 +459,7 @@ class RefreshTokenGrant(_CdsGrantMixin, grants.RefreshTokenGrant):
         return refresh_token.row.customer_id or refresh_token.row.client_id
 
     def revoke_old_credential(self, refresh_token: OAuthToken) -> None:
-        refresh_token.row.refresh_revoked = True
+        """Nothing left to do: create_token_response claimed the old refresh token before issuing."""
 
     def validate_token_request(self):
         super().validate_token_request()
@@ -445,6 +469,7 @@ class RefreshTokenGrant(_CdsGrantMixin, grants.RefreshTokenGrant):
         details = list(old.row.authorization_details)
         self.request.details = rar.ValidatedDetails(effective=details, echoed=_echo_for_consent(details))
         self.request.customer_id = old.row.customer_id
+        self.request.family_id = old.row.family_id
 
     def issue_token(self, user, refresh_token: OAuthToken):
         scope = self.request.payload.scope or refresh_token.get_scope()
@@ -452,6 +477,15 @@ class RefreshTokenGrant(_CdsGrantMixin, grants.RefreshTokenGrant):
         return self.generate_token(user=user, scope=scope, include_refresh_token=True)
 
     def create_token_response(self):
+        # Rotation by a guarded UPDATE: of concurrent refreshes of one refresh token exactly one changes the row
+        # (PostgreSQL re-checks the condition after the winner commits; SQLite serializes the writers). A loser is
+        # a second use of the token, which is what reuse detection answers: the family is revoked.
+        old: OAuthToken = self.request.refresh_token
+        claimed = db().execute(update(Token).where(Token.id == old.row.id, Token.refresh_revoked.is_(False))
+                               .values(refresh_revoked=True)).rowcount
+        if claimed != 1:
+            _revoke_family(old.row)
+            raise InvalidGrantError("The refresh token was already used.")
         status, token, headers = super().create_token_response()
         return status, self.gateway.token_body(token, self.request), headers
 
@@ -481,9 +515,14 @@ class Revocation(RevocationEndpoint):
         return _query_token(token_string, token_type_hint)
 
     def revoke_token(self, token: OAuthToken, request) -> None:
+        """An access token alone; a refresh token with its family: every access token of every earlier rotation
+        (RFC 7009 §2.1 lets the server revoke related tokens; RFC 9700 §4.14 has a family die together)."""
         token.row.access_revoked = True
         if token.kind == "refresh_token":
             token.row.refresh_revoked = True
+            if token.row.family_id:
+                db().execute(update(Token).where(Token.family_id == token.row.family_id)
+                             .values(access_revoked=True, refresh_revoked=True))
 
 
 class Introspection(IntrospectionEndpoint):
@@ -548,6 +587,41 @@ class BearerError(Exception):
         return JSONResponse(body, status_code=self.status, headers={"WWW-Authenticate": challenge})
 
 
+#: The longest value of an OAuth request parameter: what comes back to the client (``state`` in the redirect,
+#: RFC 6749 §4.1.2; ``scope`` in the token response) or is stored with the request stays small. RAR
+#: ``authorization_details`` has its own limit (cds.authorization_details.MAX_RAW_LENGTH).
+MAX_PARAMETER_LENGTH = {"state": 1024, "authorization_details": rar.MAX_RAW_LENGTH}
+DEFAULT_MAX_PARAMETER_LENGTH = 2048
+# RFC 6749 Appendix A: every parameter is printable ASCII (VSCHAR), response_type a list of response names, the
+# redirect URI made of URI characters (RFC 3986). RAR authorization_details is JSON (UTF-8, read by cds.json_input).
+_VSCHAR = re.compile(r"[\x20-\x7e]*")
+_SYNTAX = {
+    "response_type": (re.compile(r"[A-Za-z0-9_]+(?: [A-Za-z0-9_]+)*"), "response names (RFC 6749 section 3.1.1)"),
+    "redirect_uri": (re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+"), "a URI (RFC 3986)"),
+}
+
+
+def parameter_problem(params: Mapping[str, str]) -> str | None:
+    """The ``error_description`` (``invalid_request``) for the first OAuth parameter that is too long or not of
+    its RFC 6749 Appendix A syntax, or None. Checked before Authlib sees a request: Authlib echoes some values in
+    its error descriptions and fails on characters a description may not hold."""
+    for name, value in params.items():
+        if not isinstance(value, str):
+            continue
+        shown = _ascii(name)[:64]
+        limit = MAX_PARAMETER_LENGTH.get(name, DEFAULT_MAX_PARAMETER_LENGTH)
+        if len(value) > limit:
+            return f"{shown} is longer than {limit} characters."
+        if name == "authorization_details":
+            continue
+        if not _VSCHAR.fullmatch(value):
+            return f"{shown} must be printable ASCII (RFC 6749 Appendix A)."
+        pattern, what = _SYNTAX.get(name, (None, ""))
+        if pattern is not None and value and not pattern.fullmatch(value):
+            return f"{shown} must be {what}."
+    return None
+
+
 #: ``request_check(scope, details)``: raises :class:`cds.authorization_details.AuthorizationDetailsError` for a
 #: consent request that cannot be served at all (the gateway wires the bridge's check: no utility can deliver any
 #: part of it), so PAR refuses it before a customer is asked to approve it.
@@ -565,6 +639,8 @@ class GatewayServer(StarletteServerMixin, AuthorizationServer):
         self.descriptions_json = metadata_json(descriptions)
         self.box = box
         self.urls = urls
+        self.auth_limits = auth_throttle.AuthLimits(per_client_address=config.auth_failures_per_minute,
+                                                    per_address=config.auth_address_failures_per_minute)
 
         def expires_in(client, grant_type):
             return config.access_token_seconds
@@ -605,6 +681,8 @@ class GatewayServer(StarletteServerMixin, AuthorizationServer):
             issued_at=now,
             expires_in=int(token["expires_in"]),
             refresh_expires_at=now + self.config.refresh_token_seconds if token.get("refresh_token") else None,
+            # a code exchange and its rotations share the code's family; other issuances start their own
+            family_id=getattr(request, "family_id", None) or secrets.token_hex(16),
         ))
 
     # ----- CDS additions -----
@@ -619,37 +697,33 @@ class GatewayServer(StarletteServerMixin, AuthorizationServer):
         return body
 
     def _authenticate_basic(self, query_client, request: GatewayRequest):
-        """client_secret_basic with failure rate limiting per client id and per remote address."""
-        keys = [f"addr:{request.remote_addr}"]
-        from authlib.oauth2.rfc6749.util import extract_basic_authorization
-
-        client_id, _ = extract_basic_authorization(request.headers)
-        if client_id:
-            keys.append(f"client:{client_id}")
-        window = int(time.time()) // 60
+        """client_secret_basic (RFC 6749 §2.3.1), failures throttled by cds.auth_throttle: the secret is checked
+        first, so a correct one always authenticates; a failure meets the (client id, address) and address limits.
+        """
         session = db()
-        limit = self.config.auth_failures_per_minute
-        worst = session.scalar(select(func.max(AuthFailure.count)).where(AuthFailure.key.in_(keys),
-                                                                        AuthFailure.window == window))
-        if worst is not None and worst >= limit:
-            raise TooManyFailuresError(retry_after=60 - int(time.time()) % 60)
+        now = int(time.time())
+        address = request.remote_addr or ""
         try:
-            client = authenticate_client_secret_basic(query_client, request)
-        except InvalidClientError:
-            client = None
-        if client is None:
-            for key in keys:
-                row = session.get(AuthFailure, (key, window))
-                if row is None:
-                    session.add(AuthFailure(key=key, window=window, count=1))
-                else:
-                    row.count += 1
-            session.execute(delete(AuthFailure).where(AuthFailure.window < window - 1))
-            # The failure counts must survive the error response's rollback.
-            session.commit()
-            return None
-        request.credential_id = client.credential_id
-        return client
+            credentials = basic_credentials(request.headers)
+        except MalformedBasicAuth as error:
+            self._failed(session, None, address, now)
+            raise InvalidRequestError(f"The Authorization header is not client_secret_basic credentials: {error} "
+                                      "(RFC 6749 section 2.3.1).") from None
+        client_id, secret = credentials or (None, None)
+        client = query_client(client_id) if client_id and secret else None
+        if client is not None and client.check_client_secret(secret):
+            auth_throttle.clear(session, client.client_id, address)
+            request.credential_id = client.credential_id
+            return client
+        self._failed(session, client.client_id if client is not None else None, address, now)
+        return None
+
+    def _failed(self, session: Session, client_id: str | None, address: str, now: int) -> None:
+        """One failed authentication: 429 while its keys are blocked (not counted again), else counted."""
+        retry_after = auth_throttle.blocked_for(session, client_id, address, now)
+        if retry_after:
+            raise TooManyFailuresError(retry_after=retry_after)
+        auth_throttle.record_failure(session, client_id, address, now, self.auth_limits)
 
     def authenticate_bearer(self, authorization: str | None, required_scope: str) -> BearerContext:
         """RFC 6750 §2.1 bearer check for the CDS APIs; raises BearerError (401/403)."""
@@ -685,7 +759,10 @@ class GatewayServer(StarletteServerMixin, AuthorizationServer):
             raise InvalidRequestError("client_id does not match the authenticated client.")
         for key, values in request.payload.datalist.items():
             if len(values) > 1:
-                raise InvalidRequestError(f"Parameter {key} repeated.")
+                raise InvalidRequestError(f"Parameter {_ascii(key)[:64]} repeated.")
+        problem = parameter_problem(form)
+        if problem:
+            raise InvalidRequestError(problem)
         params = {**form, "client_id": client.get_client_id()}
         probe = GatewayRequest("GET", self.urls.authorization_endpoint, {}, query=params.items())
         grant = self.get_consent_grant(probe)

@@ -5,9 +5,10 @@ Thin routes: each authenticates the Bearer ``cds_client_admin`` token (RFC 6750:
 ``cds.credentials``, ``cds.grants`` and ``cds.messages`` inside one transaction. The caller's registration is the
 token client's ``registration_id``; the functions never see rows of another registration (those are 404).
 
-Bodies: ``application/json`` (or ``+json``) only; a wrong content type or malformed JSON is 400. The app-wide body
-limit is ``max_body_bytes``; the Messages POST route has its own, ``message_max_bytes`` (at least 10 MB for
-attachments, WG1-02 §6.4), and a larger body is 413.
+Bodies: ``application/json`` (or ``+json``) only, read by cds.json_input (nesting, strings, numbers); a wrong
+content type or malformed JSON is 400. The app-wide body limit is ``max_body_bytes``; the Messages POST route has
+its own, ``message_max_bytes`` (at least 10 MB for attachments, WG1-02 §6.4), and a larger body is 413 (both in
+gateway.request_limits).
 """
 
 from __future__ import annotations
@@ -182,8 +183,8 @@ def routes(config: GatewayConfig) -> list[Route]:
         Route(paths.grant("{grant_id}"), _endpoint(_get_grant), methods=["GET"]),
         Route(paths.grant("{grant_id}"), _endpoint(_patch_grant, with_body=True), methods=["PATCH"]),
         Route(paths.messages_api, _endpoint(_list_messages), methods=["GET"]),
-        Route(paths.messages_api, _endpoint(_create_message, with_body=True, status=201), methods=["POST"],
-              max_body_size=config.message_max_bytes),
+        # Its larger body limit (message_max_bytes) is set with the others in gateway.request_limits (app.py).
+        Route(paths.messages_api, _endpoint(_create_message, with_body=True, status=201), methods=["POST"]),
         Route(paths.message("{message_id}"), _endpoint(_get_message), methods=["GET"]),
         Route(paths.message("{message_id}"), _endpoint(_patch_message, with_body=True), methods=["PATCH"]),
     ]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -13,11 +11,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from cds.json_input import JsonInputError, forbidden_character, parse_json
 from cds.jsonenc import encode
 from espi.starlette_oauth import GatewayRequest
 from gateway.context import Gateway
 
 T = TypeVar("T")
+#: No OAuth request has more parameters than this; the cap bounds what a form body can make us parse and store.
+MAX_FORM_FIELDS = 100
 
 
 class ApiError(Exception):
@@ -67,33 +68,46 @@ async def oauth_call(request: Request, fn: Callable[[Session], Response]) -> Res
 
 
 async def read_form(request: Request) -> list[tuple[str, str]]:
-    """An application/x-www-form-urlencoded body as pairs (RFC 6749 §3.2 requires that content type)."""
+    """An application/x-www-form-urlencoded body as pairs (RFC 6749 §3.2 requires that content type).
+
+    Bytes and percent-escapes must both be UTF-8 (nothing is silently replaced), and no value may hold NUL.
+    """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await request.body()
     if content_type != "application/x-www-form-urlencoded":
         raise ApiError(400, "invalid_request", "The body must be application/x-www-form-urlencoded")
     try:
-        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body))
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body),
+                          errors="strict", max_num_fields=MAX_FORM_FIELDS)
     except (UnicodeDecodeError, ValueError):
-        raise ApiError(400, "invalid_request", "The form body is not valid urlencoded UTF-8") from None
+        raise ApiError(400, "invalid_request", "The form body is not valid urlencoded UTF-8 "
+                       f"(at most {MAX_FORM_FIELDS} fields)") from None
+    for name, value in pairs:
+        problem = forbidden_character(name) or forbidden_character(value)
+        if problem:
+            raise ApiError(400, "invalid_request", f"Form parameters must not contain {problem}")
+    return pairs
 
 
 async def read_json(request: Request) -> Any:
-    """A JSON body; numbers with a fraction become Decimal (CDS decimals are never floats)."""
+    """A JSON body, read as cds.json_input reads every JSON from the network (depth, strings, numbers)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise ApiError(400, "invalid_request", "The body must be application/json")
     body = await request.body()
     try:
-        return json.loads(body.decode("utf-8"), parse_float=Decimal)
-    except (UnicodeDecodeError, ValueError) as error:
+        return parse_json(body)
+    except JsonInputError as error:
         raise ApiError(400, "invalid_request", f"The body is not valid JSON: {error}") from None
 
 
 def oauth_request(request: Request, *, query=(), form=()) -> GatewayRequest:
+    """The Authlib request of a machine endpoint. Its URI is the endpoint's published URL (issuer + path), never one
+    built from the Host header: that header is the client's to choose, and Authlib refuses a non-loopback http URI
+    by raising (a 500 for any Host the client liked)."""
     return GatewayRequest(
         request.method,
-        str(request.url),
+        gateway_of(request).urls.base + request.url.path,
         request.headers,
         query=query,
         form=form,

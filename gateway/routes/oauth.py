@@ -30,6 +30,7 @@ from cds.registration import RegistrationError, register
 from cds.store.models import AuthorizationCode, Client, Grant, PushedRequest, Receipt
 from espi.custodian_client import CustodianError
 from espi.starlette_oauth import GatewayRequest, RedirectResponse
+from gateway.oauth.server import parameter_problem
 from gateway.routes.common import (
     ApiError,
     CdsJSONResponse,
@@ -66,9 +67,18 @@ def invalid_request_page(request: Request, error: str, description: str, status:
 # ----------------------------------------------------------------------------------------------------------------
 # Token endpoint, PAR, introspection, revocation (machine endpoints)
 # ----------------------------------------------------------------------------------------------------------------
+async def read_oauth_form(request: Request) -> list[tuple[str, str]]:
+    """The form of a machine OAuth endpoint: read_form, then every parameter of RFC 6749 syntax and length."""
+    form = await read_form(request)
+    problem = parameter_problem(dict(form))
+    if problem:
+        raise ApiError(400, "invalid_request", problem)
+    return form
+
+
 async def token(request: Request) -> Response:
     try:
-        form = await read_form(request)
+        form = await read_oauth_form(request)
     except ApiError as error:
         return error.response()
     oauth_req = oauth_request(request, form=form)
@@ -78,7 +88,7 @@ async def token(request: Request) -> Response:
 
 async def pushed_authorization_request(request: Request) -> Response:
     try:
-        form = await read_form(request)
+        form = await read_oauth_form(request)
     except ApiError as error:
         return error.response()
     oauth_req = oauth_request(request, form=form)
@@ -98,7 +108,7 @@ async def pushed_authorization_request(request: Request) -> Response:
 def _endpoint(name: str):
     async def endpoint(request: Request) -> Response:
         try:
-            form = await read_form(request)
+            form = await read_oauth_form(request)
         except ApiError as error:
             return error.response()
         oauth_req = oauth_request(request, form=form)
@@ -155,6 +165,9 @@ async def authorize(request: Request) -> Response:
         if not request_uri:
             trusted = _trusted_redirect(session, client_id, params.get("redirect_uri"))
             description = "This server requires pushed authorization requests (RFC 9126): send request_uri."
+            problem = parameter_problem(params)
+            if problem:  # shown here rather than echoed back in a redirect
+                return invalid_request_page(request, "invalid_request", problem)
             if trusted is None:
                 return invalid_request_page(request, "invalid_request", description)
             return _redirect_error(trusted, "invalid_request", description, params.get("state"))

@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _app(command: str, config_path: str | None, *, migrate: bool):
     from bridge.config import ConfigError, load_config
+    from espi.private_files import private_dir
     from workers.app import make_celery
 
     try:
@@ -58,7 +59,7 @@ def _app(command: str, config_path: str | None, *, migrate: bool):
             upgrade(engine)
         finally:
             engine.dispose()
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.data_dir)
     return app
 
 
