@@ -5,7 +5,9 @@ a child belongs to a parent when the parent's ``related`` links name the child's
 (``up``), or — the reverse links some producers add (Enbridge, Hydro One) — when the child's ``related`` names the
 parent's ``self``. When links are missing or broken, the graph falls back to the only candidate, then to document
 order (the nearest preceding parent), and says so in the diagnostics. Files with no UsagePoint or MeterReading
-entries at all (early exports) get implicit ones, so that their readings still have a home.
+entries at all (early exports) get implicit ones, so that their readings still have a home. One rule compares
+prefixes: an IntervalBlock whose ``self`` lies under one MeterReading while its ``up`` names another goes where its
+``self`` says, and is counted (docs/mapping.md §4.8).
 
 IntervalBlock entries are resolved one by one through ``meter_reading_for(header)``, so that a translator can keep
 the (many) block entries out of memory and resolve them after the (few) other entries are known.

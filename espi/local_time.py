@@ -11,7 +11,10 @@ per-custodian IANA zone is authoritative; the parameters only cross-check it, or
 Real feeds get these parameters wrong often enough that nothing here trusts them blindly: Enbridge writes the
 epoch second of the 2024 transitions in hex instead of a bitmap, NGMA-style gas files flip the sign of
 ``tzOffset``, the 2016 sandbox sends -4 h with Eastern-zone data, and a parser fixture sends 0. :func:`assess`
-says whether a set of parameters is usable and why not; :func:`zone_for` picks the zone to use and says why.
+says whether a set of parameters is usable and why not; :func:`zone_for` picks the zone to use and says why, and
+when the parameters cannot be used it still prefers the feed's own clues to UTC: sound DST rules with a tzOffset
+repaired from the local offset the feed's Atom dates state, a sound tzOffset beside unusable rules (as a fixed
+offset), or the dates' offset itself (docs/mapping.md §3).
 
 Decisions (each also documented where it is implemented):
 
