@@ -38,7 +38,7 @@ import msgspec
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from bridge.from_espi import LISTINGS, TranslateOptions, Translation, translate
+from bridge.from_espi import LISTINGS, ReadingAccount, TranslateOptions, Translation, translate
 from cds.store.models import DataObject, UsageSegmentRow
 from cds.store.objects import ID_FIELDS, OBJECT_KINDS, TIMESTAMPS
 
@@ -75,6 +75,8 @@ class IngestReport:
     readings: int | None = None
     #: the ``self`` hrefs of the file's UsagePoint entries (what the data covers: bridge.coverage records them)
     usage_point_hrefs: tuple[str, ...] = ()
+    #: where each reading went: placed, or not placed by reason (docs/mapping.md §4.11; None when unknown)
+    reading_account: ReadingAccount | None = None
 
     def total(self, kind: str) -> int:
         return self.created[kind] + self.modified[kind] + self.confirmed[kind]
@@ -85,6 +87,9 @@ class IngestReport:
         parts = [f"{kind} {self.created[kind]}/{self.modified[kind]}/{self.confirmed[kind]}"
                  for kind in LISTINGS if self.total(kind)]
         readings = f"{self.readings} readings; " if self.readings is not None else ""
+        account = self.reading_account
+        if account is not None and account.placed != account.read:
+            readings = f"{account.summary()}; "  # what was not placed, and why
         detail = f" ({', '.join(parts)} created/modified/confirmed)" if parts else ""
         return f"{readings}{created} created, {modified} modified, {confirmed} confirmed{detail}"
 
@@ -163,6 +168,7 @@ def ingest_translation(session: Session, translation: Translation, *, customer_i
     segments = (writer.segment_row(obj, numbers) for obj in translation.usage_segments())
     for batch in _batches(segments, BATCH_SIZE):
         writer.upsert(UsageSegmentRow, UsageSegmentRow.segment_id, "usage_segments", batch)
+    report.reading_account = translation.reading_account()
     session.flush()
     return report
 

@@ -27,7 +27,7 @@ from lxml import etree
 from espi import authorization, customer, usage
 from espi.errors import NotEspiError
 from espi.intervals import IntervalBlock, read_interval_block
-from espi.model import Diagnostics, build, parse_atom_datetime
+from espi.model import Diagnostics, build, parse_atom_datetime, stated_utc_offset
 from espi.namespaces import local_name
 from espi.xmlsafe import Source, secure_document
 
@@ -173,7 +173,29 @@ class FeedReader:
         self.entry_count = 0
         self.block_count = 0
         self.reading_count = 0
+        #: readings with a value (not absent, not the "not set" sentinel): the translation accounts for each one
+        self.readings_with_values = 0
+        #: local UTC offsets the Atom dates state (seconds → [count, first instant stating it]): O(offsets)
+        self.stated_offsets: dict[int, list] = {}
         self._used = False
+
+    def stated_offset(self) -> tuple[int, datetime] | None:
+        """The local UTC offset the document's Atom dates state most often (ties: the first stated), with the first
+        instant stating it; None when every date is ``Z``, zone-less or absent."""
+        best = None
+        for offset, (count, instant) in self.stated_offsets.items():
+            if best is None or count > best[0]:
+                best = (count, offset, instant)
+        return None if best is None else (best[1], best[2])
+
+    def _atom_time(self, element: etree._Element) -> datetime | None:
+        value = parse_atom_datetime(element.text, element, self.diagnostics)
+        if value is not None:
+            offset = stated_utc_offset(element.text)
+            if offset is not None:
+                seen = self.stated_offsets.setdefault(offset, [0, value])
+                seen[0] += 1
+        return value
 
     def __iter__(self) -> Iterator[Entry | BlockRead]:
         if self._used:
@@ -205,6 +227,7 @@ class FeedReader:
                 block = read_interval_block(element, self.diagnostics)
                 self.block_count += 1
                 self.reading_count += len(block)
+                self.readings_with_values += block.value_count()
                 yield BlockRead(self.entry_count, block_index, block, in_meter_reading)
                 block_index += 1
                 element.clear(keep_tail=True)
@@ -240,7 +263,7 @@ class FeedReader:
             elif name == "title" and self.header.title is None:
                 self.header.title = (child.text or "").strip() or None
             elif name == "updated" and self.header.updated is None:
-                self.header.updated = parse_atom_datetime(child.text, child, self.diagnostics)
+                self.header.updated = self._atom_time(child)
             elif name == "link":
                 link = _link(child)
                 if link not in self.header.links:
@@ -263,9 +286,9 @@ class FeedReader:
             elif name == "title":
                 entry.title = (child.text or "").strip() or None
             elif name == "published":
-                entry.published = parse_atom_datetime(child.text, child, self.diagnostics)
+                entry.published = self._atom_time(child)
             elif name == "updated":
-                entry.updated = parse_atom_datetime(child.text, child, self.diagnostics)
+                entry.updated = self._atom_time(child)
         if not entry.resources and not entry.block_count:
             self.diagnostics.add("entry without any ESPI resource in its content", entry.line,
                                  kind="entry without content")
@@ -309,6 +332,7 @@ class FeedReader:
             block = read_interval_block(root_element, self.diagnostics)
             self.block_count += 1
             self.reading_count += len(block)
+            self.readings_with_values += block.value_count()
             yield BlockRead(0, 0, block)
             entry.block_count = 1
         elif name in RESOURCE_TYPES:

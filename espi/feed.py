@@ -5,7 +5,9 @@ a child belongs to a parent when the parent's ``related`` links name the child's
 (``up``), or — the reverse links some producers add (Enbridge, Hydro One) — when the child's ``related`` names the
 parent's ``self``. When links are missing or broken, the graph falls back to the only candidate, then to document
 order (the nearest preceding parent), and says so in the diagnostics. Files with no UsagePoint or MeterReading
-entries at all (early exports) get implicit ones, so that their readings still have a home.
+entries at all (early exports) get implicit ones, so that their readings still have a home. One rule compares
+prefixes: an IntervalBlock whose ``self`` lies under one MeterReading while its ``up`` names another goes where its
+``self`` says, and is counted (docs/mapping.md §4.8).
 
 IntervalBlock entries are resolved one by one through ``meter_reading_for(header)``, so that a translator can keep
 the (many) block entries out of memory and resolve them after the (few) other entries are known.
@@ -145,6 +147,9 @@ class FeedGraph:
         self._implicit_usage_point: UsagePointNode | None = None
         self._implicit_meter_readings: dict[int | None, MeterReadingNode] = {}
         self._customer_cache: dict[str, _Candidates] = {}
+        #: IntervalBlock entries whose self link lies under one MeterReading and whose up link names another
+        self.link_conflicts = 0
+        self._mr_by_prefix: dict[str, MeterReadingNode | None] | None = None
         self._build()
 
     # -- construction ---------------------------------------------------------------------------------------
@@ -266,10 +271,27 @@ class FeedGraph:
     # -- IntervalBlock entries --------------------------------------------------------------------------------
 
     def meter_reading_for(self, header: BlockEntryHeader) -> MeterReadingNode | None:
-        """The series an IntervalBlock entry belongs to, or None when the feed gives its readings no meaning."""
+        """The series an IntervalBlock entry belongs to, or None when the feed gives its readings no meaning.
+
+        Link conflict: when the entry's ``self`` lies under one MeterReading (a MeterReading's ``related`` names
+        it, or its ``self`` or one of its ``related`` hrefs followed by ``/`` begins it) and its ``up`` names the
+        collection of another, the ``self`` one wins: ``self`` is the address the resource is served at, ``up``
+        only a way back to a listing. Each such entry is counted in ``link_conflicts`` and reported.
+        """
         if header.blocks_in_meter_reading and header.seq in self._mr_by_seq:
             return self._mr_by_seq[header.seq]
         if len(self._mr_candidates):
+            if header.self_href and header.up_href:
+                by_up = self._mr_candidates.by_related.get(header.up_href)
+                if by_up:
+                    owner = self._self_owner(header.self_href)
+                    if owner is not None and all(entry.seq != owner.entry.seq for entry in by_up):
+                        self.link_conflicts += 1
+                        self.diagnostics.add(
+                            "IntervalBlock's self link lies under one MeterReading but its up link names another; "
+                            "placed under the one its self link names", header.line,
+                            kind="IntervalBlock link conflict (self wins)")
+                        return owner
             parent, how = self._mr_candidates.parent(header.self_href, header.up_href, header.related, header.seq)
             self._note(how, "IntervalBlock", "MeterReading", header.line)
             return self._mr_by_seq[parent.seq]
@@ -298,6 +320,36 @@ class FeedGraph:
             self.meter_readings.append(node)
             self._implicit_meter_readings[key] = node
         return node
+
+    def _self_owner(self, self_href: str) -> MeterReadingNode | None:
+        """The one MeterReading whose ``related`` names ``self_href``, or under whose ``self`` or collection hrefs
+        it lies (the nearest such ancestor); None when none or several. A MeterReading's collections are its
+        ``related`` hrefs that name no entry of the feed (a ReadingType, a UsagePoint back link)."""
+        exact = self._mr_candidates.by_related.get(self_href)
+        if exact:
+            return self._mr_by_seq[exact[0].seq] if len({e.seq for e in exact}) == 1 else None
+        if self._mr_by_prefix is None:
+            entries = {entry.self_href for entry in self.entries if entry.self_href}
+            prefixes: dict[str, MeterReadingNode | None] = {}
+            for node in self.meter_readings:
+                if node.entry is None:
+                    continue
+                hrefs = [node.entry.self_href] + [h for h in node.entry.related if h not in entries]
+                for href in hrefs:
+                    if href:
+                        prefixes[href] = node if prefixes.get(href, node) is node else None
+            self._mr_by_prefix = prefixes
+        href = self_href
+        while "/" in href:
+            href = href.rpartition("/")[0]
+            if href in self._mr_by_prefix:
+                return self._mr_by_prefix[href]
+        return None
+
+    def reading_type_by_href(self, href: str | None) -> ReadingType | None:
+        """The ReadingType whose entry's ``self`` is exactly ``href`` (SummaryMeasurement ``readingTypeRef``)."""
+        entry = self._rt_candidates.by_self.get(href.strip()) if href else None
+        return entry.first("ReadingType").value if entry is not None else None
 
     # -- customer resources -----------------------------------------------------------------------------------
 

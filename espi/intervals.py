@@ -20,6 +20,7 @@ from functools import lru_cache
 
 from lxml import etree
 
+from espi.codes import INT48_SENTINEL
 from espi.model import Diagnostics, build
 from espi.namespaces import local_name, namespace_of
 from espi.usage import DateTimeInterval
@@ -57,6 +58,11 @@ class IntervalBlock:
     def __len__(self) -> int:
         return len(self.values)
 
+    def value_count(self) -> int:
+        """Readings with a value: neither absent nor the "not set" sentinel (−2⁴⁷)."""
+        values = self.values
+        return len(values) - values.count(None) - values.count(INT48_SENTINEL)
+
     def readings(self) -> Iterator[IntervalReading]:
         """The readings as objects (convenient; the translator uses the columns directly)."""
         n = len(self.values)
@@ -73,15 +79,20 @@ class IntervalBlock:
         """Start and duration of every reading, filling readings without ``timePeriod`` (espi.md §1.5).
 
         A reading without ``timePeriod`` starts where the previous one ended (the first at the block's
-        ``interval.start``) and lasts ``interval_length``. Readings that cannot be placed (no block start or no
-        interval length) stay None.
+        ``interval.start``) and lasts ``interval_length``. A reading whose duration is 0 lasts ``interval_length``
+        too: real files write 0 where they mean "the series' interval" (one-minute net-metering data with
+        ``intervalLength`` 60; docs/mapping.md §3). Readings that cannot be placed (no block start or no interval
+        length) stay None (or keep their duration 0).
         """
-        if None not in self.starts and None not in self.durations:
+        stretch = bool(interval_length) and 0 in self.durations
+        if None not in self.starts and None not in self.durations and not stretch:
             return self.starts, self.durations
         starts: list[int | None] = []
         durations: list[int | None] = []
         cursor = self.interval.start if self.interval is not None else None
         for start, duration in zip(self.starts, self.durations, strict=True):
+            if duration == 0 and interval_length:
+                duration = interval_length
             if start is None:
                 start = cursor
                 if duration is None:

@@ -11,7 +11,10 @@ per-custodian IANA zone is authoritative; the parameters only cross-check it, or
 Real feeds get these parameters wrong often enough that nothing here trusts them blindly: Enbridge writes the
 epoch second of the 2024 transitions in hex instead of a bitmap, NGMA-style gas files flip the sign of
 ``tzOffset``, the 2016 sandbox sends -4 h with Eastern-zone data, and a parser fixture sends 0. :func:`assess`
-says whether a set of parameters is usable and why not; :func:`zone_for` picks the zone to use and says why.
+says whether a set of parameters is usable and why not; :func:`zone_for` picks the zone to use and says why, and
+when the parameters cannot be used it still prefers the feed's own clues to UTC: sound DST rules with a tzOffset
+repaired from the local offset the feed's Atom dates state, a sound tzOffset beside unusable rules (as a fixed
+offset), or the dates' offset itself (docs/mapping.md §3).
 
 Decisions (each also documented where it is implemented):
 
@@ -525,6 +528,14 @@ class LocalTimeAssessment:
     start_rule: DstRule | None = None
     end_rule: DstRule | None = None
     zone: LocalTimeZone | None = field(default=None, compare=False)
+    #: the problems that concern tzOffset alone (a subset of ``problems``): out of range, not quarter hours, or
+    #: contradicting recognised DST rules; the others concern the DST rules and dstOffset
+    tz_offset_problems: tuple[str, ...] = ()
+
+    @property
+    def dst_problems(self) -> tuple[str, ...]:
+        """The problems of the DST part (rules, dstOffset): everything but ``tz_offset_problems``."""
+        return tuple(p for p in self.problems if p not in self.tz_offset_problems)
 
     @property
     def summary(self) -> str:
@@ -638,12 +649,19 @@ def assess(ltp: LocalTimeParameters) -> LocalTimeAssessment:
     """
     problems: list[str] = []
     warnings: list[str] = []
+    # Problems of tzOffset alone are also kept apart: zone_for can still use sound DST rules without it.
+    tz_problems: list[str] = []
+
+    def tz_problem(message: str) -> None:
+        problems.append(message)
+        tz_problems.append(message)
+
     tz, dst = ltp.tz_offset, ltp.dst_offset
     if abs(tz) > _MAX_TZ_OFFSET:
-        problems.append(f"tzOffset {tz} s ({_hours(tz)}) is outside ±14 h")
+        tz_problem(f"tzOffset {tz} s ({_hours(tz)}) is outside ±14 h")
     elif tz % _QUARTER_HOUR:
         hint = " (looks like minutes)" if tz % 15 == 0 and abs(tz) <= 14 * 60 else ""
-        problems.append(f"tzOffset {tz} s is not a whole number of quarter hours{hint}")
+        tz_problem(f"tzOffset {tz} s is not a whole number of quarter hours{hint}")
     if not 0 <= dst <= _MAX_DST_OFFSET:
         problems.append(f"dstOffset {dst} s is outside 0-2 h")
     elif dst % _QUARTER_HOUR:
@@ -678,12 +696,12 @@ def assess(ltp: LocalTimeParameters) -> LocalTimeAssessment:
         family = _family_of(start, end)
         if family is not None and not family.low <= tz <= family.high:
             if tz == 0:
-                problems.append(
+                tz_problem(
                     f"tzOffset 0 with {family.name} DST rules: probably a placeholder (no UTC zone uses them)"
                 )
             elif family.low <= -tz <= family.high:
                 wrong_sign = f"tzOffset {_hours(tz)} with {family.name} DST rules: probably the sign is wrong"
-                problems.append(wrong_sign)
+                tz_problem(wrong_sign)
             else:
                 warnings.append(f"tzOffset {_hours(tz)} matches no zone that uses {family.name} DST rules")
         elif family is not None and family.name.startswith("North American") and tz == -14400:
@@ -702,6 +720,7 @@ def assess(ltp: LocalTimeParameters) -> LocalTimeAssessment:
         sane=not problems,
         problems=tuple(problems),
         warnings=tuple(warnings),
+        tz_offset_problems=tuple(tz_problems),
         start_rule=start,
         end_rule=end,
         zone=zone,
@@ -804,7 +823,11 @@ def _compare(zone: tzinfo, ltp_zone: LocalTimeZone, year: int) -> str | None:
 
 
 def zone_for(
-    ltp: LocalTimeParameters | None, configured: str | None = None, *, year: int | None = None
+    ltp: LocalTimeParameters | None,
+    configured: str | None = None,
+    *,
+    year: int | None = None,
+    stated_offset: tuple[int, datetime] | None = None,
 ) -> tuple[tzinfo, str]:
     """The time zone to render local time in, and a one-line note that says why (for logs and diagnostics).
 
@@ -813,7 +836,16 @@ def zone_for(
        (default: the current UTC year), so a misconfigured custodian shows up in the logs.
     2. Otherwise the parameters' own zone when :func:`assess` finds them sane (the note names matching IANA
        zones, to help whoever configures the custodian).
-    3. Otherwise UTC, with the reason: rendering in a made-up zone would be worse than rendering in UTC.
+    3. Otherwise the feed's own clues, each better than UTC days (docs/mapping.md §3):
+
+       a. sound DST rules with a broken tzOffset (a placeholder 0, a flipped sign) and ``stated_offset``, the
+          local UTC offset the feed's Atom dates state at an instant (``-04:00`` at 2019-10-24T20:31Z): the
+          tzOffset that makes the rules give that offset at that instant, when the repaired parameters are
+          sane;
+       b. unusable DST rules (epoch seconds written in hex instead of the bit encoding, garbage) or dstOffset
+          with a sound tzOffset: tzOffset as a fixed offset, without DST;
+       c. ``stated_offset`` as a fixed offset.
+    4. Otherwise UTC, with the reason: rendering in a made-up zone would be worse than rendering in UTC.
     """
     if year is None:
         year = datetime.now(UTC).year
@@ -832,12 +864,57 @@ def zone_for(
             return zone, f"configured zone {zone.key}; LocalTimeParameters agree with it in {year}{flaws}"
         disagree = f"LocalTimeParameters disagree in {year}: {difference}"
         return zone, f"configured zone {zone.key}; {disagree}{flaws}"
+    stated = _stated_note(stated_offset) if stated_offset is not None else ""
     if verdict is None:
+        if stated_offset is not None:
+            return LocalTimeZone(stated_offset[0]), (
+                f"no configured zone and no LocalTimeParameters: using {stated}, as a fixed offset (no DST)")
         return UTC, "no configured zone and no LocalTimeParameters: using UTC"
+    assert ltp is not None
     if verdict.sane and verdict.zone is not None:
-        assert ltp is not None
-        matches = iana_candidates(ltp)
-        same = f"; matches {', '.join(matches)}" if matches else "; matches no common IANA zone"
-        caveat = f" ({'; '.join(verdict.warnings)})" if verdict.warnings else ""
-        return verdict.zone, f"no configured zone: using LocalTimeParameters {verdict.zone}{same}{caveat}"
+        return verdict.zone, f"no configured zone: using LocalTimeParameters {verdict.zone}{_matches(ltp, verdict)}"
+    if stated_offset is not None and verdict.tz_offset_problems and not verdict.dst_problems:
+        repaired = _repair_tz_offset(ltp, *stated_offset)
+        if repaired is not None:
+            fixed, fixed_verdict = repaired
+            assert fixed_verdict.zone is not None
+            return fixed_verdict.zone, (
+                f"no configured zone; LocalTimeParameters unusable ({verdict.summary}), but their DST rules are "
+                f"sound and give {stated} when tzOffset is {fixed.tz_offset}: using {fixed_verdict.zone}"
+                f"{_matches(fixed, fixed_verdict)}")
+    if verdict.dst_problems and not verdict.tz_offset_problems and \
+            assess(LocalTimeParameters(DST_DISABLED, DST_DISABLED, 0, ltp.tz_offset)).sane:
+        return LocalTimeZone(ltp.tz_offset), (
+            f"no configured zone and the DST part of the LocalTimeParameters is unusable ({verdict.summary}): "
+            f"using their tzOffset, {_offset_name(ltp.tz_offset)} fixed (no DST)")
+    if stated_offset is not None:
+        return LocalTimeZone(stated_offset[0]), (
+            f"no configured zone and LocalTimeParameters are unusable ({verdict.summary}): using {stated}, as a "
+            "fixed offset (no DST)")
     return UTC, f"no configured zone and LocalTimeParameters are unusable ({verdict.summary}): using UTC"
+
+
+def _matches(ltp: LocalTimeParameters, verdict: LocalTimeAssessment) -> str:
+    matches = iana_candidates(ltp)
+    same = f"; matches {', '.join(matches)}" if matches else "; matches no common IANA zone"
+    caveat = f" ({'; '.join(verdict.warnings)})" if verdict.warnings else ""
+    return same + caveat
+
+
+def _stated_note(stated_offset: tuple[int, datetime]) -> str:
+    offset, instant = stated_offset
+    return f"{_offset_name(offset)}, stated by the feed's timestamps (at {instant.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ})"
+
+
+def _repair_tz_offset(ltp: LocalTimeParameters, offset: int, instant: datetime
+                      ) -> tuple[LocalTimeParameters, LocalTimeAssessment] | None:
+    """The parameters with the tzOffset that makes their DST rules give ``offset`` at ``instant`` (standard time
+    tried first, then daylight time), when those are sane; else None."""
+    for candidate in (offset, offset - ltp.dst_offset):
+        if candidate == ltp.tz_offset:
+            continue
+        fixed = LocalTimeParameters(ltp.dst_start_rule, ltp.dst_end_rule, ltp.dst_offset, candidate)
+        verdict = assess(fixed)
+        if verdict.sane and verdict.zone is not None and _utc_offset_of(verdict.zone, instant) == offset:
+            return fixed, verdict
+    return None

@@ -195,6 +195,26 @@ def parse_atom_datetime(text: str | None, element: etree._Element | None, diagno
     return value.astimezone(UTC)
 
 
+def stated_utc_offset(text: str | None) -> int | None:
+    """The UTC offset (seconds) an Atom date-time states, when it states a local one: ``-08:00`` → -28800.
+
+    ``Z``, ``-00:00`` (RFC 3339 §4.3: "local offset unknown"), zone-less and unreadable values state none. The
+    offset says which local clock the producer wrote the feed in, a hint at the custodian's zone that
+    ``espi.local_time.zone_for`` uses when the LocalTimeParameters cannot be used (docs/mapping.md §3).
+    """
+    if text is None:
+        return None
+    text = text.strip()
+    if not text or text[-1] in "Zz" or text.endswith("-00:00"):
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    offset = value.utcoffset()
+    return None if offset is None else int(offset.total_seconds())
+
+
 # --- the generic builder -----------------------------------------------------------------------------------
 
 _SPECS: dict[type, dict[str, tuple[str, Converter, bool]]] = {}

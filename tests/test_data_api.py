@@ -13,6 +13,7 @@ import json
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -144,11 +145,17 @@ def api_totals(segments: list[dict[str, Any]], window: tuple[int, int] | None = 
 
 
 def xml_totals(paths: list[Path], window: tuple[int, int] | None = None) -> dict[str, Decimal]:
-    """The oracle's totals: value × 10^powerOfTenMultiplier (kWh for Wh), reverse negated, registers left out."""
+    """The oracle's totals: value × 10^powerOfTenMultiplier (kWh for Wh), reverse negated, registers left out (a
+    series labelled cumulative whose values do not climb is interval data, docs/mapping.md §4.4, D16)."""
     totals: dict[str, Decimal] = defaultdict(Decimal)
     for path in paths:
         for series in oracle(path):
-            if series.accumulation not in (None, 4):
+            if series.accumulation in (1, 2, 3, 9) and series.flow != 4:
+                in_time = [value for _start, value in sorted(zip(series.starts, series.values, strict=True))]
+                falls = sum(later < earlier for earlier, later in pairwise(in_time))
+                if falls < 2 or falls * 20 < len(in_time) - 1:
+                    continue  # a register that climbs
+            elif series.accumulation not in (None, 4):
                 continue
             if series.uom == 72:
                 kind, sign = {1: ("forward", 1), 19: ("reverse", -1), 4: ("net", 1)}[series.flow]

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from bridge.from_espi import TranslateOptions, translate
-from espi.generate import FeedSpec, write_feed
+from espi.generate import TRAITS, FeedSpec, write_feed
 from espi.validation import validate
 
 
@@ -85,3 +85,50 @@ def test_estimated_readings_carry_their_quality():
                              for v in estimated)
     assert all(f.get("greenbridge_default_quality") == "valid" for s in segments for f in s["formats"]
                if any(v and v.get("greenbridge_quality") for vs in s["values"] for v in vs))
+
+
+@pytest.mark.parametrize("trait", sorted(TRAITS))
+def test_every_trait_keeps_the_feed_valid_and_deterministic(trait):
+    days = 31 if trait == "directional-summaries" else 2  # summaries need a whole month
+    spec = FeedSpec(usage_points=2, days=days, net_metering=True, traits={trait})
+    data, _totals = generated(spec)
+    report = validate(data, strict=True, name=f"{trait}.xml")
+    assert report.valid, [str(issue) for issue in report.errors[:5]]
+    assert generated(FeedSpec(usage_points=2, days=days, net_metering=True, traits=[trait]))[0] == data
+    assert data != generated(FeedSpec(usage_points=2, days=days, net_metering=True))[0]
+
+
+def test_traits_write_what_they_say():
+    text = generated(FeedSpec(usage_points=1, days=1, net_metering=True, summaries=False,
+                              traits={"zero-durations", "cumulative-label", "offset-timestamps"}))[0].decode()
+    assert "<espi:duration>0</espi:duration>" in text and "<espi:duration>900</espi:duration>" not in text
+    assert text.count("<espi:accumulationBehaviour>1</espi:accumulationBehaviour>") == 2
+    assert "LocalTimeParameters" not in text and "Z</updated>" not in text
+    assert "<updated>2025-12-31T19:00:00-05:00</updated>" in text
+    epoch = generated(FeedSpec(days=1, start=date(2024, 5, 1), traits={"epoch-dst-rules"}))[0].decode()
+    # 2024-03-10T07:00Z and 2024-11-03T06:00Z, the US transitions of the spec's start year
+    assert "<espi:dstStartRule>65ED5A70</espi:dstStartRule>" in epoch
+    assert "<espi:dstEndRule>67271160</espi:dstEndRule>" in epoch
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"traits": {"sideways"}}, "unknown trait sideways"),
+    ({"traits": {"accumulation-none", "cumulative-label"}, "net_metering": True}, "pick one"),
+    ({"traits": {"offset-timestamps", "epoch-dst-rules"}}, "exclude each other"),
+    ({"traits": {"link-conflict"}}, "need two series"),
+    ({"traits": {"reverse-only"}, "commodity": "mixed", "usage_points": 2}, "last UsagePoint to be electric"),
+])
+def test_traits_refuse_what_they_cannot_write(spec, message):
+    with pytest.raises(ValueError, match=message):
+        FeedSpec(**spec)
+
+
+def test_generate_takes_traits_on_the_command_line(tmp_path, capsys):
+    from greenbridge.cli import main
+
+    out = tmp_path / "feed.xml"
+    assert main(["generate", "--days", "1", "--trait", "zero-durations", "--trait", "reverse-only",
+                 "-o", str(out)]) == 0
+    assert out.read_bytes() == generated(FeedSpec(days=1, traits={"zero-durations", "reverse-only"}))[0]
+    assert main(["generate", "--trait", "nope"]) == 2
+    assert "unknown trait nope" in capsys.readouterr().err

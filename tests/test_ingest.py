@@ -262,6 +262,9 @@ class _StubTranslation:
     def listing(self, name):
         return self.usage_segments() if name == "usage_segments" else self.objects[name]
 
+    def reading_account(self):
+        return None  # hand-made objects: no readings to account for
+
     def usage_segments(self):
         yield {"cds_usagesegment_id": "u1", "cds_created": "x", "cds_modified": "x", "cds_synced": "x",
                "related_accounts": ["a1"], "related_servicecontracts": ["k1"],

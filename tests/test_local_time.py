@@ -739,3 +739,88 @@ def test_sample_local_time_parameters():
         if candidate is not None:
             require_zone(candidate)
             assert candidate in iana_candidates(ltp)
+
+
+# -- the feed's own clues when the parameters cannot be used (docs/mapping.md §3) ----------------------------------
+
+JULY = datetime(2024, 7, 2, 14, 0, tzinfo=UTC)
+JANUARY = datetime(2024, 1, 15, 17, 0, tzinfo=UTC)
+
+
+def test_assess_keeps_the_tz_offset_problems_apart():
+    verdict = assess(us(0))
+    assert verdict.tz_offset_problems == verdict.problems == (
+        "tzOffset 0 with North American DST rules: probably a placeholder (no UTC zone uses them)",)
+    assert verdict.dst_problems == ()
+    enbridge = assess(LocalTimeParameters("65ED5A70", "67271F70", 3600, -18000))
+    assert enbridge.tz_offset_problems == () and len(enbridge.dst_problems) == 2
+    both = assess(LocalTimeParameters("65ED5A70", US_END, 3600, 50_000))
+    assert both.tz_offset_problems == ("tzOffset 50000 s is not a whole number of quarter hours",)
+    assert both.dst_problems and set(both.problems) == set(both.tz_offset_problems + both.dst_problems)
+
+
+@pytest.mark.parametrize(("instant", "stated"), [(JULY, -14400), (JANUARY, -18000)])
+def test_a_broken_tz_offset_is_repaired_from_a_stated_offset(instant, stated):
+    require_zone("America/New_York")
+    for broken in (0, 18000):  # a placeholder and a flipped sign
+        zone, note = zone_for(us(broken), stated_offset=(stated, instant), year=2024)
+        assert zone == LocalTimeZone.from_parameters(us(-18000)), note
+        assert "when tzOffset is -18000: using UTC-05:00, DST +1 h" in note
+        assert note.endswith("; matches America/New_York, America/Toronto")
+
+
+def test_the_repair_fits_the_stated_offset_else_it_is_used_fixed():
+    """-05:00 stated in July cannot be Eastern time (EDT is -04:00); -06:00 standard is Central, whose DST would
+    give -05:00 in July: the repair finds Central time."""
+    zone, note = zone_for(us(0), stated_offset=(-18000, JULY), year=2024)
+    assert zone == LocalTimeZone.from_parameters(us(-21600)), note
+    # an offset no sane tzOffset explains (-03:10, not whole quarter hours): a fixed offset, and the note says why
+    zone, note = zone_for(us(0), stated_offset=(-11400, JULY), year=2024)
+    assert zone == LocalTimeZone(-11400)
+    assert note.endswith("using UTC-03:10, stated by the feed's timestamps (at 2024-07-02T14:00:00Z), as a fixed "
+                         "offset (no DST)")
+
+
+def test_unusable_dst_rules_leave_the_tz_offset():
+    enbridge = LocalTimeParameters("65ED5A70", "67271F70", 3600, -18000)
+    zone, note = zone_for(enbridge, year=2024, stated_offset=(-14400, JULY))
+    assert zone == LocalTimeZone(-18000)  # the parameters' own tzOffset beats the timestamps
+    assert note.endswith("using their tzOffset, UTC-05:00 fixed (no DST)")
+    one_sided = LocalTimeParameters(US_START, DST_DISABLED, 3600, -25200)
+    assert zone_for(one_sided, year=2024)[0] == LocalTimeZone(-25200)
+    bad_dst = LocalTimeParameters(US_START, US_END, 9000, -18000)
+    assert zone_for(bad_dst, year=2024)[0] == LocalTimeZone(-18000)
+
+
+def test_without_parameters_a_stated_offset_beats_utc():
+    zone, note = zone_for(None, stated_offset=(-28800, JANUARY))
+    assert zone == LocalTimeZone(-28800)
+    assert note == ("no configured zone and no LocalTimeParameters: using UTC-08:00, stated by the feed's timestamps "
+                    "(at 2024-01-15T17:00:00Z), as a fixed offset (no DST)")
+    assert zone_for(None) == (UTC, "no configured zone and no LocalTimeParameters: using UTC")
+
+
+def test_clues_never_override_sane_parameters_or_a_configured_zone():
+    require_zone("America/Chicago")
+    zone, _note = zone_for(us(-18000), stated_offset=(-28800, JULY))
+    assert zone == LocalTimeZone.from_parameters(us(-18000))
+    zone, _note = zone_for(us(0), "America/Chicago", stated_offset=(-14400, JULY), year=2024)
+    assert zone == ZoneInfo("America/Chicago")
+
+
+def test_stated_offsets_of_atom_dates():
+    from espi.atom import FeedReader
+    from espi.model import stated_utc_offset
+
+    assert [stated_utc_offset(text) for text in ("2024-07-01T10:00:00-08:00", " 2024-07-01T10:00:00+05:30 ",
+                                                 "2024-07-01T10:00:00Z", "2024-07-01T10:00:00-00:00",
+                                                 "2024-07-01T10:00:00+00:00", "2024-07-01T10:00:00", "2024-07-01",
+                                                 "yesterday", None)] == [
+        -28800, 19800, None, None, 0, None, None, None, None]
+    feed = (b'<feed xmlns="http://www.w3.org/2005/Atom"><updated>2024-07-01T10:00:00-07:00</updated>'
+            b"<entry><updated>2024-07-02T10:00:00-08:00</updated><published>2024-07-01T10:00:00Z</published></entry>"
+            b"<entry><updated>2024-07-03T10:00:00-08:00</updated></entry></feed>")
+    reader = FeedReader(feed)
+    for _item in reader:
+        pass
+    assert reader.stated_offset() == (-28800, datetime(2024, 7, 2, 18, 0, tzinfo=UTC))  # the most common one

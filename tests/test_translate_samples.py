@@ -236,7 +236,8 @@ def test_gas_monthly_usage_cost_and_billing(sample):
 
 @pytest.mark.samples
 def test_forward_and_reverse_series_of_three_usage_points(sample):
-    """cmdtest: forward interval series on three UsagePoints; the reverse series is a register (bulkQuantity)."""
+    """cmdtest: forward interval series on three UsagePoints; the reverse series is labelled a register
+    (bulkQuantity), but its values (0 and 1) fall 5 times in 23 pairs: it is read as interval data (§4.4)."""
     path = sample("cmdtest_threeusagepointsonecustomer.xml")
     series = oracle(path)
     result, segments = translated(path)
@@ -249,12 +250,17 @@ def test_forward_and_reverse_series_of_three_usage_points(sample):
             assert len(got) == len(item.values)
         else:
             assert (item.flow, item.accumulation) == (19, 1)
-            got = column_values(segments, sp, lambda f: f["type"] == "meter_readings")
-            # registers: strings, never negated, placed at the end of their ESPI period (D6)
-            assert sorted((t, v["r"]) for t, v in got) == sorted(
-                (s + 3600, format(item.scaled(v), "f")) for s, v in zip(item.starts, item.values, strict=True))
-            fmt = next(f for seg in segments for f in seg["formats"] if f["type"] == "meter_readings")
-            assert fmt["greenbridge_flow_direction"] == 19 and fmt["register"] is None
+            assert not column_values(segments, sp, lambda f: f["type"] == "meter_readings")
+            got = column_values(segments, sp, lambda f: is_usage(f, "reverse"))
+            # interval data: negated (reverse), at the start of each ESPI period
+            expected = dict(zip(item.starts, (-item.scaled(v) for v in item.values), strict=True))
+            assert sorted((t, v["eu"]) for t, v in got) == sorted(expected.items())
+            fmt = next(f for seg in segments for f in seg["formats"] if is_usage(f, "reverse"))
+            assert fmt["greenbridge_accumulation_note"] == (
+                "accumulationBehaviour 1 (bulkQuantity), but the values do not climb (5 of 23 consecutive readings "
+                "fall): read as interval data")
+            meter = next(m for m in result.meter_devices if sp in m["current_servicepoints"])
+            assert "bidirectional" in meter["meter_types"]
 
 
 @pytest.mark.samples

@@ -11,7 +11,7 @@ after the period ends); otherwise none are offered (D7).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -60,13 +60,24 @@ class StatementPolicy:
     due_days: int
 
 
+#: ESPI flowDirection → CDS direction, for summaries whose ReadingType says it
+FLOW_DIRECTIONS = {1: "forward", 19: "reverse", 4: "net"}
+#: which summary of a period makes the bill section: delivered energy first (the bill's "total usage")
+PRIMARY_ORDER = ("forward", None, "net", "reverse")
+
+
 @dataclass(slots=True)
 class BillingPeriod:
-    """A merged summary for one UsagePoint and period."""
+    """The merged summaries of one UsagePoint and period: the one the section is made from, and the summaries of
+    the same period for other flow directions (a net-metered customer's delivered and received energy)."""
 
     start: int
     duration: int
     summary: UsageSummary
+    #: the flow direction ``summary`` states through its ReadingType (None: not stated)
+    direction: str | None = None
+    #: the other directions' summaries, in PRIMARY_ORDER
+    others: list[tuple[str | None, UsageSummary]] = field(default_factory=list)
 
 
 SUMMARY_MEASUREMENTS = ("overall_consumption_last_period", "current_billing_period_over_all_consumption",
@@ -75,12 +86,16 @@ SUMMARY_MEASUREMENTS = ("overall_consumption_last_period", "current_billing_peri
                         "previous_day_net_consumption", "previous_day_overall_consumption", "ratchet_demand")
 
 
-def merge_summaries(summaries: list[UsageSummary], warn: Callable[[str], None]) -> tuple[
-        list[BillingPeriod], list[UsageSummary]]:
-    """Groups summaries by billing period (the newest statusTimeStamp wins). Returns (periods, current-only)."""
-    by_period: dict[tuple[int, int], UsageSummary] = {}
+def merge_summaries(summaries: list[UsageSummary], warn: Callable[[str], None],
+                    directions: list[str | None] | None = None) -> tuple[list[BillingPeriod], list[UsageSummary]]:
+    """Groups summaries by billing period and flow direction (``directions``, one per summary: what its ReadingType
+    says; within one period and direction the newest statusTimeStamp wins, ties the later one). Summaries of
+    different directions never replace each other: the section is made from the forward one (else the one that
+    states no direction, then net, then reverse) and the others ride along. Returns (periods, current-only)."""
+    by_period: dict[tuple[int, int, str | None], UsageSummary] = {}
     without_period: list[UsageSummary] = []
-    for summary in summaries:
+    for position, summary in enumerate(summaries):
+        direction = directions[position] if directions is not None else None
         for name in SUMMARY_MEASUREMENTS:
             sm = getattr(summary, name)
             if sm is not None and sm.power_of_ten_multiplier is not None and \
@@ -91,13 +106,20 @@ def merge_summaries(summaries: list[UsageSummary], warn: Callable[[str], None]) 
         if period is None or period.start is None or period.duration is None or period.duration <= 0:
             without_period.append(summary)
             continue
-        key = (period.start, period.duration)
+        key = (period.start, period.duration, direction)
         known = by_period.get(key)
         if known is None or (summary.status_time_stamp or 0) >= (known.status_time_stamp or 0):
             if known is not None:
                 warn("two summaries for one billing period; the newer one is used")
             by_period[key] = summary
-    periods = [BillingPeriod(start, duration, s) for (start, duration), s in sorted(by_period.items())]
+    grouped: dict[tuple[int, int], dict[str | None, UsageSummary]] = {}
+    for (start, duration, direction), summary in by_period.items():
+        grouped.setdefault((start, duration), {})[direction] = summary
+    periods = []
+    for (start, duration), by_direction in sorted(grouped.items()):
+        ordered = [(d, by_direction[d]) for d in PRIMARY_ORDER if d in by_direction]
+        (direction, summary), others = ordered[0], ordered[1:]
+        periods.append(BillingPeriod(start, duration, summary, direction, others))
     return periods, without_period
 
 
@@ -180,20 +202,28 @@ def bill_section(period: BillingPeriod, section_id: str, stamp: str, *, account_
     section["related_billsections"] = []
 
     usage_details = []
-    usage = summary_value(summary.overall_consumption_last_period, commodity)
-    if usage is not None:
-        value_type, value, units = usage
-        types = [value_type]
-        if summary.quality_of_reading in ESTIMATED_QUALITIES:
-            types.append("estimated")
-        detail = {"id": id_of("usagedetail", section_id, "total"), "name": "Total usage", "types": types,
-                  "value": value, "units": units, "start_date": start_date.isoformat(),
-                  "end_date": end_date.isoformat()}
-        if value_type == "natural_gas_usage" and summary.overall_consumption_last_period.uom in VOLUME_UNITS:
-            detail["greenbridge_volume_basis"] = "assumed_standard"  # as for gas series (D5)
+    detail = _usage_detail(summary, period.direction, commodity, id_of("usagedetail", section_id, "total"),
+                           "Total usage", start_date, end_date)
+    if detail is not None:
         usage_details.append(detail)
     elif summary.overall_consumption_last_period is not None:
         section["greenbridge_overall_consumption"] = _measurement_json(summary.overall_consumption_last_period)
+    other_directions = []
+    for direction, other in period.others:
+        label = direction or "direction not stated"
+        detail = _usage_detail(other, direction, summary_commodity(other, commodity),
+                               id_of("usagedetail", section_id, "total", label), f"Total usage ({label})",
+                               start_date, end_date)
+        if detail is not None:
+            usage_details.append(detail)
+        extra: dict[str, Any] = {"direction": direction}
+        if detail is None and other.overall_consumption_last_period is not None:
+            extra["overall_consumption"] = _measurement_json(other.overall_consumption_last_period)
+        for name in ("bill_last_period", "cost_additional_last_period"):
+            if _money(getattr(other, name)) is not None:
+                extra[name] = _money(getattr(other, name))
+        if len(extra) > 1:
+            other_directions.append(extra)
     section["usage_details"] = usage_details
 
     cost_details = []
@@ -229,6 +259,8 @@ def bill_section(period: BillingPeriod, section_id: str, stamp: str, *, account_
         section["greenbridge_information"] = information
     if incomplete:
         section["greenbridge_line_items_without_amount"] = incomplete
+    if other_directions:
+        section["greenbridge_other_directions"] = other_directions
     current = _current_period(summary)
     if current:
         section["greenbridge_current_period"] = current
@@ -241,6 +273,31 @@ def bill_section(period: BillingPeriod, section_id: str, stamp: str, *, account_
             {"rider_type": r.rider_type, "enrollment_status": r.enrollment_status, "effective_date": r.effective_date}
             for r in summary.tariff_rider_refs.tariff_rider_ref]
     return section
+
+
+def _usage_detail(summary: UsageSummary, direction: str | None, commodity: str | None, detail_id: str, name: str,
+                  start_date: date, end_date: date) -> dict[str, Any] | None:
+    """A CDS UsageDetail from a summary's overallConsumptionLastPeriod, or None when its unit has no CDS type. A
+    stated direction makes it ``directional`` (electricity only), signed like usage segments (reverse negated)."""
+    usage = summary_value(summary.overall_consumption_last_period, commodity)
+    if usage is None:
+        return None
+    value_type, value, units = usage
+    types = [value_type]
+    directional = direction is not None and value_type == "electric_usage"
+    if directional:
+        types.append("directional")
+    if summary.quality_of_reading in ESTIMATED_QUALITIES:
+        types.append("estimated")
+    if directional and direction == "reverse" and value:
+        value = -value  # CDS signs every direction grid → customer positive, as in usage segments (§4.4)
+    detail: dict[str, Any] = {"id": detail_id, "name": name, "types": types, "value": value, "units": units,
+                              "start_date": start_date.isoformat(), "end_date": end_date.isoformat()}
+    if directional:
+        detail["direction"] = direction
+    if value_type == "natural_gas_usage" and summary.overall_consumption_last_period.uom in VOLUME_UNITS:
+        detail["greenbridge_volume_basis"] = "assumed_standard"  # as for gas series (D5)
+    return detail
 
 
 def _line_item(item: LineItem, item_id: str, start_date: date, end_date: date,
@@ -305,8 +362,10 @@ def _current_period(summary: UsageSummary) -> dict[str, Any]:
     return current
 
 
-def billing_series_format(summary: UsageSummary, commodity: str | None) -> SeriesFormat | None:
-    """The pseudo-series that puts a summary's overall consumption into a period usage segment (D11)."""
+def billing_series_format(summary: UsageSummary, commodity: str | None, direction: str | None = None
+                          ) -> SeriesFormat | None:
+    """The pseudo-series that puts a summary's overall consumption into a period usage segment (D11); a stated
+    direction (electricity) is on the format and in its id (``electric_usage_reverse_billing``), reverse negated."""
     sm = summary.overall_consumption_last_period
     value = summary_value(sm, summary_commodity(summary, commodity))
     if value is None:
@@ -314,13 +373,19 @@ def billing_series_format(summary: UsageSummary, commodity: str | None) -> Serie
     value_type, _value, units = value
     scale = multiplier(sm.power_of_ten_multiplier) + (SUMMARY_UNITS[sm.uom][2] if sm.uom in SUMMARY_UNITS else 0)
     key = {"electric_usage": "eu", "natural_gas_usage": "gu", "water_usage": "wu"}[value_type]
-    fields: dict[str, Any] = {"greenbridge_source": "UsageSummary"}
+    fields: dict[str, Any] = {}
+    base_id = value_type
+    if direction is not None and value_type == "electric_usage":
+        fields["direction"] = direction
+        base_id = f"{value_type}_{direction}"
+    fields["greenbridge_source"] = "UsageSummary"
     quality = cds_quality((summary.quality_of_reading,)) if summary.quality_of_reading is not None else None
     if quality is not None:
         fields["quality"] = quality
     factor = IMPERIAL_GALLON_LITRES if sm.uom == UOM_IMPERIAL_GAL else None
-    return SeriesFormat(value_type, key, value_type, units=units, scale=scale, factor=factor, fields=fields,
-                        commodity=value_type.removesuffix("_usage"), fixed_granularity="billing")
+    return SeriesFormat(value_type, key, base_id, units=units, scale=scale, factor=factor, fields=fields,
+                        negate=fields.get("direction") == "reverse", commodity=value_type.removesuffix("_usage"),
+                        fixed_granularity="billing")
 
 
 def bill_statements(sections: list[dict[str, Any]], policy: StatementPolicy, stamp: str,

@@ -22,6 +22,7 @@ buckets that overlap the blocks being read.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -134,7 +135,11 @@ class Segmenter:
         self._day_cache: dict[date, tuple[int, int]] = {}
         self.dropped = 0
         self.collisions = 0
+        #: readings of the document's series in a slot (the translator's billing pseudo-series are not counted)
         self.readings = 0
+        #: the accounting of docs/mapping.md §4.11, for the document's series: (reason → readings, and those of
+        #: them with a value); "placed" is the slots filled, "superseded" the readings a newer one replaced
+        self.accounting: Counter[str] = Counter()
 
     # -- input ------------------------------------------------------------------------------------------------
 
@@ -143,6 +148,7 @@ class Segmenter:
         fmt = series.format
         block = staged.block
         starts, durations = block.slots(series.interval_length)
+        placed = placed_values = superseded = superseded_values = 0
         values = block.values
         costs = block.costs
         attrs = _attribute_rows(block)
@@ -159,7 +165,7 @@ class Segmenter:
         for i, start in enumerate(starts):
             duration = durations[i]
             if start is None or duration is None or duration <= 0 or start == TIME_SENTINEL:
-                self.dropped += 1
+                self._drop(start, duration, values[i], staged.series)
                 continue
             if shift:
                 start += duration
@@ -193,16 +199,21 @@ class Segmenter:
                 value = None
             existing = slots.prov.get(start)
             if existing is not None:
-                self.collisions += 1
+                superseded += 1
                 if existing > prov:
+                    superseded_values += value is not None
                     continue  # the stored reading comes from a newer entry
                 # the newer reading replaces the older one whole: its cost and attributes too, even if absent
+                if slots.values[start] is not None:
+                    superseded_values += 1
+                    placed_values -= 1
                 if slots.costs is not None:
                     slots.costs.pop(start, None)
                 if slots.attrs is not None:
                     slots.attrs.pop(start, None)
             else:
-                self.readings += 1
+                placed += 1
+            placed_values += value is not None
             slots.values[start] = value
             slots.prov[start] = prov
             if costs is not None:
@@ -215,6 +226,31 @@ class Segmenter:
                 if slots.attrs is None:
                     slots.attrs = {}
                 slots.attrs[start] = attrs[i]
+        self.collisions += superseded
+        if index >= 0:  # the document's own series (billing pseudo-series have negative indexes)
+            self.readings += placed
+            accounting = self.accounting
+            accounting["placed"] += placed
+            accounting["placed with values"] += placed_values
+            accounting["superseded"] += superseded
+            accounting["superseded with values"] += superseded_values
+            if series.interval_length and 0 in block.durations:
+                accounting["duration 0 read as intervalLength"] += block.durations.count(0)
+
+    def _drop(self, start: int | None, duration: int | None, value: int | None, series: int) -> None:
+        """Counts a reading that cannot be placed, under its reason (docs/mapping.md §4.11)."""
+        self.dropped += 1
+        if series < 0:
+            return
+        if start is None:
+            reason = "no start"
+        elif start == TIME_SENTINEL:
+            reason = "no-time placeholder start"
+        else:
+            reason = "no duration"
+        self.accounting[reason] += 1
+        if value is not None and value != INT48_SENTINEL:
+            self.accounting[f"{reason} with values"] += 1
 
     # -- output -----------------------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from espi.atom import Entry, Link
+from espi.codes import INT48_SENTINEL
 from espi.feed import SUMMARY_KINDS, BlockEntryHeader
 from espi.intervals import IntervalBlock
 from espi.usage import DateTimeInterval
@@ -211,14 +212,54 @@ class BlockStaging:
         writer.executemany("INSERT OR REPLACE INTO assignment VALUES (?, ?, ?)", assignments)
         writer.execute("COMMIT")
 
-    def readings_without_series(self) -> int:
-        """How many readings sit in blocks no series claimed."""
-        total = 0
+    def readings_without_series(self) -> tuple[int, int]:
+        """How many readings sit in blocks no series claimed: (all, those with a value)."""
+        total = with_values = 0
         rows = self._db.execute(
             "SELECT b.data FROM block b LEFT JOIN assignment a ON a.seq = b.entry_seq WHERE a.seq IS NULL")
         for (data,) in rows:
-            total += len(marshal.loads(data)[3])
-        return total
+            values = marshal.loads(data)[3]
+            total += len(values)
+            with_values += len(values) - values.count(None) - values.count(INT48_SENTINEL)
+        return total, with_values
+
+    def value_falls(self, series: Iterable[int]) -> dict[int, tuple[int, int]]:
+        """(consecutive pairs, falls) of each given series' values in time order: how often a value is lower than
+        the one before it (blocks by lower bound, then each block's readings by start). Streams one block at a
+        time; values absent or "not set" are skipped."""
+        result: dict[int, tuple[int, int]] = {}
+        wanted = [(index,) for index in sorted(set(series))]
+        if not wanted:
+            return result
+        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted_series (series INTEGER PRIMARY KEY)")
+        self._db.execute("DELETE FROM wanted_series")
+        self._db.executemany("INSERT INTO wanted_series VALUES (?)", wanted)
+        order = self._db.execute(
+            "SELECT a.series, b.id FROM block b JOIN assignment a ON a.seq = b.entry_seq "
+            "JOIN wanted_series w ON w.series = a.series "
+            "ORDER BY a.series, b.lower_bound, b.entry_seq, b.block_index")
+        fetch = self._db.cursor()
+        current, previous, pairs, falls = None, None, 0, 0
+        for series_index, block_id in order:
+            if series_index != current:
+                if current is not None:
+                    result[current] = (pairs, falls)
+                current, previous, pairs, falls = series_index, None, 0, 0
+            (data,) = fetch.execute("SELECT data FROM block WHERE id = ?", (block_id,)).fetchone()
+            block = marshal.loads(data)
+            starts, values = block[1], block[3]
+            if None not in starts:
+                values = [value for _start, value in sorted(zip(starts, values, strict=True), key=lambda p: p[0])]
+            for value in values:
+                if value is None or value == INT48_SENTINEL:
+                    continue
+                if previous is not None:
+                    pairs += 1
+                    falls += value < previous
+                previous = value
+        if current is not None:
+            result[current] = (pairs, falls)
+        return result
 
     def duration_histograms(self) -> dict[int, Counter]:
         """Per series of the document (not the translator's pseudo-series): how many readings have each duration
@@ -280,14 +321,16 @@ class BlockStaging:
         writer.execute("COMMIT")
         writer.execute("CREATE INDEX summary_usage_point ON summary (usage_point, ordinal)")
 
-    def summaries_of(self, usage_point: int) -> list[tuple[str, int | None, Any]]:
-        """(kind, entry line, summary) of one UsagePoint's summaries, in the order they were assigned."""
+    def summaries_of(self, usage_point: int) -> list[tuple[str, int | None, Any, tuple[str, ...]]]:
+        """(kind, entry line, summary, the entry's related hrefs) of one UsagePoint's summaries, in the order they
+        were assigned."""
         result = []
         rows = self._db.execute(
-            "SELECT s.kind, e.line, e.data FROM summary s JOIN summary_entry e ON e.seq = s.seq "
+            "SELECT s.kind, e.line, e.data, e.related FROM summary s JOIN summary_entry e ON e.seq = s.seq "
             "WHERE s.usage_point = ? ORDER BY s.ordinal", (usage_point,))
-        for kind, line, data in rows:
-            result.extend((kind, line, value) for name, value in pickle.loads(data) if name == kind)
+        for kind, line, data, related in rows:
+            hrefs = tuple(related.split("\n")) if related else ()
+            result.extend((kind, line, value, hrefs) for name, value in pickle.loads(data) if name == kind)
         return result
 
     def put_usage_point_data(self, usage_point: int, data: Any) -> None:

@@ -39,7 +39,7 @@ from bridge.from_espi.usage_points import (
     synthetic_service_contract,
     usage_point_commodity,
 )
-from bridge.from_espi.value_formats import SeriesFormat, classify
+from bridge.from_espi.value_formats import CUMULATIVE_ACCUMULATIONS, FLOW_NET, SeriesFormat, classify
 from cds.ids import IdFactory
 from espi.atom import BARE_DOCUMENTS, BlockRead, Entry, FeedReader
 from espi.errors import EspiError, NoUsageDataError
@@ -47,7 +47,7 @@ from espi.feed import SUMMARY_KINDS, BlockEntryHeader, FeedGraph, UsagePointNode
 from espi.intervals import IntervalBlock
 from espi.local_time import LocalTimeError, LocalTimeParameters, zone_for
 from espi.model import Diagnostics
-from espi.usage import DateTimeInterval, ElectricPowerQualitySummary
+from espi.usage import DateTimeInterval, ElectricPowerQualitySummary, UsageSummary
 from espi.xmlsafe import Source
 
 #: A development default so that ids are stable run to run; deployments set their own secret.
@@ -59,6 +59,7 @@ CUSTOMER_KINDS = frozenset({"Customer", "RetailCustomer", "CustomerAccount", "Cu
 LISTINGS = ("usage_segments", "service_points", "meter_devices", "bill_sections", "bill_statements", "accounts",
             "service_contracts")
 QUALITY_SUMMARY = "ElectricPowerQualitySummary"
+ACCUMULATION_NAMES = {1: "bulkQuantity", 2: "continuousCumulative", 3: "cumulative", 9: "summation"}
 
 
 class TranslationError(EspiError):
@@ -191,6 +192,74 @@ class _StagedSummaryGraph(FeedGraph):
         self._staging.assign_summaries(assignments())
 
 
+#: why a reading of the document is in no usage segment, in the order reports list them (docs/mapping.md §4.11)
+NOT_PLACED_REASONS = {
+    "no ReadingType": "without a ReadingType (no units)",
+    "no start": "without a start (no timePeriod start, no block interval start)",
+    "no duration": "without a duration (0 or absent, and no ReadingType intervalLength)",
+    "no-time placeholder start": "starting at the 2147483647 'no time' placeholder",
+    "superseded": "replaced by a newer reading of the same slot",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingAccount:
+    """Every reading of a document accounted for (docs/mapping.md §4.11): read = placed + Σ not placed by
+    reason, overall and for the readings that carry a value. Anything left over is a reading lost for a reason the
+    translator cannot name: a bug, which ``greenbridge translate`` refuses to pass over (exit status 3)."""
+
+    read: int
+    read_with_values: int
+    placed: int
+    placed_with_values: int
+    #: reason (a key of NOT_PLACED_REASONS) → readings, and those of them with a value
+    not_placed: dict[str, int]
+    not_placed_with_values: dict[str, int]
+    #: readings of duration 0 that took their ReadingType's intervalLength (placed, counted for the record)
+    duration_zero_stretched: int = 0
+    #: IntervalBlock entries whose self and up links named different MeterReadings (placed by self)
+    link_conflicts: int = 0
+    #: series labelled cumulative whose values do not climb, read as interval data
+    series_read_as_interval_data: int = 0
+
+    @property
+    def unaccounted(self) -> int:
+        return self.read - self.placed - sum(self.not_placed.values())
+
+    @property
+    def unaccounted_with_values(self) -> int:
+        return self.read_with_values - self.placed_with_values - sum(self.not_placed_with_values.values())
+
+    def summary(self) -> str:
+        """One line: ``N readings read, M placed; not placed: 2 without a start, …``."""
+        line = f"{self.read} readings read, {self.placed} placed"
+        reasons = [f"{count} {NOT_PLACED_REASONS[reason]}" for reason, count in self.not_placed.items() if count]
+        if self.unaccounted:
+            reasons.append(f"{self.unaccounted} for no reason the translator can name "
+                           f"({self.unaccounted_with_values} with values)")
+        if reasons:
+            line += "; not placed: " + ", ".join(reasons)
+        repairs = []
+        if self.duration_zero_stretched:
+            repairs.append(f"{self.duration_zero_stretched} of duration 0 took their ReadingType's intervalLength")
+        if self.link_conflicts:
+            repairs.append(f"{self.link_conflicts} IntervalBlock entries with conflicting self and up links placed by "
+                           "self")
+        if self.series_read_as_interval_data:
+            repairs.append(f"{self.series_read_as_interval_data} series labelled cumulative read as interval data")
+        if repairs:
+            line += "; " + ", ".join(repairs)
+        return line
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"read": self.read, "read_with_values": self.read_with_values, "placed": self.placed,
+                "placed_with_values": self.placed_with_values, "not_placed": dict(self.not_placed),
+                "not_placed_with_values": dict(self.not_placed_with_values),
+                "unaccounted": self.unaccounted, "unaccounted_with_values": self.unaccounted_with_values,
+                "duration_zero_stretched": self.duration_zero_stretched, "link_conflicts": self.link_conflicts,
+                "series_read_as_interval_data": self.series_read_as_interval_data}
+
+
 class Translation:
     """The CDS objects of one document. Small listings are lists; ``usage_segments()`` and ``iter_bill_sections()``
     stream from the scratch file (``bill_sections`` reads them all into a list), only while the translation is
@@ -207,9 +276,13 @@ class Translation:
         self.root = ""
         self.key_strategy = ""
         self.reading_count = 0
+        self.readings_with_values = 0
         self.untranslated_readings = 0
         #: the ``self`` hrefs of the document's UsagePoint entries (what the data covers; never part of the output)
         self.usage_point_hrefs: tuple[str, ...] = ()
+        self.untranslated_readings_with_values = 0
+        self.link_conflicts = 0
+        self.series_read_as_interval_data = 0
         self.notes: list[str] = []
         self.diagnostics = None
         self._staging: BlockStaging | None = None
@@ -219,6 +292,8 @@ class Translation:
         self._has_blocks: set[int] = set()
         self._tou_names: dict[int, str] = {}
         self.segment_stats: Counter[str] = Counter()
+        self._accounting: Counter[str] = Counter()
+        self._segments_done = False
 
     def __enter__(self) -> Translation:
         return self
@@ -254,12 +329,35 @@ class Translation:
         for _row, section in self._staging.bill_sections():
             yield section
 
+    def reading_account(self) -> ReadingAccount:
+        """Where every reading went (docs/mapping.md §4.11); complete once ``usage_segments()`` has been read to its
+        end (RuntimeError before)."""
+        if not self._segments_done:
+            raise RuntimeError("the reading account is complete only after usage_segments() has been read through")
+        accounting = self._accounting
+        not_placed = {"no ReadingType": self.untranslated_readings}
+        not_placed_values = {"no ReadingType": self.untranslated_readings_with_values}
+        for reason in list(NOT_PLACED_REASONS)[1:]:
+            not_placed[reason] = accounting[reason]
+            not_placed_values[reason] = accounting[f"{reason} with values"]
+        return ReadingAccount(
+            read=self.reading_count, read_with_values=self.readings_with_values, placed=accounting["placed"],
+            placed_with_values=accounting["placed with values"], not_placed=not_placed,
+            not_placed_with_values=not_placed_values,
+            duration_zero_stretched=accounting["duration 0 read as intervalLength"],
+            link_conflicts=self.link_conflicts, series_read_as_interval_data=self.series_read_as_interval_data)
+
     def usage_segments(self) -> Iterator[dict[str, Any]]:
-        """The usage segments, UsagePoint by UsagePoint in time order (re-iterable while the translation is open)."""
+        """The usage segments, UsagePoint by UsagePoint in time order (re-iterable while the translation is open;
+        each complete pass leaves its statistics and reading account)."""
         if self._staging is None:
             if not self._plans:
+                self._segments_done = True
                 return
             raise RuntimeError("the translation is closed")
+        self._segments_done = False
+        self.segment_stats = Counter()
+        self._accounting = Counter()
         plans = self._plans
         current: Segmenter | None = None
         current_index = None
@@ -277,6 +375,7 @@ class Translation:
             yield from self._finish(current, current_index, periods)
         for index in sorted(set(plans) - self._has_blocks):  # UsagePoints without readings: their extra segments
             yield from self._periods(index).extra_segments
+        self._segments_done = True
 
     def _periods(self, usage_point: int) -> _UsagePointPeriods:
         periods = self._staging.usage_point_data(usage_point)
@@ -299,11 +398,7 @@ class Translation:
         self.segment_stats["readings"] += segmenter.readings
         self.segment_stats["dropped"] += segmenter.dropped
         self.segment_stats["collisions"] += segmenter.collisions
-        if segmenter.dropped:
-            self.notes.append(f"{segmenter.dropped} readings without a usable start or duration (or with the "
-                              "2147483647 'no time' placeholder) were dropped")
-        if segmenter.collisions:
-            self.notes.append(f"{segmenter.collisions} readings repeat a slot already read; the newest entry won")
+        self._accounting.update(segmenter.accounting)  # reported by reading_account(), not as notes
         yield from periods.extra_segments
 
 
@@ -335,6 +430,7 @@ def translate(source: Source, options: TranslateOptions | None = None, name: str
         result.root = reader.root or ""
         result.diagnostics = reader.diagnostics
         result.reading_count = reader.reading_count
+        result.readings_with_values = reader.readings_with_values
         _check_has_data(reader, facts.kinds, staging)
         graph = _StagedSummaryGraph(entries, reader.diagnostics, staging)
         _Builder(result, graph, staging, reader, options, facts).build()
@@ -450,6 +546,7 @@ class _Builder:
                 yield header.seq, node.usage_point.index, node.index
 
         self.staging.assign(assignments())
+        interval_data = self._cumulative_series_that_do_not_climb()
         synthetic_account_id = None
         usage_points = [up for up in graph.usage_points
                         if up.meter_readings or up.index in graph.summary_usage_points or up.entry]
@@ -466,7 +563,8 @@ class _Builder:
                 if mr.reading_type is None:
                     continue
                 fmt = classify(mr.reading_type, node.usage_point.service_kind if node.usage_point else None,
-                               self.options.default_currency, self.options.register_read_at)
+                               self.options.default_currency, self.options.register_read_at,
+                               interval_data.get(mr.index))
                 for warning in fmt.warnings:
                     diagnostics.add(warning, mr.entry.line if mr.entry else None, kind=warning)
                 formats[mr.index] = fmt
@@ -486,8 +584,10 @@ class _Builder:
                     result.accounts.append(synthetic_account(synthetic_account_id, self.stamp, self.options.entity))
                 account_id = synthetic_account_id
             summaries = self.staging.summaries_of(node.index) if node.index in graph.summarised_usage_points else []
-            usage_summaries = [s for kind, _line, s in summaries if kind != QUALITY_SUMMARY]
-            periods, current_only = billing.merge_summaries(usage_summaries, lambda m: diagnostics.add(m, None, kind=m))
+            usage_summaries = [(s, related) for kind, _line, s, related in summaries if kind != QUALITY_SUMMARY]
+            periods, current_only = billing.merge_summaries(
+                [s for s, _related in usage_summaries], lambda m: diagnostics.add(m, None, kind=m),
+                [self._summary_direction(s, related) for s, related in usage_summaries])
             if not contract_ids:
                 contract_id = self.id_of("servicecontract", "usage-point", key)
                 rateplan = None
@@ -538,8 +638,10 @@ class _Builder:
                 self.staging.add_bill_section(section)
                 sections.append(SectionWindow(section_id, date.fromisoformat(section["start_date"]),
                                               date.fromisoformat(section["end_date"])))
-                fmt = billing.billing_series_format(period.summary, commodity)
-                if fmt is not None:
+                for direction, summary in [(period.direction, period.summary), *period.others]:
+                    fmt = billing.billing_series_format(summary, commodity, direction)
+                    if fmt is None:
+                        continue
                     # the billing value joins the staged blocks as its own series, so that it lands in the same
                     # period segment as readings of the same period; its one reading sets its grid
                     pseudo_count += 1
@@ -547,7 +649,7 @@ class _Builder:
                     pseudo_series.append(Series(pseudo, f"{key}|billing|{pseudo}", fmt, period.duration, None))
                     block = IntervalBlock(interval=DateTimeInterval(period.duration, period.start),
                                           starts=[period.start], durations=[period.duration],
-                                          values=[period.summary.overall_consumption_last_period.value])
+                                          values=[summary.overall_consumption_last_period.value])
                     pseudo_blocks.append((pseudo, node.index, block))
             if pseudo_blocks:
                 self.staging.add_pseudo_blocks(pseudo_blocks)
@@ -564,7 +666,7 @@ class _Builder:
             plan = plans[node.index] = _UsagePointPlan(key, zone, account_id, contract_ids, servicepoint_id,
                                                        meterdevice_id, series)
             extra = self._power_quality_segments(
-                [(line, s) for kind, line, s in summaries if kind == QUALITY_SUMMARY], plan)
+                [(line, s) for kind, line, s, _related in summaries if kind == QUALITY_SUMMARY], plan)
             if sections or pseudo_series or extra:
                 self.staging.put_usage_point_data(node.index, _UsagePointPeriods(sections, pseudo_series, extra))
         self.staging.commit()
@@ -576,10 +678,9 @@ class _Builder:
                 series.grid = _grid(histograms.get(index), series.interval_length)
         result._plans = plans
         result._has_blocks = block_usage_points & set(plans)
-        result.untranslated_readings = self.staging.readings_without_series()
-        if result.untranslated_readings:
-            result.notes.append(f"{result.untranslated_readings} readings have no ReadingType (no units) and were "
-                                "not translated")
+        result.untranslated_readings, result.untranslated_readings_with_values = \
+            self.staging.readings_without_series()
+        result.link_conflicts = graph.link_conflicts
         if self.options.statements is not None:
             # statements are O(billing periods) themselves; the sections they claim are written back
             rows = list(self.staging.bill_sections(by_date=False))
@@ -595,6 +696,39 @@ class _Builder:
         for meter in customer.meter_devices:
             meter.pop("greenbridge_usage_point_hrefs", None)  # hrefs may hold meter or customer numbers
         _sort_listing(result)
+
+    def _cumulative_series_that_do_not_climb(self) -> dict[int, str]:
+        """Series labelled cumulative (accumulationBehaviour 1, 2, 3, 9) whose values do not climb, by MeterReading
+        index, with the reason they are read as interval data (docs/mapping.md §4.4). A register only ever falls
+        when its dial rolls over or its meter is exchanged: a handful of times in years. Values that fall at least
+        twice and in at least 1 of 20 consecutive pairs are amounts per interval, whatever the label says. Net
+        registers (flowDirection 4) legitimately fall while the customer exports, and are left alone."""
+        candidates = {mr.index: mr.reading_type for mr in self.graph.meter_readings
+                      if mr.reading_type is not None
+                      and mr.reading_type.accumulation_behaviour in CUMULATIVE_ACCUMULATIONS
+                      and mr.reading_type.flow_direction != FLOW_NET}
+        reasons = {}
+        for index, (pairs, falls) in self.staging.value_falls(candidates).items():
+            if falls >= 2 and falls * 20 >= pairs:
+                acc = candidates[index].accumulation_behaviour
+                reasons[index] = (f"accumulationBehaviour {acc} ({ACCUMULATION_NAMES[acc]}), but the values do not "
+                                  f"climb ({falls} of {pairs} consecutive readings fall): read as interval data")
+        if reasons:
+            self.result.series_read_as_interval_data = len(reasons)
+            self.result.notes.append(f"{len(reasons)} series labelled cumulative do not climb and are read as "
+                                     "interval data (greenbridge_accumulation_note on their formats)")
+        return reasons
+
+    def _summary_direction(self, summary: UsageSummary, related: tuple[str, ...]) -> str | None:
+        """The flow direction a summary states: its overallConsumptionLastPeriod's readingTypeRef, else a ReadingType
+        its entry links as related; None when neither names a ReadingType with a direction CDS knows."""
+        measurement = summary.overall_consumption_last_period
+        reading_type = self.graph.reading_type_by_href(measurement.reading_type_ref) if measurement else None
+        for href in related:
+            if reading_type is not None:
+                break
+            reading_type = self.graph.reading_type_by_href(href)
+        return billing.FLOW_DIRECTIONS.get(reading_type.flow_direction) if reading_type is not None else None
 
     def _attach_statement_files(self, customer: CustomerObjects) -> None:
         for _entry, statement, account_id in customer.statements:
@@ -621,12 +755,15 @@ class _Builder:
         parameters = None
         if ltp is not None and None not in (ltp.dst_start_rule, ltp.dst_end_rule, ltp.dst_offset, ltp.tz_offset):
             parameters = LocalTimeParameters(ltp.dst_start_rule, ltp.dst_end_rule, ltp.dst_offset, ltp.tz_offset)
+        stated = self.reader.stated_offset()  # the local offset the feed's Atom dates state (§3)
         if parameters is None:
             if self.options.timezone:
                 return ZoneInfo(self.options.timezone), f"configured zone {self.options.timezone}"
+            if stated is not None:
+                return zone_for(None, stated_offset=stated)
             return UTC, "no usable LocalTimeParameters and no configured zone: local days are UTC days"
         try:
-            return zone_for(parameters, self.options.timezone)
+            return zone_for(parameters, self.options.timezone, stated_offset=stated)
         except LocalTimeError as exc:
             return UTC, f"LocalTimeParameters unusable ({exc}): local days are UTC days"
 
@@ -674,12 +811,13 @@ class _Builder:
 
 
 def _grid(histogram: Counter | None, interval_length: int | None) -> int | None:
-    """A series' usual reading length: the most common duration (readings without one count as intervalLength)."""
+    """A series' usual reading length: the most common duration (readings without one, or of duration 0, count as
+    intervalLength)."""
     if not histogram:
         return interval_length
     counts: Counter = Counter()
     for duration, count in histogram.items():
-        duration = interval_length if duration is None else duration
+        duration = interval_length if duration is None or (duration == 0 and interval_length) else duration
         if duration:
             counts[duration] += count
     if not counts:

@@ -116,7 +116,9 @@ def synthetic_meter_device(meterdevice_id: str, stamp: str, servicepoint_id: str
     types: list[str] = []
     if commodity:
         types.append(f"{commodity}_usage")
-    if directions & {"reverse", "net"}:
+    if directions == {"reverse"}:
+        types.append("reverse_only")  # only energy received from the customer: a generation meter
+    elif directions & {"reverse", "net"}:
         types.append("bidirectional")
     if "electric_demand" in value_types:
         types.append("electric_demand")

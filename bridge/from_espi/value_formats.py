@@ -25,8 +25,14 @@ from espi.currency import currency_alpha
 from espi.usage import ReadingType
 
 # ESPI codes used below (espi.xsd code lists; espi.md §1.10)
-ACC_BULK_QUANTITY, ACC_CONTINUOUS_CUMULATIVE, ACC_CUMULATIVE, ACC_DELTA, ACC_SUMMATION = 1, 2, 3, 4, 9
+ACC_NONE, ACC_BULK_QUANTITY, ACC_CONTINUOUS_CUMULATIVE, ACC_CUMULATIVE, ACC_DELTA, ACC_SUMMATION = 0, 1, 2, 3, 4, 9
 ACC_INSTANTANEOUS = 12
+#: accumulations that label a register (a dial reading that climbs), read as CDS meter_readings
+CUMULATIVE_ACCUMULATIONS = frozenset({ACC_BULK_QUANTITY, ACC_CONTINUOUS_CUMULATIVE, ACC_CUMULATIVE, ACC_SUMMATION})
+#: accumulations read as an amount per interval: deltaData, absent, and 0 "none" (energy or volume with no
+#: accumulation stated is what was used in the interval; docs/mapping.md §4.4)
+INTERVAL_ACCUMULATIONS = frozenset({None, ACC_NONE, ACC_DELTA})
+USAGE_TYPES = frozenset({"electric_usage", "natural_gas_usage", "water_usage", "greenbridge_natural_gas_energy"})
 FLOW_FORWARD, FLOW_NET, FLOW_REVERSE = 1, 4, 19
 KIND_CURRENCY, KIND_DEMAND, KIND_ENERGY, KIND_POWER, KIND_TEMPERATURE, KIND_VOLUME = 3, 8, 12, 37, 46, 58
 ELECTRIC_COMMODITIES = frozenset({1, 2, 26})
@@ -198,15 +204,29 @@ def _commodity(rt: ReadingType, service_kind: int | None) -> str | None:
 
 
 def classify(rt: ReadingType, service_kind: int | None, default_currency: str | None = None,
-             register_read_at: str = "end") -> SeriesFormat:
-    """The CDS form of an ESPI series (see the module docstring and docs/mapping.md)."""
+             register_read_at: str = "end", interval_data: str | None = None) -> SeriesFormat:
+    """The CDS form of an ESPI series (see the module docstring and docs/mapping.md).
+
+    ``interval_data``: why a series labelled cumulative is read as interval data instead (its values do not
+    climb, docs/mapping.md §4.4); the reason goes on the ValueFormat as ``greenbridge_accumulation_note``.
+    """
+    fmt = _classify(rt, service_kind, default_currency, register_read_at, interval_data is not None)
+    if interval_data is not None:
+        fmt.fields["greenbridge_accumulation_note"] = interval_data
+    elif rt.accumulation_behaviour == ACC_NONE and fmt.value_type in USAGE_TYPES:
+        fmt.fields["greenbridge_accumulation_note"] = "accumulationBehaviour 0 (none): read as interval data"
+    return fmt
+
+
+def _classify(rt: ReadingType, service_kind: int | None, default_currency: str | None, register_read_at: str,
+              as_interval_data: bool) -> SeriesFormat:
     warnings: list[str] = []
     p = multiplier(rt.power_of_ten_multiplier)
     if rt.power_of_ten_multiplier is not None and p != rt.power_of_ten_multiplier:
         warnings.append(f"powerOfTenMultiplier {rt.power_of_ten_multiplier} is not a real multiplier; treated as 0")
     if rt.uom is not None and is_code_sentinel(rt.uom):
         warnings.append(f"uom {rt.uom} is a placeholder, not a unit: the series is kept as greenbridge_espi_reading")
-    acc = rt.accumulation_behaviour
+    acc = ACC_DELTA if as_interval_data else rt.accumulation_behaviour
     flow = rt.flow_direction
     kind = rt.kind
     uom = rt.uom
@@ -236,7 +256,7 @@ def classify(rt: ReadingType, service_kind: int | None, default_currency: str | 
         direction_fields["greenbridge_flow_direction"] = flow
 
     # Register readings (bulkQuantity and cumulative kinds): CDS meter_readings, never usage totals.
-    if acc in (ACC_BULK_QUANTITY, ACC_CONTINUOUS_CUMULATIVE, ACC_CUMULATIVE, ACC_SUMMATION):
+    if acc in CUMULATIVE_ACCUMULATIONS:
         units, scale = _register_units(uom, p)
         if units is not None:  # CDS meter_readings REQUIRE units
             fields: dict[str, Any] = {"register": None}
@@ -252,10 +272,10 @@ def classify(rt: ReadingType, service_kind: int | None, default_currency: str | 
                             segment_class="readings", register_at_end=register_read_at == "end", **base)
 
     if commodity in ("electric", None):
-        if uom == UOM_WH and acc in (None, ACC_DELTA) and kind in (None, KIND_ENERGY):
+        if uom == UOM_WH and acc in INTERVAL_ACCUMULATIONS and kind in (None, KIND_ENERGY):
             return SeriesFormat("electric_usage", "eu", "electric_usage" + direction_id, units="kWh", scale=p - 3,
-                                negate=negate, fields=dict(direction_fields), supports_tou=True, supports_tier=True,
-                                **base)
+                                negate=negate, fields=dict(direction_fields), supports_tou=True,
+                                supports_tier=True, **base)
         if uom == UOM_W and (acc == ACC_INSTANTANEOUS or kind in (KIND_POWER, KIND_DEMAND)):
             fields = dict(direction_fields)
             demand_type, inferred = _demand_type(rt)
@@ -272,7 +292,7 @@ def classify(rt: ReadingType, service_kind: int | None, default_currency: str | 
             return SeriesFormat("greenbridge_reactive_power", "v", "greenbridge_reactive_power" + direction_id,
                                 units="kvar", scale=p - 3, fields=dict(direction_fields), **base)
 
-    if commodity == "natural_gas" and acc in (None, ACC_DELTA):
+    if commodity == "natural_gas" and acc in INTERVAL_ACCUMULATIONS:
         gas_units = {UOM_THERM: "therm", UOM_BTU: "Btu", UOM_M3_COMPENSATED: "Sm3", UOM_FT3_COMPENSATED: "scf",
                      UOM_M3: "Sm3", UOM_FT3: "scf"}
         if uom in gas_units:
@@ -285,10 +305,10 @@ def classify(rt: ReadingType, service_kind: int | None, default_currency: str | 
         if uom in (UOM_J, UOM_WH):
             # J or Wh of gas have no exact conversion to Btu/therm: kept in a server-defined type.
             return SeriesFormat("greenbridge_natural_gas_energy", "v", "greenbridge_natural_gas_energy",
-                                units=None, scale=p, fields={"greenbridge_units": "J" if uom == UOM_J else "Wh"},
-                                **base)
+                                units=None, scale=p,
+                                fields={"greenbridge_units": "J" if uom == UOM_J else "Wh"}, **base)
 
-    if commodity == "water" and acc in (None, ACC_DELTA):
+    if commodity == "water" and acc in INTERVAL_ACCUMULATIONS:
         water_units = {UOM_US_GAL: ("gal", None), UOM_M3: ("m3", None), UOM_FT3: ("ft3", None),
                        UOM_LITRE: ("L", None), UOM_IMPERIAL_GAL: ("L", IMPERIAL_GALLON_LITRES)}
         if uom in water_units:

@@ -1,4 +1,10 @@
-"""``greenbridge translate FILE``: a Green Button file → CDS JSON keyed by the CDS listing names."""
+"""``greenbridge translate FILE``: a Green Button file → CDS JSON keyed by the CDS listing names.
+
+Every reading of the file is accounted for (docs/mapping.md §4.11): standard error gets ``N readings read, M placed``
+and a count for each reason a reading was not placed, ``--report FILE`` the same as JSON. Exit status: 0 done; 1 the
+file cannot be translated; 2 usage errors; 3 translated, but readings with values were lost for a reason the
+translator cannot name (a bug: the output was written, and must not be trusted to be complete).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "object. Large files stream: memory does not grow with the number of readings.",
     )
     parser.add_argument("file", help="the Green Button XML file ('-' reads standard input)")
-    parser.add_argument("-o", "--output", help="write here instead of standard output (atomically)")
+    parser.add_argument("-o", "--output", help="write here instead of standard output ('-'): a regular file is "
+                        "replaced atomically, a device or FIFO written to directly")
+    parser.add_argument("--report", metavar="FILE",
+                        help="write the reading accounting as JSON (read, placed, not placed by reason)")
     parser.add_argument("--ndjson", action="store_true",
                         help='one object per line: {"listing": "usage_segments", "object": {...}}')
     parser.add_argument("--timezone", help="IANA zone for local days and dates (default: the file's "
@@ -45,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from bridge.from_espi.translate import DEFAULT_ID_SECRET, source_size
     from cds import jsonenc
     from espi.errors import EspiError
+    from greenbridge.output import output_stream
 
     if args.file != "-" and not os.path.isfile(args.file):
         print(f"greenbridge translate: {args.file}: no such file", file=sys.stderr)
@@ -78,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             if bar:
                 bar.close()
                 bar = None
-            with _output(args.output) as out:
+            with output_stream(args.output) as out:
                 if args.ndjson:
                     for listing in LISTINGS:
                         prefix = b'{"listing":"' + listing.encode() + b'","object":'
@@ -103,13 +113,27 @@ def run(args: argparse.Namespace) -> int:
                         out.write(b"]")
                         counts[listing] = count
                     out.write(b"}\n")
+            account = result.reading_account()
             if not args.quiet:
-                _summary(name, result, counts)
+                _summary(name, result, counts, account)
+            if args.report:
+                with output_stream(args.report) as report:
+                    report.write(jsonenc.encode({"source": name, "readings": account.as_dict()}) + b"\n")
     except EspiError as exc:
         if bar:
             bar.close()
         print(f"greenbridge translate: {exc}", file=sys.stderr)
         return 1
+    return reading_status(name, account)
+
+
+def reading_status(name: str, account) -> int:
+    """The exit status for a translation's ``ReadingAccount``: 3 when readings with values were lost for a reason
+    the translator cannot name (said on standard error even with ``--quiet``), else 0."""
+    if account.unaccounted_with_values > 0:
+        print(f"greenbridge translate: {name}: {account.unaccounted_with_values} readings with values were lost for "
+              "a reason the translator cannot name; the output is incomplete (please report this)", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -123,37 +147,10 @@ def _progress_bar(args: argparse.Namespace, total: int | None):
                 leave=False)
 
 
-class _output:
-    """Standard output, or a file written under a temporary name and renamed when complete."""
-
-    def __init__(self, path: str | None):
-        self.path = path
-        self.partial = f"{path}.part" if path else None
-        self.handle = None
-
-    def __enter__(self):
-        if self.path is None:
-            return sys.stdout.buffer
-        self.handle = open(self.partial, "wb")
-        return self.handle
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self.handle is None:
-            sys.stdout.buffer.flush()
-            return
-        self.handle.close()
-        if exc_type is None:
-            os.replace(self.partial, self.path)
-        else:
-            os.unlink(self.partial)
-
-
-def _summary(name: str, result, counts: dict[str, int]) -> None:
+def _summary(name: str, result, counts: dict[str, int], account) -> None:
     parts = ", ".join(f"{counts.get(k, 0)} {k.replace('_', ' ')}" for k in counts)
-    print(f"{name}: {parts}", file=sys.stderr)
-    stats = result.segment_stats
-    print(f"{name}: {result.reading_count} readings read, {stats.get('readings', 0)} placed in segments"
-          f" (natural keys: {result.key_strategy})", file=sys.stderr)
+    print(f"{name}: {parts} (natural keys: {result.key_strategy})", file=sys.stderr)
+    print(f"{name}: {account.summary()}", file=sys.stderr)
     for note in result.notes:
         print(f"{name}: note: {note}", file=sys.stderr)
     if result.diagnostics is not None and result.diagnostics.total:
