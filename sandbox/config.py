@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from espi.generate import FeedSpec
 from espi.scope import ScopeError, format_scope, parse_scope
 
 #: Scope strings a third party is offered when the configuration names none (ApplicationInformation.scope). The
@@ -87,6 +88,10 @@ class SandboxConfig:
     #: Generated customers (espi.generate); None: 3 when neither data_dir nor customers are given, else none
     generate_customers: int | None = None
     generate_days: int = 31
+    #: Traits of real files (espi.generate.TRAITS) the generated customers' feeds carry, each where the customer's
+    #: profile can (directional summaries and link conflicts need the net-metering customer, reverse-only an electric
+    #: last UsagePoint): the field's warts, served by the sandbox for the bridge to cope with
+    generate_traits: tuple[str, ...] = ()
     generate_start: date = date(2025, 1, 1)
     customers: tuple[CustomerSpec, ...] = ()
     #: Password of every customer that has none of its own (listed on the home page: it is a sandbox)
@@ -155,6 +160,11 @@ class SandboxConfig:
                                      f"not {self.delete_authorization_status}")
         if (self.generate_customers is not None and self.generate_customers < 0) or self.generate_days < 1:
             raise SandboxConfigError("generate_customers must be ≥ 0 and generate_days ≥ 1")
+        object.__setattr__(self, "generate_traits", tuple(dict.fromkeys(self.generate_traits)))
+        try:  # names and combinations, as the generator checks them
+            FeedSpec(net_metering=True, traits=frozenset(self.generate_traits))
+        except ValueError as error:
+            raise SandboxConfigError(f"generate_traits: {error}") from None
         if not self.third_parties:
             raise SandboxConfigError("at least one third party must be registered")
         ids = [tp.client_id for tp in self.third_parties] + [self.admin_client_id]
@@ -262,6 +272,9 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             return Path(value) if value not in (None, "") else None
         if name == "generate_start":
             return value if isinstance(value, date) else date.fromisoformat(str(value))
+        if name == "generate_traits":  # a TOML list, or "a,b" from the environment and flags
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(item).strip() for item in items if str(item).strip())
         if target == "bool":
             if isinstance(value, str):
                 lowered = value.strip().lower()

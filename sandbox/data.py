@@ -192,20 +192,28 @@ def _tail(href: str | None) -> str | None:
 # ----------------------------------------------------------------------------------------------------------------
 # Generated data
 # ----------------------------------------------------------------------------------------------------------------
-def generated_spec(number: int, days: int, start: date, base_url: str) -> FeedSpec:
+def generated_spec(number: int, days: int, start: date, base_url: str, traits: Iterable[str] = ()) -> FeedSpec:
     """The generator settings of generated customer ``number`` (1-based): three profiles in turn.
 
     1: one electric UsagePoint with net metering (15-minute readings); 2: three UsagePoints, electric, gas and
     water; 3: one electric UsagePoint with hourly readings, estimated readings and gaps. ``seed`` is the number,
-    so every customer's readings differ and never change between runs.
+    so every customer's readings differ and never change between runs. ``traits`` (espi.generate.TRAITS) are added
+    where the profile can carry them, in the order given; the others are left out for this customer.
     """
     profile = (number - 1) % 3
     common = {"days": days, "start": start, "seed": number, "base_url": base_url, "subscription": "1"}
     if profile == 0:
-        return FeedSpec(usage_points=1, net_metering=True, **common)
-    if profile == 1:
-        return FeedSpec(usage_points=3, commodity="mixed", **common)
-    return FeedSpec(usage_points=1, interval=3600, quality_gaps=True, **common)
+        spec = FeedSpec(usage_points=1, net_metering=True, **common)
+    elif profile == 1:
+        spec = FeedSpec(usage_points=3, commodity="mixed", **common)
+    else:
+        spec = FeedSpec(usage_points=1, interval=3600, quality_gaps=True, **common)
+    for trait in traits:
+        try:
+            spec = replace(spec, traits=spec.traits | {trait})
+        except ValueError:
+            continue  # this profile cannot carry it (e.g. no second series for directional summaries)
+    return spec
 
 
 def _atom_time(epoch: int) -> str:
@@ -311,7 +319,7 @@ def load_customers(config) -> list[Customer]:
     for n in range(1, config.generated_count + 1):
         number = len(customers) + 1
         spec = generated_spec(n, config.generate_days, config.generate_start,
-                              f"{config.resource_endpoint}/RetailCustomer/{number}")
+                              f"{config.resource_endpoint}/RetailCustomer/{number}", config.generate_traits)
         dataset = load_dataset(generated_document(spec), name=f"generated customer {n}")
         add(f"customer-{n}", "", f"Generated customer {n}", f"generated ({spec.commodity}, {spec.days} days)",
             dataset, spec=spec)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import re
 import secrets
 import subprocess
@@ -963,3 +964,27 @@ def test_directory_customers_and_customer_data(tmp_path, receiver, sample):
                              **{"published-min": "2012-03-05T00:00:00Z", "published-max": "2012-03-07T00:00:00Z"}))
         assert len(block_entries(window)) == 3  # the blocks published on March 5, 6 and 7
         assert len(block_entries(feed_of(get(harness["resourceURI"], harness["access_token"])))) == 12
+
+
+def test_generated_customers_carry_the_configured_traits_of_real_files():
+    """Issue 12 item 9: the sandbox serves the warts the translator has rules for (espi.generate.TRAITS), each
+    where a customer's profile can carry it; unknown or clashing traits are refused at configuration."""
+    from espi.generate import write_feed
+    from sandbox.config import SandboxConfigError, load_sandbox_config
+    from sandbox.data import generated_spec, load_customers
+
+    config = load_sandbox_config(env={"GREENBRIDGE_SANDBOX_GENERATE_TRAITS": "zero-durations, directional-summaries",
+                                      "GREENBRIDGE_SANDBOX_GENERATE_DAYS": "2"})
+    assert config.generate_traits == ("zero-durations", "directional-summaries")
+    net_metering, mixed = (generated_spec(n, 2, config.generate_start, "https://x.test/r", config.generate_traits)
+                           for n in (1, 2))
+    assert net_metering.traits == {"zero-durations", "directional-summaries"}
+    assert mixed.traits == {"zero-durations"}  # no second series: directional summaries left out for it
+    served = {c.login: c.spec.traits for c in load_customers(config)}
+    assert served == {"customer-1": net_metering.traits, "customer-2": mixed.traits, "customer-3": mixed.traits}
+    feed = io.StringIO()
+    write_feed(feed, net_metering)
+    assert "<espi:duration>0</espi:duration>" in feed.getvalue() and "readingTypeRef" in feed.getvalue()
+    for wrong in ("no-such-trait", "accumulation-none,cumulative-label"):
+        with pytest.raises(SandboxConfigError, match="generate_traits"):
+            load_sandbox_config(env={"GREENBRIDGE_SANDBOX_GENERATE_TRAITS": wrong})

@@ -45,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--delete-authorization-status", type=int, choices=(204, 405, 501), metavar="STATUS",
                         help="answer DELETE Authorization with 405 or 501 (a custodian that cannot revoke over its "
                              "API; default 204: revoked)")
+    parser.add_argument("--trait", action="append", dest="traits", metavar="TRAIT",
+                        help="a trait of real files the generated customers' feeds carry (repeat for several; "
+                             "greenbridge generate --help lists them)")
     parser.add_argument("--client-id", help="client_id of the (first) third party (default third_party)")
     parser.add_argument("--client-secret", help="its client_secret (default secret)")
     parser.add_argument("--redirect-uri", action="append", dest="redirect_uris", metavar="URI",
@@ -69,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         "base_url": args.base_url, "data_dir": args.data, "generate_customers": args.generate,
         "generate_days": args.days, "generate_start": args.start, "customer_password": args.password,
+        "generate_traits": args.traits,
         "defer": args.defer, "bulk_dir": args.bulk_dir, "sftp_uri": args.sftp_uri,
         "notify_on_new_data": args.notify_on_new_data, "notify_window": args.notify_window,
         "response_delay": args.response_delay, "delete_authorization_status": args.delete_authorization_status,
