@@ -969,6 +969,8 @@ def test_directory_customers_and_customer_data(tmp_path, receiver, sample):
 def test_generated_customers_carry_the_configured_traits_of_real_files():
     """Issue 12 item 9: the sandbox serves the warts the translator has rules for (espi.generate.TRAITS), each
     where a customer's profile can carry it; unknown or clashing traits are refused at configuration."""
+    from dataclasses import replace
+
     from espi.generate import write_feed
     from sandbox.config import SandboxConfigError, load_sandbox_config
     from sandbox.data import generated_spec, load_customers
@@ -983,7 +985,7 @@ def test_generated_customers_carry_the_configured_traits_of_real_files():
     served = {c.login: c.spec.traits for c in load_customers(config)}
     assert served == {"customer-1": net_metering.traits, "customer-2": mixed.traits, "customer-3": mixed.traits}
     feed = io.StringIO()
-    write_feed(feed, net_metering)
+    write_feed(feed, replace(net_metering, days=40))  # a whole billing period: per-direction UsageSummaries
     assert "<espi:duration>0</espi:duration>" in feed.getvalue() and "readingTypeRef" in feed.getvalue()
     for wrong in ("no-such-trait", "accumulation-none,cumulative-label"):
         with pytest.raises(SandboxConfigError, match="generate_traits"):
