@@ -128,7 +128,8 @@ BatchTransaction = Callable[[], contextlib.AbstractContextManager[Any]]
 
 def ingest_file(session: Session, path: str | os.PathLike, *, customer_id: str, source: str | None = None,
                 options: TranslateOptions | None = None, now: datetime | None = None, data_set: str = "",
-                upstream_id: int | None = None, batch_transaction: BatchTransaction | None = None) -> IngestReport:
+                upstream_id: int | None = None, batch_transaction: BatchTransaction | None = None,
+                batch_size: int = BATCH_SIZE) -> IngestReport:
     """Translates the Green Button file at ``path`` and stores it for ``customer_id`` in ``data_set`` (see
     :func:`ingest_translation`).
 
@@ -147,16 +148,18 @@ def ingest_file(session: Session, path: str | os.PathLike, *, customer_id: str, 
     with translate(path, options, name=path) as translation:
         return ingest_translation(session, translation, customer_id=customer_id,
                                   source=source if source is not None else Path(path).name, now=now,
-                                  data_set=data_set, upstream_id=upstream_id, batch_transaction=batch_transaction)
+                                  data_set=data_set, upstream_id=upstream_id, batch_transaction=batch_transaction,
+                                  batch_size=batch_size)
 
 
 def ingest_translation(session: Session, translation: Translation, *, customer_id: str, source: str,
                        now: datetime, data_set: str = "", upstream_id: int | None = None,
-                       batch_transaction: BatchTransaction | None = None) -> IngestReport:
+                       batch_transaction: BatchTransaction | None = None, batch_size: int = BATCH_SIZE
+                       ) -> IngestReport:
     """Upserts every object of ``translation`` for ``customer_id`` in ``data_set``, recording ``upstream_id`` as the
     authorization that brought what it creates or changes; flushes, never commits, unless ``batch_transaction`` is
-    given: then each batch is written inside ``with batch_transaction():`` (which commits it), and the next batch is
-    translated with no transaction open (see "Transactions" above).
+    given: then each batch (``batch_size`` objects) is written inside ``with batch_transaction():`` (which commits
+    it), and the next batch is translated with no transaction open (see "Transactions" above).
 
     New objects get created = modified = synced = ``now``; an unchanged body moves only synced; a changed body is
     replaced and moves modified and synced. ``now`` is kept to whole seconds (what the API shows). Raises
@@ -177,11 +180,11 @@ def ingest_translation(session: Session, translation: Translation, *, customer_i
         numbers.learn(kind, translation.listing(kind))
     for kind in OBJECT_KINDS:
         rows = (writer.object_row(kind, obj, numbers) for obj in translation.listing(kind))
-        for batch in _batches(rows, BATCH_SIZE):  # built before its transaction opens
+        for batch in _batches(rows, batch_size):  # built before its transaction opens
             with transaction():
                 writer.upsert(DataObject, DataObject.object_id, kind, batch)
     segments = (writer.segment_row(obj, numbers) for obj in translation.usage_segments())
-    for batch in _batches(segments, BATCH_SIZE):
+    for batch in _batches(segments, batch_size):
         with transaction():
             writer.upsert(UsageSegmentRow, UsageSegmentRow.segment_id, "usage_segments", batch)
     if batch_transaction is None:
