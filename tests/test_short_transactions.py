@@ -416,7 +416,7 @@ def test_a_token_request_succeeds_while_a_large_sqlite_ingest_runs(tmp_path):
                 while time.monotonic() < deadline:
                     with sessions() as session:
                         state = jobs.get(session, job.job_id).state
-                        stored = session.scalar(select(func.count()).select_from(UsageSegmentRow))
+                        stored = session.scalar(select(func.count()).select_from(DataObject))
                     if state in (jobs.DONE, jobs.DEAD):
                         break
                     assert worker.poll() is None, log.read_text()[-3000:]
