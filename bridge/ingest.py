@@ -22,13 +22,22 @@ remember the upstream authorization whose data created or last changed them (``u
 Usage segments stream from the translation and are written in batches, so memory stays flat however many readings
 a file holds. Sort and filter keys the listing APIs need (statement/section dates, account and contract numbers,
 segment bounds) are copied into columns.
+
+**Transactions.** By default everything is written in the caller's transaction (``greenbridge ingest``: a file that
+fails leaves nothing behind). The workers pass ``batch_transaction`` instead (issue 13 item 8): each batch of at
+most :data:`BATCH_SIZE` objects is then written and committed in a short transaction of its own, so a large file
+never holds the store's write lock for longer than one batch (on SQLite the gateway's writes wait behind it). Every
+batch is an upsert keyed by stable ids and decides created/modified/confirmed against what is stored when it runs,
+so an ingest that stopped half-way and runs again converges to the rows one whole ingest makes: what the first
+run stored keeps its ``cds_created`` (and ``cds_modified`` when its body is the same), only ``cds_synced`` moves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,9 +126,15 @@ def id_namespace(custodian: str, data_set: str) -> str:
     return f"{custodian}/{data_set}" if data_set else custodian
 
 
+#: A factory of the short transactions a batched ingest commits each batch in (``with batch_transaction(): …``, on
+#: the session passed along; None: everything in the caller's transaction).
+BatchTransaction = Callable[[], contextlib.AbstractContextManager[Any]]
+
+
 def ingest_file(session: Session, path: str | os.PathLike, *, customer_id: str, source: str | None = None,
                 options: TranslateOptions | None = None, now: datetime | None = None, data_set: str = "",
-                upstream_id: int | None = None) -> IngestReport:
+                upstream_id: int | None = None, batch_transaction: BatchTransaction | None = None,
+                batch_size: int = BATCH_SIZE) -> IngestReport:
     """Translates the Green Button file at ``path`` and stores it for ``customer_id`` in ``data_set`` (see
     :func:`ingest_translation`).
 
@@ -127,7 +142,7 @@ def ingest_file(session: Session, path: str | os.PathLike, *, customer_id: str, 
     gateway passes :func:`translate_options_for`. Options without a subscription get ``customer_id`` as theirs, so
     href keys and the synthetic account are scoped by the customer; ids are namespaced by the data set
     (:func:`id_namespace`). Translation errors (``espi.errors.EspiError``) name the file and line; the caller's
-    transaction must roll back on any exception.
+    transaction must roll back on any exception (with ``batch_transaction``, the batches before it stay stored).
     """
     now = _utc_now(now)
     options = options or TranslateOptions(key_strategy=KEY_STRATEGY)
@@ -138,13 +153,18 @@ def ingest_file(session: Session, path: str | os.PathLike, *, customer_id: str, 
     with translate(path, options, name=path) as translation:
         return ingest_translation(session, translation, customer_id=customer_id,
                                   source=source if source is not None else Path(path).name, now=now,
-                                  data_set=data_set, upstream_id=upstream_id)
+                                  data_set=data_set, upstream_id=upstream_id, batch_transaction=batch_transaction,
+                                  batch_size=batch_size)
 
 
 def ingest_translation(session: Session, translation: Translation, *, customer_id: str, source: str,
-                       now: datetime, data_set: str = "", upstream_id: int | None = None) -> IngestReport:
+                       now: datetime, data_set: str = "", upstream_id: int | None = None,
+                       batch_transaction: BatchTransaction | None = None, batch_size: int = BATCH_SIZE
+                       ) -> IngestReport:
     """Upserts every object of ``translation`` for ``customer_id`` in ``data_set``, recording ``upstream_id`` as the
-    authorization that brought what it creates or changes; flushes, never commits.
+    authorization that brought what it creates or changes; flushes, never commits, unless ``batch_transaction`` is
+    given: then each batch (``batch_size`` objects) is written inside ``with batch_transaction():`` (which commits
+    it), and the next batch is translated with no transaction open (see "Transactions" above).
 
     New objects get created = modified = synced = ``now``; an unchanged body moves only synced; a changed body is
     replaced and moves modified and synced. ``now`` is kept to whole seconds (what the API shows). Raises
@@ -157,19 +177,24 @@ def ingest_translation(session: Session, translation: Translation, *, customer_i
     now = _utc_now(now)
     report = IngestReport(source=source, readings=translation.reading_count,
                           usage_point_hrefs=tuple(getattr(translation, "usage_point_hrefs", ())))
-    writer = _Writer(session, customer_id, data_set, upstream_id, source[:256], now, report)
+    writer = _Writer(session, customer_id, data_set, upstream_id, source[:256], now, report,
+                     batched=batch_transaction is not None)
+    transaction = batch_transaction or contextlib.nullcontext
     numbers = _Numbers()
     for kind in OBJECT_KINDS:
         numbers.learn(kind, translation.listing(kind))
     for kind in OBJECT_KINDS:
         rows = (writer.object_row(kind, obj, numbers) for obj in translation.listing(kind))
-        for batch in _batches(rows, BATCH_SIZE):
-            writer.upsert(DataObject, DataObject.object_id, kind, batch)
+        for batch in _batches(rows, batch_size):  # built before its transaction opens
+            with transaction():
+                writer.upsert(DataObject, DataObject.object_id, kind, batch)
     segments = (writer.segment_row(obj, numbers) for obj in translation.usage_segments())
-    for batch in _batches(segments, BATCH_SIZE):
-        writer.upsert(UsageSegmentRow, UsageSegmentRow.segment_id, "usage_segments", batch)
+    for batch in _batches(segments, batch_size):
+        with transaction():
+            writer.upsert(UsageSegmentRow, UsageSegmentRow.segment_id, "usage_segments", batch)
     report.reading_account = translation.reading_account()
-    session.flush()
+    if batch_transaction is None:
+        session.flush()
     return report
 
 
@@ -220,8 +245,9 @@ class _Numbers:
 
 class _Writer:
     def __init__(self, session: Session, customer_id: str, data_set: str, upstream_id: int | None, source: str,
-                 now: datetime, report: IngestReport):
+                 now: datetime, report: IngestReport, batched: bool = False):
         self.session = session
+        self.batched = batched
         self.customer_id = customer_id
         self.data_set = data_set
         self.upstream_id = upstream_id
@@ -261,9 +287,10 @@ class _Writer:
                                       "upstream_id": self.upstream_id, "source": self.source,
                                       "created": self.now, "modified": self.now, "synced": self.now})
             elif (old.customer_id, old.data_set) != (self.customer_id, self.data_set):
+                kept = "the batches before this one stay stored" if self.batched else "nothing of this file was stored"
                 raise IngestError(f"{kind} object {object_id} ({self.source}) is already stored for customer "
                                   f"{old.customer_id!r}{_in_set(old.data_set)}, not {self.customer_id!r}"
-                                  f"{_in_set(self.data_set)}; nothing of this file was stored")
+                                  f"{_in_set(self.data_set)}; {kept}")
             elif old.body_hash != row["body_hash"]:
                 changes.append(row | {"source": self.source, "upstream_id": self.upstream_id,
                                       "modified": self.now, "synced": self.now})

@@ -424,20 +424,24 @@ def _redis_ping(socket_path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def redis_server(tmpdir: str | os.PathLike, *, startup_timeout: float = 20.0) -> Iterator[RedisURL]:
+def redis_server(tmpdir: str | os.PathLike, *, startup_timeout: float = 20.0,
+                 socket_dir: str | os.PathLike | None = None) -> Iterator[RedisURL]:
     """Debian's ``redis-server`` on a private unix socket in ``tmpdir`` (no TCP port, persistence off).
 
     Yields the broker URL once the server answers PING; on exit stops it (SIGTERM, then SIGKILL) and removes the
     socket and log. ``maxmemory-policy noeviction``: an evicted ``_kombu.binding.*`` key breaks Celery routing.
+    With ``socket_dir`` (an existing directory, at most ~90 characters long) the socket is ``socket_dir/redis.sock``
+    and the directory is left in place: a server started again there answers at the same URL, as a restarted
+    Redis does.
     """
     binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server")
                                               else None)
     if binary is None:
         raise ServerUnavailable("redis-server is not installed (Debian package redis-server: "
                                 "apt-get install redis-server)")
-    directory = Path(tempfile.mkdtemp(prefix="gb-redis-", dir=tmpdir))
+    directory = Path(socket_dir) if socket_dir is not None else Path(tempfile.mkdtemp(prefix="gb-redis-", dir=tmpdir))
     sock_path = directory / "redis.sock"
-    if len(str(sock_path)) > 100:  # sun_path holds 108 bytes
+    if socket_dir is None and len(str(sock_path)) > 100:  # sun_path holds 108 bytes
         shutil.rmtree(directory, ignore_errors=True)
         directory = Path(tempfile.mkdtemp(prefix="gb-redis-"))
         sock_path = directory / "redis.sock"
@@ -463,7 +467,11 @@ def redis_server(tmpdir: str | os.PathLike, *, startup_timeout: float = 20.0) ->
     finally:
         if proc is not None:
             _stop(proc)
-        shutil.rmtree(directory, ignore_errors=True)
+        if socket_dir is None:
+            shutil.rmtree(directory, ignore_errors=True)
+        else:
+            sock_path.unlink(missing_ok=True)
+            log.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------------------- Chromium

@@ -149,4 +149,8 @@ def test_reconciler_finds_lost_jobs(sessions):
     assert _claim(sessions, crashed, now=later).attempts == 2  # the crashed run can be taken over
     with sessions() as session, session.begin():  # the stale queued one was touched: not re-published every tick
         again = {job.job_id for job in jobs.lost(session, stale_after=900, now=later + timedelta(seconds=60))}
-    assert stale not in again and due in again
+    # nor the due one: it is published once per due time (issue 13 item 9; it used to be re-published every tick)
+    assert stale not in again and due not in again
+    with sessions() as session, session.begin():  # still unclaimed a staleness period later: the message was lost
+        lost_again = {job.job_id for job in jobs.lost(session, stale_after=900, now=later + timedelta(seconds=901))}
+    assert lost_again == {stale, due, fresh, crashed}  # fresh is stale by now, crashed's second run died too

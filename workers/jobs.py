@@ -138,11 +138,12 @@ def renew(session: Session, job: Job, *, lease_seconds: float = LEASE_SECONDS, n
     return result.rowcount == 1
 
 
-def _finish_run(session: Session, job: Job, now: datetime | None, marked: bool | None = None, **values: Any) -> bool:
+def _finish_run(session: Session, job: Job, now: datetime | None, marked: bool | None = None,
+                guard: tuple[Any, ...] = (), **values: Any) -> bool:
     """Ends the run ``job.attempts`` of a running job; False when that run is no longer the current one (or, with
-    ``marked`` given, when the job's ``rerun`` mark is not that)."""
+    ``marked`` given, when the job's ``rerun`` mark is not that; or when a ``guard`` condition does not hold)."""
     now = now or utcnow()
-    where = [Job.job_id == job.job_id, Job.state == RUNNING, Job.attempts == job.attempts]
+    where = [Job.job_id == job.job_id, Job.state == RUNNING, Job.attempts == job.attempts, *guard]
     if marked is not None:
         where.append(Job.rerun == marked)
     result = session.execute(
@@ -158,18 +159,20 @@ def _fresh(payload: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in payload.items() if key != DEFERRED_RUNS}
 
 
-def _ended(session: Session, job: Job, state: str, now: datetime, **values: Any) -> Outcome | None:
+def _ended(session: Session, job: Job, state: str, now: datetime, guard: tuple[Any, ...] = (),
+           **values: Any) -> Outcome | None:
     """Ends the run in ``state`` (``done`` or ``dead``), or, when a notification asked for another run meanwhile,
     queues the job again as a new request (fresh attempts, next generation) and notes it for publishing.
 
     Two guarded UPDATEs, the first for an unmarked job: a mark set between them makes the first match nothing
     and the second match; a mark that comes after the first finds the job ended and re-arms it itself."""
-    if _finish_run(session, job, now, marked=False, state=state, finished=now, **values):
+    if _finish_run(session, job, now, marked=False, guard=guard, state=state, finished=now, **values):
         return Outcome(state)
     current = get(session, job.job_id)
-    if current is None or not _finish_run(session, job, now, marked=True, state=QUEUED, finished=None, rerun=False,
-                                          payload=_fresh(current.payload), generation=Job.generation + 1,
-                                          max_attempts=Job.attempts + MAX_ATTEMPTS, **values):
+    if current is None or not _finish_run(session, job, now, marked=True, guard=guard, state=QUEUED, finished=None,
+                                          rerun=False, payload=_fresh(current.payload),
+                                          generation=Job.generation + 1, max_attempts=Job.attempts + MAX_ATTEMPTS,
+                                          **values):
         return None
     session.info.setdefault(NEW_JOBS, []).append((job.job_id, job.queue))
     return Outcome(QUEUED)
@@ -202,10 +205,12 @@ def deferred(session: Session, job: Job, until: datetime, *, waiting_for: str | 
     return None
 
 
-def dead(session: Session, job: Job, error: str, *, now: datetime | None = None) -> Outcome | None:
-    """The run gave up for good; ``queued`` again (a new request) when a notification arrived during it."""
+def dead(session: Session, job: Job, error: str, *, now: datetime | None = None,
+         guard: tuple[Any, ...] = ()) -> Outcome | None:
+    """The run gave up for good; ``queued`` again (a new request) when a notification arrived during it. ``guard``:
+    further conditions the job row must meet (the reconciler: its lease has still expired)."""
     now = now or utcnow()
-    return _ended(session, job, DEAD, now, last_error=error[:ERROR_MAX])
+    return _ended(session, job, DEAD, now, guard, last_error=error[:ERROR_MAX])
 
 
 def backoff_delay(attempt: int, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_MAX,
@@ -281,56 +286,71 @@ def requeue(session: Session, job_id: str, *, now: datetime | None = None) -> Jo
     return job
 
 
-def lost(session: Session, *, stale_after: float, now: datetime | None = None, limit: int = 1000) -> list[Job]:
-    """Jobs whose Celery message may be gone, to publish again (the reconciler); duplicates are harmless.
+def mark_published(session: Session, job_id: str, run_after: datetime, *, at: datetime | None = None) -> bool:
+    """Record that a message for the job's due time ``run_after`` was sent (with a countdown: ``at`` is when it
+    becomes deliverable, by default ``run_after``), so the reconciler does not publish that due time again. False
+    when the job has moved on meanwhile (claimed, or due at another time)."""
+    result = session.execute(
+        update(Job)
+        .where(Job.job_id == job_id, Job.state.in_((DEFERRED, FAILED)), Job.run_after == run_after)
+        .values(published_at=at or run_after)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+#: ``last_error`` of a run whose lease ran out on its last attempt.
+LAST_TRY = "lease expired on the last attempt (the worker died or hung)"
+
+
+def lost(session: Session, *, stale_after: float, now: datetime | None = None, limit: int = 1000,
+         gave_up: Callable[[Job, str], Any] | None = None) -> list[Job]:
+    """Jobs whose Celery message may be gone, to publish again (the reconciler); each is published once per reason,
+    however long the workers lag (``published_at`` records the last message; duplicates would be harmless, but a
+    backlog re-published every minute floods the broker):
 
     * ``queued`` and untouched for ``stale_after`` seconds (Redis flushed, or the publish after commit never
-      happened); their ``modified`` is bumped so a long backlog is re-published once per ``stale_after``, not on
-      every tick;
-    * ``deferred``/``failed`` whose ``run_after`` has come (retries too long to hold as a Celery countdown);
-    * ``running`` whose lease expired (the worker died): claimable again, or ``dead`` if the attempts are used up
-      (``queued`` afresh instead when a notification asked for another run during it).
+      happened), then again once per ``stale_after`` while it stays queued;
+    * ``deferred``/``failed`` whose ``run_after`` has come and for which no message was sent since (retries too
+      long to hold as a Celery countdown), then again once per ``stale_after`` while no worker claims it;
+    * ``running`` whose lease expired (the worker died): claimable again, published once after the lease ran out
+      (then once per ``stale_after``); or, when its attempts are used up, ``dead``, and ``gave_up(job, error)`` runs
+      in this transaction (the job kind's ``on_dead``: a Grant waiting for a first fetch becomes ``errored``); or
+      ``queued`` afresh instead when a notification asked for another run during it.
+
+    Every returned job gets ``published_at = now``: call in a transaction and publish them after it commits.
     """
     now = now or utcnow()
     cutoff = now - timedelta(seconds=stale_after)
     expired = and_(Job.state == RUNNING, Job.lease_until < now)
-    last_try = "lease expired on the last attempt (the worker died or hung)"
-    session.execute(
-        update(Job)
-        .where(expired, Job.attempts >= Job.max_attempts, Job.rerun.is_(False))
-        .values(state=DEAD, finished=now, modified=now, lease_until=None, last_error=last_try)
-        .execution_options(synchronize_session=False)
-    )
     rearmed = []
-    for job in session.scalars(select(Job).where(expired, Job.attempts >= Job.max_attempts, Job.rerun.is_(True))
-                               .limit(limit)).all():
-        changed = session.execute(
-            update(Job)
-            .where(Job.job_id == job.job_id, expired, Job.attempts == job.attempts)
-            .values(state=QUEUED, modified=now, lease_until=None, rerun=False, generation=Job.generation + 1,
-                    max_attempts=Job.attempts + MAX_ATTEMPTS, payload=_fresh(job.payload), last_error=last_try)
-            .execution_options(synchronize_session=False)
-        )
-        if changed.rowcount == 1:
+    for job in session.scalars(select(Job).where(expired, Job.attempts >= Job.max_attempts).order_by(Job.created)
+                               .limit(limit).execution_options(populate_existing=True)).all():
+        # one guarded UPDATE per job, as at the end of any run: a mark set meanwhile queues it afresh instead
+        outcome = dead(session, job, LAST_TRY, now=now, guard=(Job.lease_until < now,))
+        if outcome is not None and outcome.state == DEAD and gave_up is not None:
+            gave_up(job, LAST_TRY)
+        elif outcome is not None and outcome.state == QUEUED:
             rearmed.append(job.job_id)
+    take_new_jobs(session)  # the re-armed jobs are returned below: published by the caller
+    not_since = or_(Job.published_at.is_(None), Job.published_at < cutoff)
     rows = list(session.scalars(
         select(Job)
         .where(or_(
-            and_(Job.state == QUEUED, Job.modified < cutoff),
-            and_(Job.state.in_((DEFERRED, FAILED)), Job.run_after <= now),
-            expired,
+            and_(Job.state == QUEUED, Job.modified < cutoff, not_since),
+            and_(Job.state.in_((DEFERRED, FAILED)), Job.run_after <= now,
+                 or_(Job.published_at.is_(None), Job.published_at < Job.run_after, Job.published_at < cutoff)),
+            and_(expired, Job.attempts < Job.max_attempts,
+                 or_(Job.published_at.is_(None), Job.published_at < Job.lease_until, Job.published_at < cutoff)),
             Job.job_id.in_(rearmed),
         ))
         .order_by(Job.created)
         .limit(limit)
         .execution_options(populate_existing=True)
     ))
-    stale = [job.job_id for job in rows if job.state == QUEUED]
-    if stale:
+    if rows:
         session.execute(
-            update(Job)
-            .where(Job.job_id.in_(stale), Job.state == QUEUED, Job.modified < cutoff)
-            .values(modified=now)
+            update(Job).where(Job.job_id.in_([job.job_id for job in rows])).values(published_at=now)
             .execution_options(synchronize_session=False)
         )
     return rows

@@ -3,12 +3,20 @@
 A kind is registered with :func:`register` (its handler, its queue, what happens when it gives up); the runtime in
 workers.tasks claims a job, looks its kind up here and runs the handler. Handlers (workers.tasks, workers.upstream)
 import only this module and workers.jobs, never the runtime, so the runtime can import them to register them.
+
+**Short transactions** (issue 13 item 8). A handler gets a session with no transaction open, which never opens one
+by itself (``autobegin=False``): it reads in ``with session.begin():`` blocks, makes its network calls with no
+transaction open (a SQLite write lock or a PostgreSQL row lock held across a custodian's answer would stall the
+gateway's writes), and writes in ``with writing(session):`` blocks, each a short transaction that commits only while
+the run still holds the job (:func:`writing`). Data is written in bounded, idempotent batches (bridge.ingest), so a
+run that dies half-way leaves some batches stored, and the next run converges to the same rows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -82,6 +90,36 @@ def _forget_engines(**_kwargs: Any) -> None:
 AFTER_COMMIT = "greenbridge.after_commit"
 PUBLISH = "greenbridge.publish"
 WARNING = "greenbridge.warning"
+#: ``session.info`` key: (job id, attempt, lease seconds) of the run the session serves (set by workers.tasks).
+RUN = "greenbridge.run"
+
+
+class Superseded(Exception):
+    """The run no longer holds its job (its lease ran out and another run took the job over): nothing more of it
+    may be stored; the current run records the outcome."""
+
+
+@contextlib.contextmanager
+def writing(session: Session) -> Iterator[Session]:
+    """One short write transaction of the run: the block's writes commit only if, at the end of the block, the run
+    still holds the job; otherwise they roll back and :class:`Superseded` ends the run.
+
+    The check is the lease renewal, a guarded UPDATE of the job row fenced by the run's attempt, made last so that
+    row locks are taken in the order the end of a run takes them (data, grant, job). It holds the job row until the
+    commit: a run taking the job over waits for it, then finds the lease renewed and claims nothing. Jobs the
+    block created are published once it has committed (the reconciler publishes them if that fails)."""
+    job_id, attempt, lease = session.info[RUN]
+    try:
+        with session.begin():
+            yield session
+            session.flush()
+            if not jobs.renew(session, Job(job_id=job_id, attempts=attempt), lease_seconds=lease):
+                raise Superseded(f"job {job_id}: run {attempt} no longer holds the job; its last writes rolled back")
+    except BaseException:
+        jobs.take_new_jobs(session)  # rolled back: those rows are gone
+        raise
+    for new_id, queue in jobs.take_new_jobs(session):
+        publish_now(session, new_id, queue)
 
 
 def warn(session: Session, message: str) -> None:

@@ -1,9 +1,18 @@
 """The Celery tasks: thin wrappers over the jobs table (workers.jobs) and the handlers of each job kind.
 
 ``gb.run_job(job_id)`` claims the job (a guarded UPDATE: a duplicate or redelivered message claims nothing), runs
-the handler registered for its kind, and records the outcome; the handler's writes and ``done`` commit in one
-transaction, and handlers write with idempotent upserts, so a job re-run after a lost acknowledgement stores
-nothing twice. ``gb.reconcile()`` (beat) re-publishes the jobs whose message may have been lost.
+the handler registered for its kind, and records the outcome. ``gb.reconcile()`` (beat) re-publishes the jobs whose
+message may have been lost, and ends runs whose worker died on their last attempt.
+
+**What a run guarantees** (issue 13 item 8). The handler runs with no store transaction open and makes its network
+calls outside any: it reads in short transactions and writes in short ones (workers.kinds.writing), each committed
+only while the run still holds the job, so a run taken over after its lease ran out stores nothing more. Data is
+written in bounded batches of idempotent upserts keyed by stable ids (bridge.ingest), and what depends on the data
+being complete (a Grant's activation, the UsagePoints recorded for its authorization) is written after the last
+batch. ``done`` is recorded after the handler's last write, in a transaction of its own guarded by the run's
+attempt. A run that dies (a killed worker, a lost lease) or fails half-way leaves the batches it committed; the
+next run writes them again and converges to the same rows (``cds_created`` of what the first run stored is kept,
+``cds_synced`` moves), so nothing is stored twice and nothing is lost.
 
 A handler is a plain function ``handler(session, job, config)``; it raises :class:`workers.jobs.RetryLater`,
 :class:`workers.jobs.PermanentError` or :class:`workers.jobs.Defer` to choose the outcome; any other exception is
@@ -19,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from celery import shared_task
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cds.store.models import Job
@@ -26,7 +36,19 @@ from workers import jobs
 
 # The upstream job kinds register themselves on import (workers.kinds).
 from workers import upstream as _upstream  # noqa: F401
-from workers.kinds import AFTER_COMMIT, HANDLERS, PUBLISH, WARNING, Kind, queue_for, register, sessions_for
+from workers.kinds import (
+    AFTER_COMMIT,
+    HANDLERS,
+    PUBLISH,
+    RUN,
+    WARNING,
+    Kind,
+    Superseded,
+    queue_for,
+    register,
+    sessions_for,
+    writing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +68,7 @@ def ingest_file(session: Session, job: Job, config: Any) -> str:
         raise jobs.PermanentError("ingest_file needs a payload with path and customer_id")
     try:
         report = ingest(session, path, customer_id=customer, source=job.payload.get("source"),
-                        options=translate_options_for(config))
+                        options=translate_options_for(config), batch_transaction=lambda: writing(session))
     except FileNotFoundError as exc:
         raise jobs.PermanentError(f"{path}: no such file") from exc
     except (EspiError, IngestError) as exc:  # the file itself is wrong: retrying cannot help
@@ -81,19 +103,24 @@ def execute(config: Any, job_id: str, publish_job: Callable[[str, str], Any] | N
             ) -> jobs.Outcome | None:
     """Claim and run one job, recording its outcome; None when there was nothing to run (not runnable).
 
-    Jobs the handler created (fan-out, follow-ups) are passed to ``publish_job(job_id, queue)`` after the commit.
+    Jobs the handler created (fan-out, follow-ups) are passed to ``publish_job(job_id, queue)`` once the
+    transaction that created them has committed.
     """
     sessions = sessions_for(config)
     lease = float(getattr(config, "job_lease_seconds", jobs.LEASE_SECONDS))
-    with sessions() as session:
+    # autobegin off: nothing the handler does opens a transaction it did not open on purpose (workers.kinds)
+    with sessions(autobegin=False) as session:
         with session.begin():
             job = jobs.claim(session, job_id, lease_seconds=lease)
         if job is None:
             log.info("job %s: not runnable, message dropped", job_id)
             return None
+        # the claimed run as it stands: a rolled-back write of the handler cannot expire it
+        session.expunge(job)
         kind = HANDLERS.get(job.kind)
         _drop_pending(session)
         session.info[PUBLISH] = publish_job
+        session.info[RUN] = (job.job_id, job.attempts, lease)
         with _Heartbeat(sessions, job, lease):
             return _run(session, job, kind, config, publish_job)
 
@@ -103,12 +130,12 @@ def _run(session: Session, job: Job, kind: Kind | None, config: Any,
     try:
         if kind is None:
             raise jobs.PermanentError(f"no handler for job kind {job.kind!r}")
-        with session.begin():
-            result = kind.handler(session, job, config)
-            warning = session.info.pop(WARNING, None)
+        result = kind.handler(session, job, config)  # its own short transactions (workers.kinds)
+        warning = session.info.pop(WARNING, None)
+        with session.begin():  # after the handler's last write
             outcome = jobs.done(session, job, result=None if result is None else str(result), warning=warning)
             if outcome is None:
-                raise _Superseded  # another run took over: roll back (its writes are the same upserts)
+                raise Superseded(f"job {job.job_id}: run {job.attempts} no longer holds the job")
         if warning:
             log.warning("job %s (%s) done with a warning: %s (%s)", job.job_id, job.kind, warning, result)
         else:
@@ -117,47 +144,58 @@ def _run(session: Session, job: Job, kind: Kind | None, config: Any,
             log.info("job %s (%s): notified during the run; queued again", job.job_id, job.kind)
         _after_commit(session, publish_job)
         return outcome
-    except _Superseded:
+    except Superseded:
         _drop_pending(session)
         log.warning("job %s: lease lost during the run; the current run records the outcome", job.job_id)
         return None
-    # The failed transaction rolled back and expired ``job``: each outcome below reloads it and commits. An outcome
-    # may be ``queued`` instead (a notification asked for another run meanwhile): it is published after the commit.
+    # Each outcome below is recorded in a transaction of its own. An outcome may be ``queued`` instead (a
+    # notification asked for another run meanwhile): it is published after the commit.
     except jobs.Defer as exc:
         _drop_pending(session)
-        outcome = jobs.deferred(session, job, exc.until, waiting_for=exc.waiting_for, message=str(exc),
-                                payload=exc.payload)
-        if outcome is not None and outcome.state == jobs.DEFERRED and outcome.run_after is not None:
-            _on_wait(session, job, kind, config, outcome.run_after)
-        session.commit()
+        with session.begin():
+            outcome = jobs.deferred(session, job, exc.until, waiting_for=exc.waiting_for, message=str(exc),
+                                    payload=exc.payload)
+            if outcome is not None and outcome.state == jobs.DEFERRED and outcome.run_after is not None:
+                _on_wait(session, job, kind, config, outcome.run_after)
         if outcome is not None:
             log.info("job %s (%s) deferred until %s: %s", job.job_id, job.kind, outcome.run_after.isoformat(), exc)
         return outcome
     except jobs.PermanentError as exc:
         _drop_pending(session)
         log.warning("job %s (%s) dead: %s", job.job_id, job.kind, exc)
-        outcome = jobs.dead(session, job, str(exc))
-        return _ended_badly(session, job, kind, config, str(exc), outcome, publish_job)
+        with session.begin():
+            outcome = jobs.dead(session, job, str(exc))
+            _ended_badly(session, job, kind, config, str(exc), outcome)
+        return _published_if_queued(session, job, outcome, publish_job)
     except Exception as exc:  # transient by default; bounded by max_attempts
         _drop_pending(session)
         log.warning("job %s (%s) attempt %d failed: %s", job.job_id, job.kind, job.attempts, exc)
         retry_after = exc.retry_after if isinstance(exc, jobs.RetryLater) else None
-        outcome = jobs.failed(session, job, f"{type(exc).__name__}: {exc}", retry_after=retry_after)
-        return _ended_badly(session, job, kind, config, f"{type(exc).__name__}: {exc}", outcome, publish_job)
+        error = f"{type(exc).__name__}: {exc}"
+        with session.begin():
+            outcome = jobs.failed(session, job, error, retry_after=retry_after)
+            _ended_badly(session, job, kind, config, error, outcome)
+        return _published_if_queued(session, job, outcome, publish_job)
 
 
 def _ended_badly(session: Session, job: Job, kind: Kind | None, config: Any, error: str,
-                 outcome: jobs.Outcome | None, publish_job: Callable[[str, str], Any] | None) -> jobs.Outcome | None:
-    """Commits a failed or dead outcome: ``on_dead`` when the job gave up for good, ``on_wait`` when a retry is
-    due later, and the publish of a job that a notification queued again instead."""
+                 outcome: jobs.Outcome | None) -> None:
+    """In the transaction recording a failed or dead outcome: ``on_dead`` when the job gave up for good,
+    ``on_wait`` when a retry is due later."""
     if outcome is not None and outcome.state == jobs.DEAD:
         _on_dead(session, job, kind, config, error)
     elif outcome is not None and outcome.state == jobs.FAILED and outcome.run_after is not None:
         _on_wait(session, job, kind, config, outcome.run_after)
-    session.commit()
+
+
+def _published_if_queued(session: Session, job: Job, outcome: jobs.Outcome | None,
+                         publish_job: Callable[[str, str], Any] | None) -> jobs.Outcome | None:
+    """After the outcome's commit: a job that a notification queued again instead is published."""
     if outcome is not None and outcome.state == jobs.QUEUED:
         log.info("job %s (%s): notified during the run; queued again", job.job_id, job.kind)
         _after_commit(session, publish_job)
+    else:
+        jobs.take_new_jobs(session)
     return outcome
 
 
@@ -196,10 +234,6 @@ def _after_commit(session: Session, publish_job: Callable[[str, str], Any] | Non
             log.warning("job %s not published (%s); the reconciler will", job_id, error)
 
 
-class _Superseded(Exception):
-    pass
-
-
 class _Heartbeat:
     """Renews a running job's lease every third of it, in a thread with its own connection, until the run ends."""
 
@@ -229,7 +263,8 @@ class _Heartbeat:
 
 @shared_task(name="gb.run_job", bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_job(self, job_id: str) -> str | None:
-    """Run job ``job_id``; a retry due soon is re-published with a countdown, a later one left to the reconciler."""
+    """Run job ``job_id``; a retry due soon is re-published with a countdown (and recorded as published for that
+    due time, so the reconciler does not publish it again), a later one left to the reconciler."""
     config = self.app.greenbridge_config
     outcome = execute(config, job_id, lambda new_id, queue: self.app.send_task(
         "gb.run_job", args=(new_id,), queue=queue))
@@ -242,17 +277,43 @@ def run_job(self, job_id: str) -> str | None:
                 job = jobs.get(session, job_id)
             if job is not None:
                 publish(self.app, job, countdown=max(0.0, delay))
+                with sessions_for(config)() as session, session.begin():
+                    jobs.mark_published(session, job_id, outcome.run_after)
     return outcome.state
+
+
+def reconcile_jobs(config: Any, send: Callable[[Job], Any], *, stale_after: float | None = None,
+                   now: datetime | None = None) -> int:
+    """One reconciler pass (workers.jobs.lost): runs whose worker died on their last attempt end ``dead`` with
+    their kind's ``on_dead`` in the same transaction; then every job whose message may be lost is passed to
+    ``send`` once, after the commit. A job ``send`` fails for is published by the next pass. Returns how many
+    were sent."""
+    now = now or jobs.utcnow()
+
+    def gave_up(job: Job, error: str) -> None:
+        log.warning("job %s (%s) dead: %s", job.job_id, job.kind, error)
+        _on_dead(session, job, HANDLERS.get(job.kind), config, error)
+
+    with sessions_for(config)() as session, session.begin():
+        found = jobs.lost(session, stale_after=jobs.RECONCILE_STALE_AFTER if stale_after is None else stale_after,
+                          now=now, gave_up=gave_up)
+    unsent = []
+    for job in found:
+        try:
+            send(job)
+        except Exception as error:
+            log.warning("reconciler: job %s not published (%s); the next pass will", job.job_id, error)
+            unsent.append(job.job_id)
+    if unsent:
+        with sessions_for(config)() as session, session.begin():
+            session.execute(update(Job).where(Job.job_id.in_(unsent), Job.published_at == now)
+                            .values(published_at=None).execution_options(synchronize_session=False))
+    if found:
+        log.info("reconciler published %d job(s)", len(found) - len(unsent))
+    return len(found) - len(unsent)
 
 
 @shared_task(name="gb.reconcile", bind=True, acks_late=True, ignore_result=True)
 def reconcile(self, stale_after: float | None = None) -> int:
-    """Re-publish every job whose message may be lost (workers.jobs.lost); returns how many were published."""
-    with sessions_for(self.app.greenbridge_config)() as session, session.begin():
-        found = jobs.lost(session, stale_after=jobs.RECONCILE_STALE_AFTER if stale_after is None else stale_after)
-    for job in found:
-        publish(self.app, job)
-    if found:
-        log.info("reconciler re-published %d job(s)", len(found))
-    return len(found)
-
+    """Re-publish every job whose message may be lost (:func:`reconcile_jobs`); returns how many were published."""
+    return reconcile_jobs(self.app.greenbridge_config, lambda job: publish(self.app, job), stale_after=stale_after)

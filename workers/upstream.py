@@ -28,6 +28,13 @@ Every write is an idempotent upsert (bridge.ingest) into the Grant's data set, r
 brought it, and the UsagePoints each stored document held are recorded for its authorization (bridge.coverage), so
 a re-run after a lost acknowledgement or a killed worker stores nothing twice. A rotated refresh token is committed
 in its own transaction at once, whatever the run's outcome: losing it would lose the customer's authorization.
+
+No store transaction is open while a custodian is asked anything (issue 13 item 8; workers.kinds): each handler
+reads what the call needs in a short transaction, calls with none open, and then writes in short fenced ones
+(workers.kinds.writing): data in bounded batches, then what depends on the whole document (the UsagePoints it
+held, the Grant's activation) in a last one, which reads the Grant again under a row lock so that a revocation
+committed meanwhile is never overwritten. Token refreshes of one authorization take turns through a claim on its
+row (:func:`refresh`), not through a lock held across the custodian's answer.
 """
 
 from __future__ import annotations
@@ -36,13 +43,15 @@ import contextlib
 import logging
 import os
 import shutil
+import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
 from bridge import coverage, lifecycle, upstream
@@ -52,7 +61,7 @@ from cds.urls import Urls
 from espi.custodian_client import CustodianClient, CustodianError, Deferred, Fetched
 from espi.private_files import open_private, private_dir
 from workers import jobs
-from workers.kinds import after_commit, publish_now, register, sessions_for, warn
+from workers.kinds import after_commit, register, sessions_for, warn, writing
 
 log = logging.getLogger(__name__)
 
@@ -129,47 +138,90 @@ def access_token(ctx: Context, client: CustodianClient, row: UpstreamAuthorizati
     return tokens.access_token
 
 
+#: How long a refresh claim holds (:func:`refresh`): longer than one token request can take (the custodian client's
+#: timeouts are 60 s), so a claim runs out only when its worker died.
+REFRESH_CLAIM = timedelta(seconds=300)
+#: How often a run waiting for another's refresh looks again.
+REFRESH_POLL_SECONDS = 0.2
+
+
 def refresh(ctx: Context, client: CustodianClient, row_id: int, stale: str) -> str:
     """Refresh the authorization's tokens and commit them in a transaction of their own (see module docstring).
 
-    Refreshes of one authorization are serialized: the row is write-locked first (an UPDATE, which locks on
-    PostgreSQL and SQLite alike), and a run that finds the tokens already replaced since it read ``stale`` uses
-    the new ones: custodians rotate refresh tokens, and a second refresh with the old one would fail for good.
-    A refresh token the custodian refuses (``invalid_grant``) means the authorization is gone: the Grant
-    ``needs_authorization`` (committed here) and the job ends."""
-    refused: CustodianError | None = None
-    with sessions_for(ctx.config)() as session, session.begin():
-        session.execute(update(UpstreamAuthorization).where(UpstreamAuthorization.id == row_id)
-                        .values(modified=UpstreamAuthorization.modified))
-        row = session.get(UpstreamAuthorization, row_id, populate_existing=True)
-        current = upstream.tokens_of(ctx.box, row)
-        if current.access_token != stale and not _due(current, ctx.now):
-            return current.access_token  # another run refreshed meanwhile
-        if not current.refresh_token:
-            raise jobs.PermanentError(f"authorization {row_id}: the access token expired and there is no refresh "
-                                      "token; the customer must authorize again")
-        try:
-            fresh = client.refresh(current.refresh_token)
-        except CustodianError as error:
-            if error.oauth_error not in REFUSED_GRANT:
-                raise _failure(error, f"authorization {row_id}: token refresh") from None
-            refused = error
-            grant = session.get(Grant, row.grant_id)
-            if grant is not None:
-                lifecycle.needs_authorization(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now,
-                                           why=f"the data custodian refused to renew its authorization "
-                                               f"({error.oauth_error}); the customer must authorize again")
-        else:
-            row.access_token_encrypted = ctx.box.encrypt(fresh.access_token)
-            if fresh.refresh_token:
-                row.refresh_token_encrypted = ctx.box.encrypt(fresh.refresh_token)
-            row.expires_at = fresh.expires_at
-            row.modified = ctx.now
-    if refused is not None:
-        raise jobs.PermanentError(f"authorization {row_id}: the custodian refused the refresh token "
-                                  f"({refused.oauth_error}); the customer must authorize again")
+    Refreshes of one authorization take turns: custodians rotate refresh tokens, and a second refresh with the old
+    one would fail for good. A run claims the row (a guarded UPDATE setting ``refresh_claim`` until
+    :data:`REFRESH_CLAIM` from now, committed at once), asks the custodian with no transaction open, then stores the
+    new tokens and releases the claim; a run that finds the row claimed waits for the claim to go and then reads
+    the tokens again; a run that finds them already replaced since it read ``stale`` uses the new ones. A claim
+    left by a dead worker runs out. A refresh token the custodian refuses (``invalid_grant``) means the
+    authorization is gone: the Grant ``needs_authorization`` (committed here) and the job ends."""
+    sessions = sessions_for(ctx.config)
+    claim = uuid.uuid4().hex
+    give_up = time.monotonic() + REFRESH_CLAIM.total_seconds() + 60
+    while True:
+        with sessions() as session, session.begin():
+            now = jobs.utcnow()
+            row = session.get(UpstreamAuthorization, row_id, populate_existing=True)
+            if row is None:
+                raise jobs.PermanentError(f"authorization {row_id} is gone")
+            current = upstream.tokens_of(ctx.box, row)
+            if current.access_token != stale and not _due(current, ctx.now):
+                return current.access_token  # another run refreshed meanwhile
+            if not current.refresh_token:
+                raise jobs.PermanentError(f"authorization {row_id}: the access token expired and there is no "
+                                          "refresh token; the customer must authorize again")
+            claimed = session.execute(
+                update(UpstreamAuthorization)
+                .where(UpstreamAuthorization.id == row_id,
+                       or_(UpstreamAuthorization.refresh_claimed_until.is_(None),
+                           UpstreamAuthorization.refresh_claimed_until < now))
+                .values(refresh_claim=claim, refresh_claimed_until=now + REFRESH_CLAIM)
+                .execution_options(synchronize_session=False)
+            ).rowcount == 1
+        if claimed:
+            break
+        # another run is refreshing: its tokens will do (a dead run's claim runs out, and then this run claims)
+        if time.monotonic() > give_up:
+            raise jobs.RetryLater(f"authorization {row_id}: other runs kept refreshing its tokens")
+        time.sleep(REFRESH_POLL_SECONDS)
+    try:
+        fresh = client.refresh(current.refresh_token)  # no transaction open while the custodian answers
+    except CustodianError as error:
+        with sessions() as session, session.begin():
+            _release(session, row_id, claim)
+            if error.oauth_error in REFUSED_GRANT:
+                grant = session.get(Grant, row.grant_id, with_for_update=True)
+                if grant is not None:
+                    lifecycle.needs_authorization(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now,
+                                                  why=f"the data custodian refused to renew its authorization "
+                                                      f"({error.oauth_error}); the customer must authorize again")
+        if error.oauth_error in REFUSED_GRANT:
+            raise jobs.PermanentError(f"authorization {row_id}: the custodian refused the refresh token "
+                                      f"({error.oauth_error}); the customer must authorize again") from None
+        raise _failure(error, f"authorization {row_id}: token refresh") from None
+    except BaseException:
+        with sessions() as session, session.begin():
+            _release(session, row_id, claim)
+        raise
+    # The custodian's answer is the truth now (the old refresh token is spent), so it is stored whoever holds the
+    # claim by then; only this run's claim is released.
+    values: dict[str, Any] = {"access_token_encrypted": ctx.box.encrypt(fresh.access_token),
+                              "expires_at": fresh.expires_at, "modified": ctx.now}
+    if fresh.refresh_token:
+        values["refresh_token_encrypted"] = ctx.box.encrypt(fresh.refresh_token)
+    with sessions() as session, session.begin():
+        session.execute(update(UpstreamAuthorization).where(UpstreamAuthorization.id == row_id).values(**values)
+                        .execution_options(synchronize_session=False))
+        _release(session, row_id, claim)
     log.info("authorization %s: tokens refreshed", row_id)
     return fresh.access_token
+
+
+def _release(session: Session, row_id: int, claim: str) -> None:
+    session.execute(update(UpstreamAuthorization)
+                    .where(UpstreamAuthorization.id == row_id, UpstreamAuthorization.refresh_claim == claim)
+                    .values(refresh_claim=None, refresh_claimed_until=None)
+                    .execution_options(synchronize_session=False))
 
 
 #: Token endpoint answers to a refresh that mean the authorization itself is gone (RFC 6749 §5.2).
@@ -193,19 +245,27 @@ def client_token(ctx: Context, client: CustodianClient, scope: str | None = None
 
 def store_file(session: Session, ctx: Context, path: Path, grant: Grant, source: str,
                row: UpstreamAuthorization) -> str:
-    """Translate ``path`` (what authorization ``row`` brought) and upsert it into the Grant's data set; record the
-    UsagePoints it held as ``row``'s; a pending Grant becomes active."""
+    """Translate ``path`` (what authorization ``row`` brought) and upsert it into the Grant's data set in bounded
+    batches, each a short fenced transaction (bridge.ingest, workers.kinds.writing); then, in a last one, record
+    the UsagePoints it held as ``row``'s and activate a pending Grant. ``grant`` and ``row`` were read before: the
+    last transaction reads them again (the Grant under a row lock), so a change committed meanwhile (a revocation)
+    is never overwritten."""
     from bridge.ingest import IngestError, ingest_file, translate_options_for
     from espi.errors import EspiError
 
     try:
         report = ingest_file(session, path, customer_id=grant.customer_id, source=source[:256],
                              options=translate_options_for(ctx.config), now=ctx.now, data_set=grant.data_set,
-                             upstream_id=row.id)
+                             upstream_id=row.id, batch_transaction=lambda: writing(session))
     except (EspiError, IngestError) as error:  # the document itself is wrong: fetching it again cannot help
         raise jobs.PermanentError(f"{source}: {error}") from None
-    coverage.record_usage_points(session, row, report.usage_point_hrefs, ctx.now)
-    lifecycle.activate(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now)
+    with writing(session):  # once the data is stored
+        current_row = session.get(UpstreamAuthorization, row.id, populate_existing=True)
+        current_grant = session.get(Grant, grant.grant_id, populate_existing=True, with_for_update=True)
+        if current_row is not None:
+            coverage.record_usage_points(session, current_row, report.usage_point_hrefs, ctx.now)
+        if current_grant is not None:
+            lifecycle.activate(session, current_grant, urls=ctx.urls, box=ctx.box, now=ctx.now)
     return report.summary()
 
 
@@ -249,14 +309,19 @@ def fetch_subscription(session: Session, job: Job, config: Any) -> str:
     if not uri:
         raise jobs.PermanentError("fetch_subscription needs a subscription URI")
     if job.payload.get("upstream_id") is None:
-        return _fan_out_fetches(session, ctx, custodian.id, job.payload.get("uri") or uri)
-    row = session.get(UpstreamAuthorization, job.payload["upstream_id"])
+        with writing(session):
+            return _fan_out_fetches(session, ctx, custodian.id, job.payload.get("uri") or uri)
+    with session.begin():  # what the fetch needs; no transaction stays open across the custodian's answer
+        row = session.get(UpstreamAuthorization, job.payload["upstream_id"])
+        grant = session.get(Grant, row.grant_id) if row is not None else None
     if row is None or row.revoked is not None or not upstream.has_tokens(row):
         return f"authorization {job.payload['upstream_id']}: revoked, gone or without tokens; nothing fetched"
-    grant = session.get(Grant, row.grant_id)
     if grant is None or not lifecycle.keeps_syncing(grant, ctx.now):
         if grant is not None:
-            lifecycle.sync_ended(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now)
+            with writing(session):
+                grant = session.get(Grant, grant.grant_id, populate_existing=True, with_for_update=True)
+                if grant is not None and not lifecycle.keeps_syncing(grant, ctx.now):
+                    lifecycle.sync_ended(session, grant, urls=ctx.urls, box=ctx.box, now=ctx.now)
         return f"grant {row.grant_id}: not syncing ({grant.status if grant else 'gone'})"
     client = ctx.client(custodian)
     token = access_token(ctx, client, row)
@@ -388,24 +453,20 @@ class _FanOut:
     def part(self, part: Any) -> None:
         path = part.path
         label = part.subscription if part.owner is None else f"authorization-{part.owner}"
-        made: list[tuple[str, str]] = []
-        with sessions_for(self.ctx.config)() as session:
-            with session.begin():
-                rows = self._rows(session, part)
-                files = []
-                for index, row in enumerate(rows):
-                    # each ingest job owns its file (a hard link for a subscription behind several grants), so
-                    # the first to finish cannot remove another's part
-                    own = path if index == 0 else _link(path, path.with_name(f"{path.stem}-{row.id}{path.suffix}"))
-                    queued = jobs.enqueue(session, "ingest_bulk_part",
-                                          {"custodian_id": self.custodian_id, "upstream_id": row.id,
-                                           "path": str(own), "subscription_id": label, "bulk": self.bulk},
-                                          f"bulk-part:{self.job.job_id}:{self.job.generation}:{label}:{row.id}",
-                                          queue="translate", now=self.ctx.now)
-                    files.append((own, queued.state))
-            made = jobs.take_new_jobs(session)
-        for job_id, queue in made:
-            publish_now(self.session, job_id, queue)
+        # the run's own short transaction (the split holds none open): committed and published at once
+        with writing(self.session) as session:
+            rows = self._rows(session, part)
+            files = []
+            for index, row in enumerate(rows):
+                # each ingest job owns its file (a hard link for a subscription behind several grants), so the
+                # first to finish cannot remove another's part
+                own = path if index == 0 else _link(path, path.with_name(f"{path.stem}-{row.id}{path.suffix}"))
+                queued = jobs.enqueue(session, "ingest_bulk_part",
+                                      {"custodian_id": self.custodian_id, "upstream_id": row.id,
+                                       "path": str(own), "subscription_id": label, "bulk": self.bulk},
+                                      f"bulk-part:{self.job.job_id}:{self.job.generation}:{label}:{row.id}",
+                                      queue="translate", now=self.ctx.now)
+                files.append((own, queued.state))
         if not rows:
             self.unclaimed.append(label)
             self.unclaimed_readings += part.readings
@@ -440,11 +501,12 @@ def ingest_bulk_part(session: Session, job: Job, config: Any) -> str:
     """Payload: ``custodian_id``, ``upstream_id``, ``path`` (one subscription's or authorization's part of a bulk
     feed), ``subscription_id`` (the part's label: the subscription id, or ``authorization-{id}``)."""
     ctx = context(config)
-    row = session.get(UpstreamAuthorization, job.payload.get("upstream_id"))
+    with session.begin():
+        row = session.get(UpstreamAuthorization, job.payload.get("upstream_id"))
+        grant = session.get(Grant, row.grant_id) if row is not None else None
     path = Path(job.payload.get("path") or "")
     if row is None:
         raise jobs.PermanentError(f"upstream authorization {job.payload.get('upstream_id')} is gone")
-    grant = session.get(Grant, row.grant_id)
     if row.revoked is not None or grant is None or not lifecycle.keeps_syncing(grant, ctx.now):
         after_commit(session, lambda: path.unlink(missing_ok=True))
         return f"grant {row.grant_id}: not syncing; part skipped"
@@ -499,18 +561,26 @@ def _admin_feed(ctx: Context, job: Job, custodian: Any, uri: str, scope: str | N
 def sync_authorization(session: Session, job: Job, config: Any) -> str:
     """Payload: ``custodian_id``, ``uri`` (``Authorization`` or ``Authorization/{id}``). A revoked or denied
     Authorization revokes the CDS Grant(s) behind it."""
-    from bridge.custodian_scopes import AUTHORIZATION_STATUS
-
     ctx = context(config)
     custodian = ctx.custodian(job.payload.get("custodian_id"))
     uri = job.payload.get("requested") or job.payload.get("uri") or ""
     try:
-        feed = _admin_feed(ctx, job, custodian, uri)
+        feed = _admin_feed(ctx, job, custodian, uri)  # no transaction open while the custodian answers
     except CustodianError as error:
         if error.status in (404, 410):  # the custodian forgot the Authorization: it no longer authorizes anything
-            return _revoke_rows(session, ctx, lifecycle.authorizations_for_authorization(session, custodian.id, uri),
-                                f"the data custodian no longer knows the authorization ({error.status})")
+            with writing(session):
+                return _revoke_rows(session, ctx,
+                                    lifecycle.authorizations_for_authorization(session, custodian.id, uri),
+                                    f"the data custodian no longer knows the authorization ({error.status})")
         raise _failure(error, f"GET {jobs_uri(uri)}") from None
+    with writing(session):
+        return _apply_authorizations(session, ctx, custodian, feed, uri)
+
+
+def _apply_authorizations(session: Session, ctx: Context, custodian: Any, feed: Any, uri: str) -> str:
+    """What a fetched Authorization feed says, applied to the grants behind its Authorizations."""
+    from bridge.custodian_scopes import AUTHORIZATION_STATUS
+
     outcomes = []
     for entry in feed.entries:
         for resource in entry.resources:
@@ -543,20 +613,20 @@ def revoke_upstream(session: Session, job: Job, config: Any) -> str:
     again cannot help, and the Grant has ended on our side anyway. The row is marked revoked (its tokens are never
     used again) and the job ends ``done`` with a result saying so: the customer can still revoke at the utility."""
     ctx = context(config)
-    row = session.get(UpstreamAuthorization, job.payload.get("upstream_id"))
+    with session.begin():
+        row = session.get(UpstreamAuthorization, job.payload.get("upstream_id"))
     if row is None or row.revoked is not None:
         return "already revoked"
     custodian = ctx.custodian(row.custodian_id)
     if not row.authorization_uri:
-        row.revoked = ctx.now
+        _mark_revoked(session, row.id, ctx.now)
         return "no authorizationURI known; marked revoked"
     client = ctx.client(custodian)
     try:
-        client.delete(row.authorization_uri, client_token(ctx, client))
+        client.delete(row.authorization_uri, client_token(ctx, client))  # no transaction open meanwhile
     except CustodianError as error:
         if error.not_supported:
-            row.revoked = ctx.now
-            row.modified = ctx.now
+            _mark_revoked(session, row.id, ctx.now)
             log.warning("custodian %s cannot revoke authorization %s (DELETE answered %s); ended on our side only: "
                         "the customer may revoke it at the utility", custodian.id, jobs_uri(row.authorization_uri),
                         error.status)
@@ -564,9 +634,16 @@ def revoke_upstream(session: Session, job: Job, config: Any) -> str:
                     f"{jobs_uri(row.authorization_uri)} ended on our side only, its tokens are never used again")
         if error.status not in (404, 410):
             raise _failure(error, f"DELETE {jobs_uri(row.authorization_uri)}") from None
-    row.revoked = ctx.now
-    row.modified = ctx.now
+    _mark_revoked(session, row.id, ctx.now)
     return f"authorization {jobs_uri(row.authorization_uri)} revoked at {custodian.id}"
+
+
+def _mark_revoked(session: Session, row_id: int, now: datetime) -> None:
+    """The authorization ends on our side (its tokens are never used again), in a short fenced transaction."""
+    with writing(session):
+        session.execute(update(UpstreamAuthorization)
+                        .where(UpstreamAuthorization.id == row_id, UpstreamAuthorization.revoked.is_(None))
+                        .values(revoked=now, modified=now).execution_options(synchronize_session=False))
 
 
 

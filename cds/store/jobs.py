@@ -104,8 +104,8 @@ def request_run(session: Session, kind: str, payload: dict[str, Any], dedupe_key
             change = guard.values(**again)
         elif job.state == RUNNING:
             change, publish = guard.values(rerun=True), False
-        elif job.state == DEFERRED:
-            change = guard.values(run_after=now, **again)
+        elif job.state == DEFERRED:  # due now and published after the commit: the reconciler need not publish it
+            change = guard.values(run_after=now, published_at=now, **again)
         elif job.state == FAILED:
             change, publish = guard.values(**again), False
         else:  # done or dead
@@ -154,7 +154,8 @@ def waiting_key(custodian_id: str, uri: str) -> str:
 def resume_waiting(session: Session, key: str, now: datetime | None = None) -> list[Job]:
     """Make the deferred jobs waiting for ``key`` due at once (a notification named their resource); returns them.
 
-    They stay ``deferred`` with ``run_after`` = now, so the next claim runs them; published after the commit.
+    They stay ``deferred`` with ``run_after`` = now, so the next claim runs them; published after the commit (and
+    marked so: the reconciler does not publish them again for that due time).
     """
     now = now or utcnow()
     ids = list(session.scalars(select(Job.job_id).where(Job.waiting_for == key, Job.state == DEFERRED)))
@@ -162,7 +163,7 @@ def resume_waiting(session: Session, key: str, now: datetime | None = None) -> l
         return []
     session.execute(
         update(Job).where(Job.job_id.in_(ids), Job.state == DEFERRED)
-        .values(run_after=now, modified=now).execution_options(synchronize_session=False)
+        .values(run_after=now, published_at=now, modified=now).execution_options(synchronize_session=False)
     )
     resumed = list(session.scalars(select(Job).where(Job.job_id.in_(ids)).execution_options(populate_existing=True)))
     session.info.setdefault(NEW_JOBS, []).extend((job.job_id, job.queue) for job in resumed)

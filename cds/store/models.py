@@ -198,6 +198,11 @@ class UpstreamAuthorization(Base):
     # learned from the hrefs of the data it brought; how a bulk entry naming the customer but no subscription finds
     # its authorization (bridge.coverage).
     retail_customer: Mapped[str | None] = mapped_column(String(128))
+    # A token refresh in progress (workers.upstream.refresh): its claim and until when the claim holds. Refreshes of
+    # one authorization take turns through it, without holding a store transaction across the custodian's answer:
+    # custodians rotate refresh tokens, so a second refresh with the old one would end the authorization.
+    refresh_claim: Mapped[str | None] = mapped_column(String(32))
+    refresh_claimed_until: Mapped[datetime | None]
 
 
 class UpstreamUsagePoint(Base):
@@ -372,6 +377,10 @@ class Job(Base):
     # succeeded (e.g. bulk entries it could not place); each successful run replaces both.
     result: Mapped[str | None] = mapped_column(Text)
     warning: Mapped[str | None] = mapped_column(Text)
+    # When the job's last Celery message was sent, or becomes deliverable (a countdown): the reconciler publishes a
+    # due job once per due time (``published_at < run_after``) and a stale one once per staleness period, however
+    # long the workers lag (workers.jobs.lost).
+    published_at: Mapped[datetime | None]
 
 
 Index("ix_jobs_state_run_after", Job.state, Job.run_after)
