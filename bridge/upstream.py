@@ -295,25 +295,30 @@ def _usable(row: CustodianToken, now: datetime) -> bool:
 
 
 def cached_client_token(session: Session, box: SecretBox, custodian: CustodianSettings, scope: str | None,
-                        now: datetime) -> str | None:
-    """The custodian's stored client token for ``scope`` ("" or None: the plain client token) while it is usable,
-    issued to the configured credentials; None when a new one must be asked for."""
+                        now: datetime) -> tuple[str | None, datetime | None]:
+    """The custodian's stored client token for ``scope`` ("" or None: the plain client token) while it is usable
+    and issued to the configured credentials, else None; and when the stored one was obtained (the version a
+    :func:`claim_client_token_request` must still find)."""
     row = _token_row(session, custodian.id, scope, fresh=True)
-    if row is None or row.client_key != client_key(box, custodian) or not _usable(row, now):
-        return None
+    if row is None:
+        return None, None
+    if row.client_key != client_key(box, custodian) or not _usable(row, now):
+        return None, row.obtained
     try:
-        return box.decrypt(row.access_token_encrypted)
+        return box.decrypt(row.access_token_encrypted), row.obtained
     except ValueError:  # stored under another secret key: ask again
-        return None
+        return None, row.obtained
 
 
 def claim_client_token_request(session: Session, custodian: CustodianSettings, scope: str | None, now: datetime,
-                               lease: timedelta) -> bool:
+                               lease: timedelta, seen: datetime | None) -> bool:
     """Take the lease to ask the custodian for a new token (the caller commits, then asks, then
-    :func:`store_client_token` or :func:`release_client_token_request`); False while another process holds it.
-    A guarded UPDATE, or an insert in a savepoint, so exactly one of concurrent claims wins."""
+    :func:`store_client_token` or :func:`release_client_token_request`); False while another process holds it, or
+    when a token was stored since the caller looked (``seen``: the ``obtained`` it read). A guarded UPDATE, or an
+    insert in a savepoint, so exactly one of concurrent claims wins and none follows a request that just ended."""
+    version = CustodianToken.obtained.is_(None) if seen is None else CustodianToken.obtained == seen
     claimed = update(CustodianToken).where(
-        CustodianToken.custodian_id == custodian.id, CustodianToken.scope == (scope or ""),
+        CustodianToken.custodian_id == custodian.id, CustodianToken.scope == (scope or ""), version,
         or_(CustodianToken.requesting_until.is_(None), CustodianToken.requesting_until <= now),
     ).values(requesting_until=now + lease)
     if session.execute(claimed.execution_options(synchronize_session=False)).rowcount == 1:

@@ -219,10 +219,10 @@ def client_token(ctx: Context, client: CustodianClient, custodian: Any, scope: s
     while True:
         now = datetime.now(UTC)
         with sessions() as session, session.begin():
-            token = upstream.cached_client_token(session, ctx.box, custodian, scope, now)
+            token, seen = upstream.cached_client_token(session, ctx.box, custodian, scope, now)
             if token is not None:
                 return token
-            claimed = upstream.claim_client_token_request(session, custodian, scope, now, TOKEN_REQUEST_LEASE)
+            claimed = upstream.claim_client_token_request(session, custodian, scope, now, TOKEN_REQUEST_LEASE, seen)
         if claimed:
             break
         time.sleep(TOKEN_POLL_SECONDS)  # another worker is asking; its lease bounds the wait
