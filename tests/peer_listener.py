@@ -57,14 +57,18 @@ def token_answer(**uris: str) -> dict[str, Any]:
     return {"status": 200, "content_type": "application/json", "body": json.dumps(body)}
 
 
-def authorization_feed(*entries: tuple[str | None, str | None, int]) -> bytes:
-    """An Authorization feed: one entry per (self href, authorizationURI, status) (status 0 Revoked, 1 Active)."""
+def authorization_feed(*entries: tuple[str | None, str | None, int] | dict[str, Any]) -> bytes:
+    """An Authorization feed: one entry per (self href, authorizationURI, status) (status 0 Revoked, 1 Active), or
+    per dict of ``self`` and Authorization elements (``status``, ``scope``, ``resourceURI``, ``authorizationURI``…,
+    written in the schema's order)."""
+    order = ("status", "scope", "resourceURI", "authorizationURI", "customerResourceURI")
     built = []
-    for self_href, authorization_uri, status in entries:
-        content = [E("status", status)]
-        if authorization_uri:
-            content.append(E("authorizationURI", authorization_uri))
-        built.append(Ent(self_href, content=(E("Authorization", *content),)))
+    for entry in entries:
+        if not isinstance(entry, dict):
+            self_href, authorization_uri, status = entry
+            entry = {"self": self_href, "status": status, "authorizationURI": authorization_uri}
+        content = [E(name, entry[name]) for name in order if entry.get(name) is not None]
+        built.append(Ent(entry.get("self"), content=(E("Authorization", *content),)))
     return document(built)
 
 

@@ -7,7 +7,8 @@ custodian ``dc``, and ``b``, another port of the same host. On both backends.
 * An Authorization entry changes a Grant only when its authorizationURI and self href both name an authorization we
   stored for that custodian.
 * A bulk part reaches a Grant only through an authorization of the custodian the bulk came from.
-* A token response naming resources outside the custodian's endpoint is never stored.
+* A token response naming resources outside the custodian's endpoint is never stored, nor an imported
+  Authorization naming them.
 """
 
 from __future__ import annotations
@@ -298,3 +299,29 @@ def test_a_token_response_naming_other_origins_is_never_stored(tmp_path, databas
         assert answer.status_code == 302 and "code=" in answer.headers["location"], answer.text
         assert stored() == 1
         assert re.search(r"\bstate=s-1\b", answer.headers["location"])
+
+
+def test_imported_authorizations_naming_other_origins_are_skipped(tmp_path, database_url):
+    from greenbridge.commands.custodian import import_authorizations
+    from sandbox.config import DEFAULT_SCOPES
+
+    with world(tmp_path, database_url, scopes=DEFAULT_SCOPES) as w:
+        usage = register(w.client, "cds_client_admin cds_usage_dc").client_for("cds_usage_dc")
+        ours, elsewhere = w.resource(w.a), w.resource(w.b)
+
+        def authorization(number: int, resource: str, authorization_base: str) -> dict[str, Any]:
+            return {"self": f"{authorization_base}/Authorization/{number}", "status": 1, "scope": DEFAULT_SCOPES[0],
+                    "resourceURI": f"{resource}/Batch/Subscription/{number}",
+                    "authorizationURI": f"{authorization_base}/Authorization/{number}"}
+
+        w.a.answer({"/oauth/token": token_answer(), "/espi/1_1/resource/Authorization": xml(authorization_feed(
+            authorization(1, ours, ours), authorization(2, elsewhere, ours), authorization(3, ours, elsewhere)))})
+        result = import_authorizations(w.config, "dc", usage["client_id"])
+        assert [uri for uri, _grant in result.created] == [f"{ours}/Authorization/1"]
+        skipped = dict(result.skipped)
+        assert skipped[f"{ours}/Authorization/2"].startswith("not the custodian's resources: resourceURI: origin")
+        assert "authorizationURI: origin" in skipped[f"{elsewhere}/Authorization/3"]
+        with w.gw.sessions() as session:
+            stored = session.scalars(select(UpstreamAuthorization.authorization_uri)).all()
+        assert stored == [f"{ours}/Authorization/1"]
+        assert w.b.requests() == []
