@@ -5,7 +5,8 @@ A custodian's documents and notifications name resources by absolute URI, and a 
 who reaches the notify URL. A URI is acted on only when it lies under an endpoint configured for the custodian: the
 same origin (RFC 6454 §4: scheme, host and port, an omitted port being the scheme's default, RFC 3986 §6.2.3) and
 a path under the endpoint's path, segment by segment. For ``sftp://`` the endpoint is the configured SFTP server
-(host and port) and, when it is absolute, its remote directory.
+(its host, and its port when the URI names one: downloads always connect to the configured server) and, when it is
+absolute, its remote directory.
 
 :meth:`CustodianOrigins.refusal` is the one check, used wherever a URI we were told about is acted on: the
 notification receiver, the workers before each request (redirects included), and URIs read from fetched documents
@@ -92,15 +93,17 @@ class CustodianOrigins:
         path = unquote(parts.path)
         if any(segment in (".", "..") for segment in path.split("/")) or "\\" in path:
             return "path has dot segments"
-        port = port or DEFAULT_PORTS[scheme]
         if scheme == "sftp":
             if self.sftp is None:
                 return "custodian has no SFTP configuration"
-            if (host, port) != (self.sftp.host, self.sftp.port):
-                return f"{host}:{port} is not the custodian's SFTP server"
-            if not self.sftp.holds(scheme, host, port, posixpath.normpath(path)):
+            # Downloads always go to the configured server; a URI without a port names it whatever port it listens
+            # on (custodians announce sftp://host/path), one with a port must name that port.
+            if host != self.sftp.host or (port is not None and port != self.sftp.port):
+                return f"{host}:{port or DEFAULT_PORTS[scheme]} is not the custodian's SFTP server"
+            if not self.sftp.holds(scheme, host, self.sftp.port, posixpath.normpath(path)):
                 return "path is not under the custodian's SFTP remote_dir"
             return None
+        port = port or DEFAULT_PORTS[scheme]
         origin = (scheme, host, port)
         same_origin = [e for e in self.endpoints if (e.scheme, e.host, e.port) == origin]
         if not same_origin:

@@ -91,6 +91,10 @@ def test_sftp_uris_must_name_the_configured_server_and_lie_under_remote_dir(dc):
     assert "SFTP server" in refusal(dc, "sftp://sftp.dc.example:2222/out/Bulk_1.xml")
     assert "SFTP server" in refusal(dc, "sftp://dc.example/out/Bulk_1.xml")
     assert "user information" in refusal(dc, "sftp://bulk:pw@sftp.dc.example/out/Bulk_1.xml")
+    elsewhere = replace(dc, sftp=replace(dc.sftp, port=2222))  # announced without the port: still its server
+    assert refusal(elsewhere, "sftp://sftp.dc.example/out/Bulk_1.xml") is None
+    assert refusal(elsewhere, "sftp://sftp.dc.example:2222/out/Bulk_1.xml") is None
+    assert "SFTP server" in refusal(elsewhere, "sftp://sftp.dc.example:22/out/Bulk_1.xml")
     fenced = replace(dc, sftp=replace(dc.sftp, remote_dir="/exports/"))
     assert refusal(fenced, "sftp://sftp.dc.example/exports/Bulk/1.xml") is None
     assert "remote_dir" in refusal(fenced, "sftp://sftp.dc.example/exportsX/1.xml")
