@@ -120,8 +120,9 @@ def by_custodian(custodians: Sequence[Any], uris: Sequence[str], custodian: Any 
     custodian owning the URI), in custodian id order, and the URIs no configured custodian owns."""
     groups: dict[str, tuple[Any, list[str]]] = {}
     refused: list[Refused] = []
+    owners = [(c, origins(c)) for c in custodians] if custodian is None else []
     for uri in uris:
-        owner = custodian or owner_of(custodians, uri)
+        owner = custodian or next((c for c, found in owners if found.allows(uri)), None)
         if owner is None:
             refused.append(Refused(uri, "no configured custodian owns this URI"))
         else:
@@ -221,8 +222,9 @@ def accept_notification(session: Session, custodian: Any, uris: Any, now: dateti
     wanted: list[tuple[str, int, str, NotificationResource]] = []
     refused: list[Refused] = []
     seen: set[str] = set()
+    own = origins(custodian)
     for index, uri in enumerate(uris):
-        reason = refusal(custodian, uri)
+        reason = own.refusal(uri)
         resource = classify_resource(uri)
         if reason is None and resource.kind not in JOB_KINDS:
             reason = f"resource kind {resource.kind.value} is not acted on"

@@ -16,6 +16,7 @@ and token responses before they are stored.
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -23,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 #: RFC 3986 §6.2.3: a port equal to the scheme's default is the same as none (RFC 9110 §4.2, RFC 4251 for SSH).
 DEFAULT_PORTS = {"http": 80, "https": 443, "sftp": 22}
 URI_MAX = 4096
+_WHITESPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class CustodianOrigins:
         """Why ``uri`` is not one of the custodian's resources, or None when it is."""
         if len(uri) > URI_MAX:
             return f"URI longer than {URI_MAX} characters"
-        if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in uri):
+        if _WHITESPACE_OR_CONTROL.search(uri):
             return "URI contains whitespace or control characters"
         try:
             parts = urlsplit(uri)
