@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -63,6 +64,20 @@ class SftpConfig:
 
 
 @dataclass(frozen=True)
+class NotifySources:
+    """Who may notify for a custodian (issue 13 item 3): the networks its BatchLists come from (``sources``, CIDRs;
+    empty: any) and HTTP Basic credentials it sends with them (RFC 7617; ``user`` empty: none asked)."""
+
+    sources: tuple[str, ...] = ()
+    user: str = ""
+    password: str = field(default="", repr=False)
+
+    @property
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(source, strict=False) for source in self.sources)
+
+
+@dataclass(frozen=True)
 class CustodianConfig:
     """One legacy Green Button data custodian behind the gateway (issue 5).
 
@@ -77,14 +92,22 @@ class CustodianConfig:
     token_url: str
     client_id: str
     client_secret: str
-    # Every URL we fetch because a custodian (or a notification) told us to must be on one of these hosts.
-    hosts: tuple[str, ...] = ()
+    # Every URI we act on because a custodian (or a notification) named it must lie under one of the configured
+    # endpoints (resource_url, application_information_url, bulk_url: same scheme, host and port, path under
+    # theirs), or on the SFTP server for sftp:// (bridge.upstream.origins, espi.origins).
     application_information_url: str = ""
+    bulk_url: str = ""  # where REST bulk files are served when not under resource_url
     sftp: SftpConfig | None = None
     coverage: dict[str, Any] | None = None  # the WG1-01 coverage entry for this custodian's customers
     # The scope strings the custodian offers us, verbatim as in its ApplicationInformation (``FB=…;…``): the consent
     # hop asks for the narrowest of them that covers a CDS request (bridge.custodian_scopes.narrowest_scope).
     scopes: tuple[str, ...] = ()
+    # Who may notify (networks, Basic credentials); None: anyone who reaches the notify URL (issue 13 item 3).
+    notify: NotifySources | None = None
+    # Bounded work per notification (issue 13 item 2); None: the gateway's notification_uri_cap and
+    # notification_jobs_per_minute.
+    notification_uri_cap: int | None = None
+    notification_jobs_per_minute: int | None = None
 
     def __repr__(self) -> str:  # never print the secret
         return f"CustodianConfig(id={self.id!r}, resource_url={self.resource_url!r}, client_id={self.client_id!r})"
@@ -120,6 +143,13 @@ class GatewayConfig:
     # How long a running job's lease lasts; its worker renews it every third of that. A job whose worker was killed
     # is taken over by the next run once its lease ran out (workers.jobs).
     job_lease_seconds: int = 60
+    # Bounded work per notification (issue 13 item 2): URIs acted on per BatchList POST (the rest refused and
+    # counted in the log), and URIs acted on per custodian and minute (beyond it a POST is answered 429).
+    notification_uri_cap: int = 100
+    notification_jobs_per_minute: int = 300
+    # The reverse proxies whose X-Forwarded-For is believed (addresses or CIDRs; read right to left, uvicorn's
+    # ProxyHeadersMiddleware): the client address every route sees (notify sources, authentication limits).
+    trusted_proxies: tuple[str, ...] = ()
 
     # ----- derived values -----
     @property
@@ -159,7 +189,8 @@ _ENV = {
 _INT_KEYS = {
     "max_body_bytes", "message_max_bytes", "access_token_seconds", "refresh_token_seconds",
     "authorization_code_seconds", "par_seconds", "auth_failures_per_minute", "auth_address_failures_per_minute",
-    "page_size", "deferred_timeout_seconds", "job_lease_seconds",
+    "page_size", "deferred_timeout_seconds", "job_lease_seconds", "notification_uri_cap",
+    "notification_jobs_per_minute",
 }
 _STR_KEYS = {"issuer", "database_url", "redis_url", "secret_key", "timezone", "segment_history"}
 
@@ -211,6 +242,8 @@ def _from_toml(document: dict[str, Any], source: str, environ: Mapping[str, str]
             values[key] = value
         elif key == "data_dir":
             values[key] = Path(value)
+        elif key == "trusted_proxies":
+            values[key] = _networks(value, f"{source}: [gateway] trusted_proxies")
         else:
             raise ConfigError(f"{source}: [gateway] unknown key {key!r}")
     if "server" in document:
@@ -262,12 +295,13 @@ def _http_url(value: Any, where: str, key: str) -> str:
 
 
 def _custodian(entry: Any, where: str, environ: Mapping[str, str]) -> CustodianConfig:
-    """A [[custodians]] table: endpoints, credentials, allowed hosts, optional SFTP and coverage entry."""
+    """A [[custodians]] table: endpoints, credentials, notify sources and limits, optional SFTP and coverage entry."""
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: must be a table")
     entry = dict(entry)
     known = {"id", "name", "client_id", "client_secret", "client_secret_env", "hosts", "application_information_url",
-             "sftp", "coverage", "scopes", *_CUSTODIAN_URLS}
+             "bulk_url", "sftp", "coverage", "scopes", "notify", "notification_uri_cap",
+             "notification_jobs_per_minute", *_CUSTODIAN_URLS}
     unknown = sorted(set(entry) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown keys {unknown}")
@@ -280,6 +314,9 @@ def _custodian(entry: Any, where: str, environ: Mapping[str, str]) -> CustodianC
     info_url = entry.get("application_information_url", "")
     if info_url:
         _http_url(info_url, where, "application_information_url")
+    bulk_url = entry.get("bulk_url", "")
+    if bulk_url:
+        _http_url(bulk_url, where, "bulk_url")
     if "client_secret_env" in entry:
         name = entry["client_secret_env"]
         secret = environ.get(name, "") if isinstance(name, str) else ""
@@ -292,8 +329,15 @@ def _custodian(entry: Any, where: str, environ: Mapping[str, str]) -> CustodianC
     hosts = entry.get("hosts", [])
     if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
         raise ConfigError(f"{where}: hosts must be an array of host names")
-    # The configured endpoints' own hosts are always allowed; `hosts` adds others (e.g. a separate bulk host).
-    all_hosts = tuple(dict.fromkeys([*(urlsplit(u).hostname for u in (*urls.values(), info_url) if u), *hosts]))
+    # `hosts` used to widen what was fetched to whole hosts (any port, any path). What is acted on now lies under a
+    # configured endpoint, so `hosts` is accepted only when it adds nothing; a host it would add must become an
+    # endpoint (bulk_url) rather than be silently dropped.
+    endpoint_hosts = {(urlsplit(u).hostname or "").lower() for u in (*urls.values(), info_url, bulk_url) if u}
+    extra = sorted({h.lower() for h in hosts} - endpoint_hosts)
+    if extra:
+        raise ConfigError(f"{where}: hosts {extra} would widen what is fetched beyond the configured endpoints; "
+                          "hosts no longer does: name where bulk files are served with bulk_url (scheme, host, "
+                          "port and path), and remove hosts")
     scopes = entry.get("scopes", [])
     if not isinstance(scopes, list) or not all(isinstance(s, str) and s.strip() for s in scopes):
         raise ConfigError(f"{where}: scopes must be an array of the custodian's scope strings (FB=…)")
@@ -312,6 +356,14 @@ def _custodian(entry: Any, where: str, environ: Mapping[str, str]) -> CustodianC
             raise ConfigError(f"{where}: sftp.port must be a TCP port")
         sftp = SftpConfig(host=table["host"], user=table["user"], key_path=Path(table["key_path"]),
                           host_key=table["host_key"], port=port, remote_dir=str(table.get("remote_dir", ".")))
+    limits = {}
+    for key in ("notification_uri_cap", "notification_jobs_per_minute"):
+        if key in entry:
+            value = entry[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{where}: {key} must be a positive integer, got {value!r}")
+            limits[key] = value
+    notify = _notify_sources(entry["notify"], f"{where}: notify", environ) if "notify" in entry else None
     coverage = None
     if "coverage" in entry:
         table = dict(entry["coverage"])
@@ -323,10 +375,57 @@ def _custodian(entry: Any, where: str, environ: Mapping[str, str]) -> CustodianC
         table.setdefault("capabilities", ["oauth"])
         coverage = _coverage_entry(table, f"{where}: coverage")
     return CustodianConfig(
-        id=entry["id"], name=entry["name"], client_id=entry["client_id"], client_secret=secret, hosts=all_hosts,
-        application_information_url=info_url, sftp=sftp, coverage=coverage,
-        scopes=tuple(s.strip() for s in scopes), **urls,
+        id=entry["id"], name=entry["name"], client_id=entry["client_id"], client_secret=secret,
+        application_information_url=info_url, bulk_url=bulk_url, sftp=sftp, coverage=coverage,
+        scopes=tuple(s.strip() for s in scopes), notify=notify, **limits, **urls,
     )
+
+
+#: A notify password is compared in constant time but not throttled: it must be too long to guess.
+NOTIFY_PASSWORD_MIN = 16
+
+
+def _notify_sources(table: Any, where: str, environ: Mapping[str, str]) -> NotifySources:
+    """``[custodians.notify]``: ``sources`` (CIDRs), ``user`` with ``password_env`` (or ``password``)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    unknown = sorted(set(table) - {"sources", "user", "password", "password_env"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}")
+    sources = _networks(table.get("sources", []), f"{where}.sources")
+    user = table.get("user", "")
+    if not isinstance(user, str) or ":" in user or any(ord(c) < 0x20 or ord(c) == 0x7F for c in user):
+        raise ConfigError(f"{where}: user must be a string without ':' or control characters")
+    if "password_env" in table:
+        name = table["password_env"]
+        password = environ.get(name, "") if isinstance(name, str) else ""
+        if not password:
+            raise ConfigError(f"{where}: environment variable {name!r} (password_env) is not set")
+    else:
+        password = table.get("password", "")
+        if not isinstance(password, str):
+            raise ConfigError(f"{where}: password must be a string")
+    if bool(user) != bool(password):
+        raise ConfigError(f"{where}: user and password (or password_env) go together")
+    if password and len(password) < NOTIFY_PASSWORD_MIN:
+        raise ConfigError(f"{where}: the password must have at least {NOTIFY_PASSWORD_MIN} characters (a random "
+                          "value: it is not throttled)")
+    if not sources and not user:
+        raise ConfigError(f"{where}: give sources, or user and password, or both")
+    return NotifySources(sources=sources, user=user, password=password)
+
+
+def _networks(value: Any, where: str) -> tuple[str, ...]:
+    """An array of IP addresses or networks (CIDR), each normalised (``10.0.0.1`` → ``10.0.0.1/32``)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} must be an array of addresses or networks (CIDR)")
+    networks = []
+    for item in value:
+        try:
+            networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+        except ValueError:
+            raise ConfigError(f"{where}: {item!r} is not an IP address or network (CIDR)") from None
+    return tuple(networks)
 
 
 def _datetime(value: Any, where: str) -> datetime:
@@ -399,6 +498,12 @@ def _finish(config: GatewayConfig, source: str) -> GatewayConfig:
     custodian_ids = [c.id for c in config.custodians]
     if len(custodian_ids) != len(set(custodian_ids)):
         raise ConfigError(f"{source}: custodian ids must be unique")
+    for custodian in config.custodians:
+        cap = custodian.notification_uri_cap or config.notification_uri_cap
+        rate = custodian.notification_jobs_per_minute or config.notification_jobs_per_minute
+        if rate < cap:  # a full notification must fit in a minute, or a custodian retrying it would never get in
+            raise ConfigError(f"{source}: custodian {custodian.id}: notification_jobs_per_minute ({rate}) must be at "
+                              f"least notification_uri_cap ({cap})")
     # Each custodian with a coverage table appears as a coverage entry: one CDS front for several utilities.
     custodian_coverage = tuple(c.coverage for c in config.custodians if c.coverage is not None)
     if custodian_coverage:

@@ -1,9 +1,22 @@
-"""Accepting a custodian's BatchList notification: which URIs we trust, and one durable job per accepted URI.
+"""Accepting a custodian's BatchList notification (ESPI §4.1, FB_39): which URIs we act on, how much work one
+notification may cause, who may send one, and one durable job per accepted URI.
 
-A notification only *tells* us something changed; nothing it names is fetched unless it belongs to a configured
-custodian: ``https`` (``http`` only on loopback) on one of the custodian's ``hosts`` with a path under its resource
-URL's path (or its ApplicationInformation URL's), or ``sftp`` on the custodian's configured SFTP host. Everything
-else is refused, with a reason, and never becomes a job.
+**Only the custodian's own resources** (issue 13 item 1). A notification only *tells* us something changed, and
+anyone who reaches the notify URL can send one; nothing it names is fetched unless it is one of a configured
+custodian's resources (bridge.upstream.origins, espi.origins: the scheme, host and port of a configured endpoint,
+default ports normalised, and a path under the endpoint's; or the custodian's SFTP server). The workers check the
+same before every request. Everything else is refused, with a reason, and never becomes a job.
+
+**Bounded work** (item 2). Of one POST at most ``notification_uri_cap`` distinct URIs are acted on per custodian
+(the rest refused and counted), and a custodian's notifications may act on at most
+``notification_jobs_per_minute`` URIs per minute (counted in the store, ``rate_windows``, so every gateway process
+shares it). A POST that does not fit is refused as a whole with :class:`RateLimited` (the receiver answers 429
+with ``Retry-After``): ESPI custodians detect a failed POST and send it again later (PSH004), and accepting part of
+a BatchList while answering 200 would drop the rest in silence. :func:`refusals_line` is the one log line of what
+a POST had refused.
+
+**Notification sources** (item 3). A custodian may name the networks its BatchLists come from and HTTP Basic
+credentials it sends (``[custodians.notify]``); :func:`source_refusal` says whether a request meets them.
 
 Each accepted URI becomes a row of the jobs table (issue 6), kind by what the URI names (espi.notification
 :func:`classify_resource`). The dedupe key is the custodian plus the normalized URI, query included (the
@@ -25,23 +38,31 @@ is picked up by the workers' reconciler.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
-import posixpath
+import hmac
+import ipaddress
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bridge.lifecycle import authorizations_for_resource, notified_uri
+from bridge.upstream import origins
 from cds.store.jobs import request_run, resume_waiting, waiting_key
-from cds.store.models import Job
+from cds.store.models import Job, RateWindow
 from espi.notification import NotificationResource, ResourceKind, classify_resource
 
-LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-URI_MAX = 4096
 DEDUPE_MAX = 255  # the jobs.dedupe_key column
+#: The rate window of :func:`spend` (``notification_jobs_per_minute``).
+RATE_WINDOW_SECONDS = 60
 
 #: Job kind and Celery queue for each resource kind a notification may name; other kinds are refused.
 JOB_KINDS: dict[ResourceKind, tuple[str, str]] = {
@@ -83,57 +104,30 @@ def loggable_uri(uri: str) -> str:
         return head[:300]
 
 
-def _path_under(path: str, prefix: str) -> bool:
-    prefix = prefix.rstrip("/")
-    return not prefix or path == prefix or path.startswith(prefix + "/")
-
-
 def refusal(custodian: Any, uri: str) -> str | None:
-    """Why ``uri`` does not belong to ``custodian`` (a CustodianConfig), or None when it does."""
-    if len(uri) > URI_MAX:
-        return f"URI longer than {URI_MAX} characters"
-    if any(c.isspace() or ord(c) < 0x20 for c in uri):
-        return "URI contains whitespace or control characters"
-    try:
-        parts = urlsplit(uri)
-        host = (parts.hostname or "").lower()
-        port = parts.port
-    except ValueError:
-        return "malformed URI"
-    scheme = parts.scheme.lower()
-    if parts.password is not None or (parts.username is not None and scheme != "sftp"):
-        # espi.md §7: an sftp URI may name the SFTP user (we log in as the configured one); never a password
-        return "URI carries user information"
-    if not host:
-        return "URI has no host"
-    path = unquote(parts.path)
-    if any(segment in (".", "..") for segment in path.split("/")) or "\\" in path:
-        return "path has dot segments"
-    if scheme == "sftp":
-        sftp = getattr(custodian, "sftp", None)
-        if sftp is None:
-            return "custodian has no SFTP configuration"
-        if host != sftp.host.lower() or (port is not None and port != sftp.port):
-            return f"SFTP host {host} is not the custodian's SFTP host"
-        remote_dir = str(getattr(sftp, "remote_dir", ".") or ".")
-        if remote_dir.startswith("/") and not _path_under(posixpath.normpath(path), remote_dir):
-            return "path is not under the custodian's SFTP remote_dir"
-        return None
-    if scheme not in ("https", "http"):
-        return f"scheme {scheme or '(none)'} is not allowed"
-    if scheme == "http" and host not in LOOPBACK:
-        return "http is allowed only on loopback; use https"
-    if host not in {h.lower() for h in custodian.hosts}:
-        return f"host {host} is not one of the custodian's hosts"
-    prefixes = [urlsplit(url).path for url in (custodian.resource_url, custodian.application_information_url) if url]
-    if not any(_path_under(posixpath.normpath(path) if path else "/", prefix) for prefix in prefixes):
-        return "path is not under the custodian's resource URL"
-    return None
+    """Why ``uri`` is not one of ``custodian``'s resources (a CustodianConfig; bridge.upstream.origins), or None."""
+    return origins(custodian).refusal(uri)
 
 
 def owner_of(custodians: Any, uri: str) -> Any | None:
     """The first custodian ``uri`` belongs to (generic notification endpoint), or None."""
     return next((c for c in custodians if refusal(c, uri) is None), None)
+
+
+def by_custodian(custodians: Sequence[Any], uris: Sequence[str], custodian: Any | None = None
+                 ) -> tuple[list[tuple[Any, list[str]]], list[Refused]]:
+    """A BatchList's URIs grouped by the custodian each is for (``custodian`` for its own notify URL; else the
+    custodian owning the URI), in custodian id order, and the URIs no configured custodian owns."""
+    groups: dict[str, tuple[Any, list[str]]] = {}
+    refused: list[Refused] = []
+    owners = [(c, origins(c)) for c in custodians] if custodian is None else []
+    for uri in uris:
+        owner = custodian or next((c for c, found in owners if found.allows(uri)), None)
+        if owner is None:
+            refused.append(Refused(uri, "no configured custodian owns this URI"))
+        else:
+            groups.setdefault(owner.id, (owner, []))[1].append(uri)
+    return [groups[key] for key in sorted(groups)], refused
 
 
 def normalized(resource: NotificationResource) -> str:
@@ -152,20 +146,85 @@ def dedupe_key(custodian_id: str, uri: str) -> str:
     return f"notification:{custodian_id}:sha256:{hashlib.sha256(uri.encode()).hexdigest()}"
 
 
-def accept_notification(session: Session, custodian: Any, uris: Any, now: datetime
-                        ) -> tuple[list[Accepted], list[Refused]]:
+@dataclass(frozen=True)
+class NotificationLimits:
+    """Bounded work per notification for one custodian (issue 13 item 2)."""
+
+    uri_cap: int
+    per_minute: int
+
+
+def limits_for(config: Any, custodian: Any) -> NotificationLimits:
+    """The custodian's own limits, else the gateway's (``[gateway] notification_uri_cap`` and
+    ``notification_jobs_per_minute``)."""
+    return NotificationLimits(
+        uri_cap=getattr(custodian, "notification_uri_cap", None) or config.notification_uri_cap,
+        per_minute=getattr(custodian, "notification_jobs_per_minute", None) or config.notification_jobs_per_minute)
+
+
+class RateLimited(Exception):
+    """A custodian's notifications asked for more than its ``notification_jobs_per_minute``: nothing of the POST is
+    acted on (the caller rolls its transaction back); ``retry_after`` seconds until its window has room."""
+
+    def __init__(self, custodian_id: str, asked: int, retry_after: int) -> None:
+        super().__init__(f"custodian {custodian_id}: {asked} URI(s) over its notification rate; "
+                         f"retry after {retry_after} s")
+        self.custodian_id = custodian_id
+        self.asked = asked
+        self.retry_after = retry_after
+
+
+def spend(session: Session, key: str, amount: int, limit: int, now: datetime) -> int:
+    """Count ``amount`` against ``limit`` per minute for ``key`` in the caller's transaction; 0 when it fits, else
+    the seconds until the next window (nothing counted).
+
+    Fixed windows aligned on the minute, one row per key. Each step is a guarded UPDATE (written before anything
+    is read), so concurrent receivers in several processes serialize on the row and never both spend the last
+    room; a missing row is inserted in a savepoint, and a concurrent insert makes the loop read again.
+    """
+    seconds = int(now.timestamp())
+    window = seconds - seconds % RATE_WINDOW_SECONDS
+    wait = window + RATE_WINDOW_SECONDS - seconds
+    if amount > limit:
+        return wait
+    for _ in range(4):
+        same = update(RateWindow).where(RateWindow.key == key, RateWindow.window_start == window,
+                                        RateWindow.count + amount <= limit).values(count=RateWindow.count + amount)
+        if session.execute(same.execution_options(synchronize_session=False)).rowcount == 1:
+            return 0
+        fresh = update(RateWindow).where(RateWindow.key == key, RateWindow.window_start < window) \
+            .values(window_start=window, count=amount)
+        if session.execute(fresh.execution_options(synchronize_session=False)).rowcount == 1:
+            return 0
+        if session.get(RateWindow, key, populate_existing=True) is not None:
+            return wait  # this window's row exists and has no room left
+        try:
+            with session.begin_nested():
+                session.add(RateWindow(key=key, window_start=window, count=amount))
+            return 0
+        except IntegrityError:
+            continue  # another receiver created it meanwhile: count against that
+    raise RuntimeError(f"rate window {key!r} kept changing")
+
+
+def accept_notification(session: Session, custodian: Any, uris: Any, now: datetime,
+                        limits: NotificationLimits | None = None) -> tuple[list[Accepted], list[Refused]]:
     """Checks each URI against ``custodian`` and asks for a run of the job of each accepted one, in the caller's
     transaction.
 
     Returns the accepted jobs (a repeated URI's job, asked again: queued, or marked to run once more after the run
     going on) and the refused URIs with their reasons. Nothing is fetched here. The rows are changed in the order
     of their keys, so two receivers handling the same BatchList at once never wait for each other in a cycle.
+
+    With ``limits``, distinct URIs beyond ``uri_cap`` are refused, and the rest are counted against the custodian's
+    rate (:func:`spend`, before any job row is touched): :class:`RateLimited` when they do not fit.
     """
     wanted: list[tuple[str, int, str, NotificationResource]] = []
     refused: list[Refused] = []
     seen: set[str] = set()
+    own = origins(custodian)
     for index, uri in enumerate(uris):
-        reason = refusal(custodian, uri)
+        reason = own.refusal(uri)
         resource = classify_resource(uri)
         if reason is None and resource.kind not in JOB_KINDS:
             reason = f"resource kind {resource.kind.value} is not acted on"
@@ -174,9 +233,17 @@ def accept_notification(session: Session, custodian: Any, uris: Any, now: dateti
             continue
         target = normalized(resource)
         key = dedupe_key(custodian.id, target)
-        if key not in seen:
-            seen.add(key)
-            wanted.append((key, index, target, resource))
+        if key in seen:
+            continue
+        if limits is not None and len(wanted) >= limits.uri_cap:
+            refused.append(Refused(uri, f"over the cap of {limits.uri_cap} URIs acted on per notification"))
+            continue
+        seen.add(key)
+        wanted.append((key, index, target, resource))
+    if limits is not None and wanted:
+        wait = spend(session, f"notification:{custodian.id}", len(wanted), limits.per_minute, now)
+        if wait:
+            raise RateLimited(custodian.id, len(wanted), wait)
     accepted: list[tuple[int, Accepted]] = []
     for key, index, target, resource in sorted(wanted, key=lambda item: item[0]):
         kind, queue = JOB_KINDS[resource.kind]
@@ -195,6 +262,62 @@ def accept_notification(session: Session, custodian: Any, uris: Any, now: dateti
         job = request_run(session, kind, payload, key, queue=queue, now=now)
         accepted.append((index, Accepted(job.job_id, job.kind, job.queue, job.state, target)))
     return [item for _index, item in sorted(accepted, key=lambda pair: pair[0])], refused
+
+
+def refusals_line(refused: Sequence[Refused], examples: int = 3) -> str:
+    """What one POST had refused, for one log line: the count, each reason with its count, the first URIs (without
+    query or user information). However many URIs a POST names, it costs one line."""
+    reasons = Counter(item.reason for item in refused)
+    listed = "; ".join(f"{reason} ({count})" for reason, count in reasons.most_common(10))
+    if len(reasons) > 10:
+        listed += f"; {len(reasons) - 10} other reason(s)"
+    first = ", ".join(item.loggable for item in refused[:examples])
+    return f"{len(refused)} URI(s) refused: {listed}; first: {first}"
+
+
+# ------------------------------------------------------------------------------------------ notification sources
+
+
+@dataclass(frozen=True)
+class SourceRefusal:
+    """A request that does not meet a custodian's notify sources: 403 (address) or 401 (credentials)."""
+
+    status: int
+    reason: str
+
+
+def source_refusal(custodian: Any, address: str | None, authorization: str | None) -> SourceRefusal | None:
+    """Whether a notification from ``address`` (the client address, after trusted proxies) with the
+    ``Authorization`` header ``authorization`` may speak for ``custodian`` (its ``[custodians.notify]``); None when
+    it may, or when the custodian restricts nothing."""
+    notify = getattr(custodian, "notify", None)
+    if notify is None:
+        return None
+    if notify.sources:
+        try:
+            ip = ipaddress.ip_address(address or "")
+        except ValueError:
+            return SourceRefusal(403, f"source {str(address)[:64]!r} is not an IP address; custodian {custodian.id} "
+                                      "accepts notifications from configured networks only")
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if not any(ip in network for network in notify.networks):
+            return SourceRefusal(403, f"source {ip} is not one of custodian {custodian.id}'s notify sources")
+    if notify.user and not _basic_matches(authorization, notify.user, notify.password):
+        return SourceRefusal(401, f"custodian {custodian.id}'s notifications need its HTTP Basic credentials")
+    return None
+
+
+def _basic_matches(header: str | None, user: str, password: str) -> bool:
+    """RFC 7617 Basic credentials equal to ``user:password`` (compared in constant time over the decoded bytes)."""
+    scheme, _, token = (header or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        presented = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return hmac.compare_digest(presented, f"{user}:{password}".encode())
 
 
 def _announced(session: Session, custodian_id: str, resource: NotificationResource, target: str,

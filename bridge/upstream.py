@@ -16,6 +16,12 @@ authorize page (ESPI §6.4) and finishes the CDS flow when the custodian redirec
 * :func:`link_imported` / :func:`imported_grant_id`: an existing ESPI Authorization migrated to a server-created Grant
   (``greenbridge custodian import-authorizations``) is linked to it by a row without tokens
   (``access_token_encrypted`` empty: the gateway never received them), one per custodian and ``authorizationURI``.
+* :func:`origins`: where the custodian's resources lie; :func:`foreign_uris` checks what a token response or an
+  Authorization names before it is stored (issue 13 item 1).
+* The custodian's client_credentials tokens (the client and registration access tokens, ESPI §6.3) are kept
+  encrypted in ``custodian_tokens`` and shared by every worker process (:func:`cached_client_token`): one token
+  request per token lifetime, the request itself leased to one process at a time
+  (:func:`claim_client_token_request`, :func:`store_client_token`; issue 13 item 2).
 
 Plain parameters in; nothing here reads configuration or does network I/O.
 """
@@ -28,13 +34,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cds.secrets import SecretBox
-from cds.store.models import Grant, PushedRequest, UpstreamAuthorization
+from cds.store.models import CustodianToken, Grant, PushedRequest, UpstreamAuthorization
 from espi.bulk import retail_customer_of
 from espi.custodian_client import CustodianClient, CustodianEndpoints, CustodianTokens
+from espi.origins import CustodianOrigins
 
 KIND = "upstream"
 #: How long the customer may take at the custodian's pages (WG3-01 §9.1 asks for at least ten minutes).
@@ -53,7 +61,9 @@ class CustodianSettings(Protocol):
     token_url: str
     client_id: str
     client_secret: str
-    hosts: tuple[str, ...]
+    application_information_url: str
+    bulk_url: str
+    sftp: Any
 
 
 def resource_key(uri: str | None) -> str:
@@ -95,11 +105,33 @@ def callback_url(issuer: str, custodian_id: str) -> str:
     return f"{issuer.rstrip('/')}/custodians/{custodian_id}/callback"
 
 
+def origins(custodian: CustodianSettings) -> CustodianOrigins:
+    """Where the custodian's resources lie (espi.origins): under its resource endpoint, its ApplicationInformation
+    URL and its bulk endpoint (scheme, host, port and path prefix), or on its SFTP server (and remote_dir). The one
+    answer to "may we act on this URI for this custodian", wherever a URI comes from."""
+    sftp = getattr(custodian, "sftp", None)
+    return CustodianOrigins.of(
+        [custodian.resource_url, getattr(custodian, "application_information_url", ""),
+         getattr(custodian, "bulk_url", "")],
+        sftp_host=sftp.host if sftp else None, sftp_port=sftp.port if sftp else 22,
+        sftp_remote_dir=str(sftp.remote_dir or "") if sftp else "")
+
+
+def foreign_uris(custodian: CustodianSettings, **uris: str | None) -> list[str]:
+    """``"name: reason"`` for each of the named URIs (e.g. ``resourceURI=…``) that is not one of the custodian's
+    resources; empty when all are (or absent). What a custodian's answer names is stored, and later fetched or
+    sent a token, only when this is empty."""
+    found = origins(custodian)
+    return [f"{name}: {reason}" for name, uri in uris.items()
+            if uri and (reason := found.refusal(uri)) is not None]
+
+
 def endpoints(custodian: CustodianSettings) -> CustodianEndpoints:
-    """The custodian's endpoints; every URL the client fetches must be on ``hosts`` (ForeignURLError otherwise)."""
+    """The custodian's endpoints; every URL the client fetches must be one of its resources (:func:`origins`;
+    ForeignURLError otherwise)."""
     return CustodianEndpoints(resource_url=custodian.resource_url, authorize_url=custodian.authorize_url,
                               token_url=custodian.token_url, client_id=custodian.client_id,
-                              client_secret=custodian.client_secret, hosts=tuple(custodian.hosts))
+                              client_secret=custodian.client_secret, origins=origins(custodian))
 
 
 def client(custodian: CustodianSettings, issuer: str, **options: Any) -> CustodianClient:
@@ -232,3 +264,108 @@ def link_imported(session: Session, *, grant_id: str, custodian_id: str, custome
     session.add(row)
     session.flush()
     return row
+
+
+# ------------------------------------------------------------------------------------- client_credentials tokens
+
+#: A client token is used until this long before it expires (or half its lifetime, when that is shorter), so a
+#: request never leaves with a token about to die.
+CLIENT_TOKEN_MARGIN = timedelta(seconds=120)
+#: How long a token answered without ``expires_in`` is used (a 401 ends it earlier: :func:`forget_client_token`).
+CLIENT_TOKEN_DEFAULT_LIFETIME = timedelta(hours=1)
+
+
+def client_key(box: SecretBox, custodian: CustodianSettings) -> str:
+    """Names the credentials and token endpoint a cached token was issued to (keyed hash: no secret stored)."""
+    return box.hash(f"{custodian.token_url}\n{custodian.client_id}\n{custodian.client_secret}")
+
+
+def _token_row(session: Session, custodian_id: str, scope: str | None, *, fresh: bool = False
+               ) -> CustodianToken | None:
+    return session.get(CustodianToken, (custodian_id, scope or ""), populate_existing=fresh)
+
+
+def _usable(row: CustodianToken, now: datetime) -> bool:
+    if not row.access_token_encrypted or row.expires_at is None:
+        return False
+    margin = CLIENT_TOKEN_MARGIN
+    if row.obtained is not None:
+        margin = min(margin, (row.expires_at - row.obtained) / 2)
+    return now < row.expires_at - margin
+
+
+def cached_client_token(session: Session, box: SecretBox, custodian: CustodianSettings, scope: str | None,
+                        now: datetime) -> tuple[str | None, datetime | None]:
+    """The custodian's stored client token for ``scope`` ("" or None: the plain client token) while it is usable
+    and issued to the configured credentials, else None; and when the stored one was obtained (the version a
+    :func:`claim_client_token_request` must still find)."""
+    row = _token_row(session, custodian.id, scope, fresh=True)
+    if row is None:
+        return None, None
+    if row.client_key != client_key(box, custodian) or not _usable(row, now):
+        return None, row.obtained
+    try:
+        return box.decrypt(row.access_token_encrypted), row.obtained
+    except ValueError:  # stored under another secret key: ask again
+        return None, row.obtained
+
+
+def claim_client_token_request(session: Session, custodian: CustodianSettings, scope: str | None, now: datetime,
+                               lease: timedelta, seen: datetime | None) -> bool:
+    """Take the lease to ask the custodian for a new token (the caller commits, then asks, then
+    :func:`store_client_token` or :func:`release_client_token_request`); False while another process holds it, or
+    when a token was stored since the caller looked (``seen``: the ``obtained`` it read). A guarded UPDATE, or an
+    insert in a savepoint, so exactly one of concurrent claims wins and none follows a request that just ended."""
+    version = CustodianToken.obtained.is_(None) if seen is None else CustodianToken.obtained == seen
+    claimed = update(CustodianToken).where(
+        CustodianToken.custodian_id == custodian.id, CustodianToken.scope == (scope or ""), version,
+        or_(CustodianToken.requesting_until.is_(None), CustodianToken.requesting_until <= now),
+    ).values(requesting_until=now + lease)
+    if session.execute(claimed.execution_options(synchronize_session=False)).rowcount == 1:
+        return True
+    if _token_row(session, custodian.id, scope, fresh=True) is not None:
+        return False
+    try:
+        with session.begin_nested():
+            session.add(CustodianToken(custodian_id=custodian.id, scope=scope or "", client_key="",
+                                       requesting_until=now + lease))
+    except IntegrityError:
+        return False
+    return True
+
+
+def store_client_token(session: Session, box: SecretBox, custodian: CustodianSettings, scope: str | None,
+                       tokens: CustodianTokens, now: datetime) -> None:
+    """Keep a new client token (encrypted) for every worker process, and end the request's lease."""
+    row = _token_row(session, custodian.id, scope, fresh=True)
+    if row is None:
+        row = CustodianToken(custodian_id=custodian.id, scope=scope or "")
+        session.add(row)
+    row.client_key = client_key(box, custodian)
+    row.access_token_encrypted = box.encrypt(tokens.access_token)
+    row.obtained = now
+    row.expires_at = tokens.expires_at or now + CLIENT_TOKEN_DEFAULT_LIFETIME
+    row.requesting_until = None
+
+
+def release_client_token_request(session: Session, custodian: CustodianSettings, scope: str | None) -> None:
+    """The token request failed: the next process may ask at once."""
+    session.execute(update(CustodianToken).where(CustodianToken.custodian_id == custodian.id,
+                                                 CustodianToken.scope == (scope or ""))
+                    .values(requesting_until=None).execution_options(synchronize_session=False))
+
+
+def forget_client_token(session: Session, box: SecretBox, custodian: CustodianSettings, scope: str | None,
+                        token: str) -> None:
+    """The custodian refused ``token`` (401) before it expired: drop it, unless another process already stored a
+    newer one."""
+    row = _token_row(session, custodian.id, scope, fresh=True)
+    if row is None or not row.access_token_encrypted:
+        return
+    try:
+        stored = box.decrypt(row.access_token_encrypted)
+    except ValueError:
+        stored = None
+    if stored in (None, token):
+        row.access_token_encrypted = None
+        row.expires_at = None

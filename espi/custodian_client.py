@@ -5,8 +5,10 @@ pattern (deferred delivery). Authlib's httpx client does the OAuth 2 requests (R
 state, refresh, client credentials); this module adds what ESPI adds:
 
 * the token response's ``resourceURI``, ``authorizationURI`` and ``customerResourceURI`` are kept;
-* every URL fetched must be on one of the custodian's configured hosts (a notification or a token response could
-  otherwise make us send a bearer token anywhere): :class:`ForeignURLError` before any connection is made;
+* every URL fetched (redirects included) must be one of the custodian's own resources, under a configured
+  endpoint with the same scheme, host and port (espi.origins; a notification or a token response could otherwise
+  make us send a bearer token anywhere, another port of the custodian's host included): :class:`ForeignURLError`
+  before any connection is made;
 * resource bodies are streamed to a file (Batch feeds can be gigabytes), then parsed from there;
 * a ``202 Accepted`` is a :class:`Deferred` answer, not an error: the custodian will announce the data with a
   BatchList notification.
@@ -31,6 +33,7 @@ from authlib.integrations.httpx_client import OAuth2Client
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from espi.errors import EspiError
+from espi.origins import CustodianOrigins
 
 # What the OAuth calls raise: the custodian's RFC 6749 error, a state mismatch, or a transport failure.
 _OAUTH_ERRORS = (OAuthError, OAuth2Error, httpx2.HTTPError, ValueError)
@@ -80,7 +83,7 @@ class CustodianError(EspiError):
 
 
 class ForeignURLError(CustodianError):
-    """A URL outside the custodian's configured hosts: never fetched, never sent a token."""
+    """A URL that is not one of the custodian's resources (espi.origins): never fetched, never sent a token."""
 
     @property
     def transient(self) -> bool:
@@ -89,28 +92,42 @@ class ForeignURLError(CustodianError):
 
 @dataclass(frozen=True)
 class CustodianEndpoints:
+    """A custodian's OAuth endpoints and client credentials, and where its resources lie: ``origins`` (default:
+    under ``resource_url`` only). The token and authorize URLs are configured, never taken from what we are told."""
+
     resource_url: str
     authorize_url: str
     token_url: str
     client_id: str
     client_secret: str = field(repr=False)
-    hosts: tuple[str, ...] = ()
+    origins: CustodianOrigins | None = None
+
+    def refusal(self, url: str) -> str | None:
+        """Why ``url`` is not fetched with this custodian's tokens, or None (an http(s) URL of its resources)."""
+        if urlsplit(url).scheme.lower() not in ("http", "https"):
+            return "not an http(s) URL"
+        origins = self.origins or CustodianOrigins.of([self.resource_url])
+        return origins.refusal(url)
 
     def allowed(self, url: str) -> bool:
-        parts = urlsplit(url)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            return False
-        if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-            return False
-        hosts = self.hosts or tuple(
-            h for h in (urlsplit(u).hostname for u in (self.resource_url, self.authorize_url, self.token_url)) if h
-        )
-        return parts.hostname.lower() in {h.lower() for h in hosts}
+        return self.refusal(url) is None
 
     def check(self, url: str) -> str:
-        if not self.allowed(url):
-            raise ForeignURLError(f"{url!r} is not on the custodian's configured hosts; not fetched")
+        reason = self.refusal(url)
+        if reason is not None:
+            raise ForeignURLError(f"{_loggable(url)!r} is not one of the custodian's resources ({reason}); "
+                                  "not fetched")
         return url
+
+
+def _loggable(url: str) -> str:
+    """``url`` without user information, query or fragment (errors end up in logs and job rows)."""
+    head = url.split("#", 1)[0].split("?", 1)[0]
+    try:
+        parts = urlsplit(head)
+        return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))[:300]
+    except ValueError:
+        return head[:300]
 
 
 @dataclass(frozen=True)
@@ -194,8 +211,7 @@ class CustodianClient:
         self.redirect_uri = redirect_uri
         self.timeout = timeout
         self.download_dir = Path(download_dir) if download_dir else Path(tempfile.gettempdir())
-        for url in (endpoints.resource_url, endpoints.authorize_url, endpoints.token_url):
-            endpoints.check(url)
+        endpoints.check(endpoints.resource_url)
 
     def _oauth(self, **kwargs: Any) -> OAuth2Client:
         return OAuth2Client(self.endpoints.client_id, self.endpoints.client_secret,
@@ -261,11 +277,12 @@ class CustodianClient:
                 if response.status_code == 202:
                     return Deferred(url, _retry_after(response.headers.get("retry-after")))
                 if response.status_code in (301, 302, 303, 307, 308):
-                    # Redirects are followed only within the custodian's hosts, with the token.
+                    # Redirects are followed only to the custodian's own resources, with the token.
                     location = response.headers.get("location", "")
                     target = str(httpx2.URL(url).join(location))
-                    raise ForeignURLError(f"redirect to {target!r} not followed") if not \
-                        self.endpoints.allowed(target) else _Redirect(target)
+                    reason = self.endpoints.refusal(target)
+                    raise ForeignURLError(f"redirect to {_loggable(target)!r} not followed ({reason})") if reason \
+                        else _Redirect(target)
                 if response.status_code != 200:
                     excerpt = response.read()[:300].decode("utf-8", "replace")
                     raise CustodianError(f"GET {url} answered {response.status_code}: {excerpt}",

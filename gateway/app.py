@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from bridge.config import GatewayConfig, load_config
 from cds.urls import Urls
@@ -45,10 +46,15 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
 
     limits = {("POST", Urls("").messages_api): config.message_max_bytes}  # attachments (WG1-02 §6.4)
+    middleware = [Middleware(RequestLimits, default_limit=config.max_body_bytes, limits=limits)]
+    if config.trusted_proxies:
+        # The client address every route sees (notify sources, authentication limits): X-Forwarded-For read right
+        # to left from the connecting proxy, believed only from the configured ones (uvicorn's implementation).
+        middleware.insert(0, Middleware(ProxyHeadersMiddleware, trusted_hosts=list(config.trusted_proxies)))
     app = Starlette(
         routes=routes(config),
         lifespan=lifespan,
-        middleware=[Middleware(RequestLimits, default_limit=config.max_body_bytes, limits=limits)],
+        middleware=middleware,
         exception_handlers={HTTPException: http_error},
     )
     app.state.gateway = gateway

@@ -443,7 +443,6 @@ authorize_url = {_toml_string(url + "/oauth/authorize")}
 token_url = {_toml_string(url + "/oauth/token")}
 client_id = {_toml_string(client_id)}
 client_secret = {_toml_string(client_secret)}
-hosts = ["{HOST}"]
 scopes = [{scopes}]
 
 [custodians.coverage]

@@ -206,7 +206,6 @@ authorize_url = "{sandbox}/oauth/authorize"
 token_url = "{sandbox}/oauth/token"
 client_id = "{SANDBOX_CLIENT}"
 client_secret = "{secret}"
-hosts = ["127.0.0.1"]
 scopes = [{listed}]
 {custodian_toml}
 """)

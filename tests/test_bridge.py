@@ -174,7 +174,8 @@ def test_notification_naming_a_foreign_host_is_refused_and_nothing_fetched(bridg
         assert len(bridge.jobs()) == before
         assert _Trap.hits == []
         log = (bridge.directory / "gateway.log").read_text()
-        assert "notification URI refused" in log and "evil.example" in log
+        # one aggregated line per POST (issue 13 item 2), counts by reason and the first URIs
+        assert "3 URI(s) refused: no configured custodian owns this URI (3)" in log and "evil.example" in log
     finally:
         trap.shutdown()
         trap.server_close()

@@ -76,7 +76,7 @@ authorize_url = "https://login.demo-utility.example/oauth/authorize"
 token_url = "https://login.demo-utility.example/oauth/token"
 client_id = "tp-123"
 client_secret_env = "DEMO_SECRET"
-hosts = ["bulk.demo-utility.example"]
+bulk_url = "https://bulk.demo-utility.example/exports"
 
 [custodians.sftp]
 host = "sftp.demo-utility.example"
@@ -95,7 +95,16 @@ def test_custodians_with_secret_from_the_environment(tmp_path):
     config = load_config(path, {"GREENBRIDGE_SECRET_KEY": "k", "DEMO_SECRET": "s3cret"})
     (custodian,) = config.custodians
     assert custodian.client_secret == "s3cret" and "s3cret" not in repr(custodian)
-    assert custodian.hosts == ("dc.demo-utility.example", "login.demo-utility.example", "bulk.demo-utility.example")
+    # what is acted on lies under a configured endpoint (issue 13 item 1): resource_url and bulk_url, nothing else of
+    # their hosts, and not the token endpoint's host
+    from bridge.upstream import origins
+
+    found = origins(custodian)
+    assert found.allows("https://dc.demo-utility.example/espi/1_1/resource/Batch/Subscription/1")
+    assert found.allows("https://bulk.demo-utility.example:443/exports/Batch/Bulk/1")
+    assert not found.allows("https://bulk.demo-utility.example/other/Batch/Bulk/1")
+    assert not found.allows("https://login.demo-utility.example/espi/1_1/resource/Batch/Bulk/1")
+    assert not found.allows("https://dc.demo-utility.example:8443/espi/1_1/resource/Batch/Bulk/1")
     assert custodian.sftp.port == 22 and custodian.sftp.host_key.startswith("ssh-ed25519 ")
     # the custodian appears as a coverage entry of its own
     entry = next(e for e in config.coverage if e["id"] == "demo-utility")
@@ -116,7 +125,11 @@ def test_custodian_scope_strings(tmp_path):
     ("https://dc.demo-utility.example", "http://dc.demo-utility.example", "https"),
     ('id = "demo-utility"', 'id = "demo utility"', "id may contain"),
     ('host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"', 'host_key = "x"', "host_key"),
-    ('hosts = ["bulk.demo-utility.example"]', 'hosts = "bulk"', "hosts"),
+    ('bulk_url = "https://bulk.demo-utility.example/exports"', 'hosts = "bulk"', "hosts"),
+    # hosts used to widen fetching to whole hosts: a host it would add must become an endpoint (issue 13 item 1)
+    ('bulk_url = "https://bulk.demo-utility.example/exports"', 'hosts = ["bulk.demo-utility.example"]', "bulk_url"),
+    ('bulk_url = "https://bulk.demo-utility.example/exports"', 'bulk_url = "http://bulk.demo-utility.example/x"',
+     "https"),
     ('client_id = "tp-123"', 'client_id = "tp-123"\nsurprise = 1', "surprise"),
     ('client_id = "tp-123"', 'client_id = "tp-123"\nscopes = "FB=4_5_15"', "scopes"),
     ('client_id = "tp-123"', 'client_id = "tp-123"\nscopes = ["FB=4_5_15", ""]', "scopes"),

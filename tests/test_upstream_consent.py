@@ -132,7 +132,7 @@ def _custodian_settings(stack: Bridge):
 
     return CustodianConfig(id=CUSTODIAN_ID, name="Sandbox", resource_url=f"{stack.sandbox}/espi/1_1/resource",
                            authorize_url=f"{stack.sandbox}/oauth/authorize", token_url=f"{stack.sandbox}/oauth/token",
-                           client_id=SANDBOX_CLIENT, client_secret=stack.sandbox_secret, hosts=("127.0.0.1",))
+                           client_id=SANDBOX_CLIENT, client_secret=stack.sandbox_secret)
 
 
 def test_consent_journey_crosses_both_hops(stack):

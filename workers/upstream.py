@@ -24,6 +24,17 @@
 Custodian errors become outcomes by what they mean (:func:`_failure`, espi.custodian_client.CustodianError):
 no answer, 408, 429 and 5xx are retried; other 4xx, 405/501 and refused OAuth requests are permanent.
 
+Only the custodian's own resources (issue 13 item 1): every handler checks the URI it is about to act on against
+the custodian's configured endpoints (bridge.upstream.origins: scheme, host, port and path) before it asks for a
+token or connects anywhere (:func:`_own`), and the client checks every request and redirect again. What a fetched
+document says is trusted only for resources we know: an Authorization entry changes a Grant only when its
+authorizationURI and self href both name an authorization stored for that custodian (:func:`sync_authorization`);
+a bulk part reaches a Grant only through that custodian's stored authorizations (:func:`ingest_bulk_part`).
+
+Client tokens (issue 13 item 2): the client and registration access tokens are kept in the store, encrypted, and
+shared by every worker process until they are due (:func:`client_token`); a 401 to a request made with one drops
+it and the request is made once more with a new one.
+
 Every write is an idempotent upsert (bridge.ingest) into the Grant's data set, remembering the authorization that
 brought it, and the UsagePoints each stored document held are recorded for its authorization (bridge.coverage), so
 a re-run after a lost acknowledgement or a killed worker stores nothing twice. A rotated refresh token is committed
@@ -122,6 +133,17 @@ def jobs_uri(uri: str) -> str:
     from bridge.notifications import loggable_uri
 
     return loggable_uri(uri)
+
+
+def _own(custodian: Any, uri: str) -> str:
+    """``uri`` when it is one of the custodian's resources (bridge.upstream.origins); else the job ends: nothing is
+    fetched and no token is asked for. A row made before the check existed, or a configuration that changed since
+    the notification, ends here."""
+    reason = upstream.origins(custodian).refusal(uri)
+    if reason is not None:
+        raise jobs.PermanentError(f"{jobs_uri(uri)} is not one of custodian {custodian.id}'s resources ({reason}); "
+                                  "nothing fetched")
+    return uri
 
 
 # ------------------------------------------------------------------------------------------------------ tokens
@@ -232,12 +254,58 @@ REFUSED_GRANT = frozenset({"invalid_grant", "unauthorized_client"})
 REGISTRATION_SCOPE = "FB=36_40"
 
 
-def client_token(ctx: Context, client: CustodianClient, scope: str | None = None) -> str:
-    """A client_access_token (Authorization, Batch/Bulk), or with ``scope`` another client_credentials token."""
+#: How long a worker may take to ask for a client token before another may ask (the token request's lease).
+TOKEN_REQUEST_LEASE = timedelta(seconds=90)
+#: How often a worker waiting for another's token request looks at the store.
+TOKEN_POLL_SECONDS = 0.2
+
+
+def client_token(ctx: Context, client: CustodianClient, custodian: Any, scope: str | None = None) -> str:
+    """A client_access_token (Authorization, Batch/Bulk), or with ``scope`` another client_credentials token (the
+    registration token), from the store while it is usable (bridge.upstream.cached_client_token); else one worker
+    asks the custodian and the others wait for its answer: one token request per token lifetime.
+
+    Each look and claim is a short transaction of its own; the token request itself holds none."""
+    sessions = sessions_for(ctx.config)
+    while True:
+        now = datetime.now(UTC)
+        with sessions() as session, session.begin():
+            token, seen = upstream.cached_client_token(session, ctx.box, custodian, scope, now)
+            if token is not None:
+                return token
+            claimed = upstream.claim_client_token_request(session, custodian, scope, now, TOKEN_REQUEST_LEASE, seen)
+        if claimed:
+            break
+        time.sleep(TOKEN_POLL_SECONDS)  # another worker is asking; its lease bounds the wait
     try:
-        return client.client_credentials(scope).access_token
+        tokens = client.client_credentials(scope)
     except CustodianError as error:
+        with sessions() as session, session.begin():
+            upstream.release_client_token_request(session, custodian, scope)
         raise _failure(error, "client_credentials token") from None
+    except BaseException:
+        with sessions() as session, session.begin():
+            upstream.release_client_token_request(session, custodian, scope)
+        raise
+    with sessions() as session, session.begin():
+        upstream.store_client_token(session, ctx.box, custodian, scope, tokens, datetime.now(UTC))
+    log.info("custodian %s: new client token%s", custodian.id, f" ({scope})" if scope else "")
+    return tokens.access_token
+
+
+def with_client_token(ctx: Context, client: CustodianClient, custodian: Any, call: Any, scope: str | None = None
+                      ) -> Any:
+    """``call(token)`` with the custodian's client token; a 401 (the custodian ended the token before it expired)
+    drops the stored token and calls once more with a new one."""
+    token = client_token(ctx, client, custodian, scope)
+    try:
+        return call(token)
+    except CustodianError as error:
+        if error.status != 401:
+            raise
+    with sessions_for(ctx.config)() as session, session.begin():
+        upstream.forget_client_token(session, ctx.box, custodian, scope, token)
+    return call(client_token(ctx, client, custodian, scope))
 
 
 # ---------------------------------------------------------------------------------------------- storing data
@@ -308,6 +376,7 @@ def fetch_subscription(session: Session, job: Job, config: Any) -> str:
     uri = job.payload.get("requested") or job.payload.get("uri")
     if not uri:
         raise jobs.PermanentError("fetch_subscription needs a subscription URI")
+    _own(custodian, uri)
     if job.payload.get("upstream_id") is None:
         with writing(session):
             return _fan_out_fetches(session, ctx, custodian.id, job.payload.get("uri") or uri)
@@ -373,13 +442,13 @@ def fetch_bulk(session: Session, job: Job, config: Any) -> str:
 
     ctx = context(config)
     custodian = ctx.custodian(job.payload.get("custodian_id"))
-    uri = job.payload.get("requested") or job.payload.get("uri") or ""
+    uri = _own(custodian, job.payload.get("requested") or job.payload.get("uri") or "")
     if uri.lower().startswith("sftp://"):
         path = _sftp_download(ctx, custodian, uri, job)
     else:
         client = ctx.client(custodian)
         try:
-            answer = client.get(uri, client_token(ctx, client))
+            answer = with_client_token(ctx, client, custodian, lambda token: client.get(uri, token))
         except CustodianError as error:
             raise _failure(error, f"GET {jobs_uri(uri)}") from None
         if isinstance(answer, Deferred):
@@ -501,12 +570,23 @@ def ingest_bulk_part(session: Session, job: Job, config: Any) -> str:
     """Payload: ``custodian_id``, ``upstream_id``, ``path`` (one subscription's or authorization's part of a bulk
     feed), ``subscription_id`` (the part's label: the subscription id, or ``authorization-{id}``)."""
     ctx = context(config)
+    custodian = ctx.custodian(job.payload.get("custodian_id"))
     with session.begin():
         row = session.get(UpstreamAuthorization, job.payload.get("upstream_id"))
         grant = session.get(Grant, row.grant_id) if row is not None else None
     path = Path(job.payload.get("path") or "")
     if row is None:
         raise jobs.PermanentError(f"upstream authorization {job.payload.get('upstream_id')} is gone")
+    # A part reaches a Grant only through an authorization of the custodian whose configured origin the bulk came
+    # from, and only the authorization it was placed for (its subscription's, or the one the part names).
+    _own(custodian, job.payload.get("bulk") or "")
+    label = str(job.payload.get("subscription_id") or "")
+    placed_for = label == f"authorization-{row.id}" or (not label.startswith("authorization-")
+                                                        and label == row.subscription_id)
+    if row.custodian_id != custodian.id or not placed_for:
+        path.unlink(missing_ok=True)
+        raise jobs.PermanentError(f"bulk part {label!r} is not for authorization {row.id} of custodian "
+                                  f"{custodian.id}; not stored")
     if row.revoked is not None or grant is None or not lifecycle.keeps_syncing(grant, ctx.now):
         after_commit(session, lambda: path.unlink(missing_ok=True))
         return f"grant {row.grant_id}: not syncing; part skipped"
@@ -546,7 +626,7 @@ def _admin_feed(ctx: Context, job: Job, custodian: Any, uri: str, scope: str | N
     from espi.feed import read_feed
 
     client = ctx.client(custodian)
-    answer = client.get(uri, client_token(ctx, client, scope))
+    answer = with_client_token(ctx, client, custodian, lambda token: client.get(uri, token), scope)
     if isinstance(answer, Deferred):
         raise _defer(ctx, job, custodian.id, answer)
     try:
@@ -563,7 +643,7 @@ def sync_authorization(session: Session, job: Job, config: Any) -> str:
     Authorization revokes the CDS Grant(s) behind it."""
     ctx = context(config)
     custodian = ctx.custodian(job.payload.get("custodian_id"))
-    uri = job.payload.get("requested") or job.payload.get("uri") or ""
+    uri = _own(custodian, job.payload.get("requested") or job.payload.get("uri") or "")
     try:
         feed = _admin_feed(ctx, job, custodian, uri)  # no transaction open while the custodian answers
     except CustodianError as error:
@@ -588,14 +668,36 @@ def _apply_authorizations(session: Session, ctx: Context, custodian: Any, feed: 
                 continue
             authorization = resource.value
             status = AUTHORIZATION_STATUS.get(authorization.status, "suspended")
-            named = authorization.authorization_uri or entry.self_href or uri
-            rows = lifecycle.authorizations_for_authorization(session, custodian.id, named)
-            if status == "revoked":
+            rows, named, why = _known_authorization(session, custodian, authorization.authorization_uri,
+                                                    entry.self_href)
+            if why:
+                outcomes.append(f"{jobs_uri(named or '(no URI)')}: {why}; nothing changed")
+            elif status == "revoked":
                 outcomes.append(_revoke_rows(session, ctx, rows, f"the customer revoked the authorization at "
                                                                  f"{custodian.name}"))
             else:
                 outcomes.append(f"{jobs_uri(named)}: {status}, {len(rows)} grant(s) unchanged")
     return "; ".join(outcomes) or "no Authorization in the answer"
+
+
+def _known_authorization(session: Session, custodian: Any, authorization_uri: str | None, self_href: str | None
+                         ) -> tuple[list[UpstreamAuthorization], str | None, str | None]:
+    """The stored authorizations an Authorization entry speaks for, the URI it names, and why it speaks for none
+    (None when it does). Its ``authorizationURI`` and its ``self`` href (each when present, at least one) must be
+    the custodian's resources and name the same stored authorization: a document is believed only about the
+    resources we know, never about whatever another of its hrefs points at."""
+    named = [uri for uri in (authorization_uri, self_href) if uri]
+    if not named:
+        return [], None, "the entry names no authorizationURI and has no self href"
+    foreign = upstream.foreign_uris(custodian, authorizationURI=authorization_uri, self=self_href)
+    if foreign:
+        return [], named[0], f"not the custodian's resources ({'; '.join(foreign)})"
+    if len({upstream.resource_key(uri) for uri in named}) > 1:
+        return [], named[0], "its authorizationURI and self href name different resources"
+    rows = lifecycle.authorizations_for_authorization(session, custodian.id, named[0])
+    if not rows:
+        return [], named[0], "no authorization of ours has this authorizationURI"
+    return rows, named[0], None
 
 
 def _revoke_rows(session: Session, ctx: Context, rows: list[UpstreamAuthorization], why: str) -> str:
@@ -621,9 +723,11 @@ def revoke_upstream(session: Session, job: Job, config: Any) -> str:
     if not row.authorization_uri:
         _mark_revoked(session, row.id, ctx.now)
         return "no authorizationURI known; marked revoked"
+    _own(custodian, row.authorization_uri)
     client = ctx.client(custodian)
     try:
-        client.delete(row.authorization_uri, client_token(ctx, client))  # no transaction open meanwhile
+        # no transaction open while the custodian answers
+        with_client_token(ctx, client, custodian, lambda token: client.delete(row.authorization_uri, token))
     except CustodianError as error:
         if error.not_supported:
             _mark_revoked(session, row.id, ctx.now)
@@ -657,7 +761,7 @@ def sync_application_information(session: Session, job: Job, config: Any) -> str
 
     ctx = context(config)
     custodian = ctx.custodian(job.payload.get("custodian_id"))
-    uri = job.payload.get("requested") or job.payload.get("uri") or ""
+    uri = _own(custodian, job.payload.get("requested") or job.payload.get("uri") or "")
     try:
         feed = _admin_feed(ctx, job, custodian, uri, REGISTRATION_SCOPE)
     except CustodianError as error:

@@ -273,6 +273,35 @@ class AuthFailure(Base):
     last_failure: Mapped[int] = mapped_column(Integer, index=True)
 
 
+class RateWindow(Base):
+    """How much of a rate one key spent in its current fixed window (the notifications a custodian's BatchLists
+    asked for per minute, bridge.notifications.spend). Times are epoch seconds."""
+
+    __tablename__ = "rate_windows"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    window_start: Mapped[int] = mapped_column(Integer)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CustodianToken(Base):
+    """A custodian's client_credentials token (the third party's client or registration access token, ESPI §6.3),
+    kept encrypted and shared by every worker process until it is due (bridge.upstream.cached_client_token):
+    one token request per token lifetime. ``scope`` is "" for the plain client token. ``client_key`` names the
+    credentials and token endpoint it was issued to (changing them invalidates it). ``requesting_until`` is the
+    lease of the one process asking the custodian for a new token."""
+
+    __tablename__ = "custodian_tokens"
+
+    custodian_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(128), primary_key=True)
+    client_key: Mapped[str] = mapped_column(String(64))
+    access_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    obtained: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    requesting_until: Mapped[datetime | None]
+
+
 Index("ix_grants_registration_modified", Grant.registration_id, Grant.modified)
 
 

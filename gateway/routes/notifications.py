@@ -1,10 +1,21 @@
 """The ESPI notification receiver: custodians POST a BatchList here (FB_39 PUSH, espi.md §4.1).
 
-``POST /espi/1_1/Notification`` (the path OpenESPI third parties use; each URI's custodian is found by host and
-path prefix) and ``POST /custodians/{custodian_id}/notify`` (one URL per custodian). The body is parsed with
-espi.notification; each URI is checked by bridge.notifications (nothing we are merely told about is fetched unless it
-belongs to a configured custodian), refused URIs are logged without their query, and accepted ones become rows of
-the jobs table. The answer is 200 with an empty body as soon as the rows are committed: fetching is the workers'.
+``POST /espi/1_1/Notification`` (the path OpenESPI third parties use; each URI's custodian is found by its origin
+and path) and ``POST /custodians/{custodian_id}/notify`` (one URL per custodian). What is checked, in order
+(bridge.notifications has the rules; docs/security.md the threat model):
+
+1. who sends it: a custodian with ``[custodians.notify]`` accepts notifications only from its networks (403) and
+   with its HTTP Basic credentials (401). On its own notify URL this is checked before the body is read; on the
+   shared URL every custodian whose URIs the BatchList names must accept the request, or none of it is acted on;
+2. the body: a BatchList (415 for another content type, 400 for a malformed or hostile document);
+3. each URI: acted on only when it is one of a configured custodian's resources; at most the custodian's
+   ``notification_uri_cap`` distinct URIs per POST;
+4. the custodian's rate (``notification_jobs_per_minute``): a POST that does not fit is answered 429 with
+   ``Retry-After`` and nothing of it is kept; ESPI custodians send a BatchList again when a POST fails (PSH004).
+
+Accepted URIs become rows of the jobs table and the answer is 200 with an empty body once they are committed;
+fetching is the workers'. Whatever a POST had refused is logged as one WARNING line (counts by reason, the first
+URIs without their query).
 
 Publishing: the committed jobs (new ones, and deferred jobs the BatchList resumes) are sent to the workers by the
 gateway's JobPublisher (gateway/job_publisher.py) off the request path. Without Redis, or when publishing fails, the
@@ -15,13 +26,23 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from bridge.notifications import Accepted, Refused, accept_notification, owner_of
+from bridge.notifications import (
+    Accepted,
+    RateLimited,
+    Refused,
+    SourceRefusal,
+    accept_notification,
+    by_custodian,
+    limits_for,
+    refusals_line,
+    source_refusal,
+)
 from espi.errors import EspiError, XmlSecurityError
 from espi.notification import parse_batch_list
 from gateway.routes.common import gateway_of, in_session
@@ -29,26 +50,38 @@ from gateway.routes.common import gateway_of, in_session
 log = logging.getLogger(__name__)
 
 CONTENT_TYPES = frozenset({"application/atom+xml", "application/xml", "text/xml"})
+BASIC_CHALLENGE = 'Basic realm="greenbridge notifications", charset="UTF-8"'
 
-def _bad(status: int, message: str) -> Response:
-    return PlainTextResponse(message, status_code=status)
+
+def _bad(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return PlainTextResponse(message, status_code=status, headers=headers)
+
+
+def _source_refused(refusal: SourceRefusal, peer: str) -> Response:
+    log.warning("notification from %s refused: %s", peer, refusal.reason)
+    headers = {"WWW-Authenticate": BASIC_CHALLENGE} if refusal.status == 401 else None
+    return _bad(refusal.status, refusal.reason, headers)
 
 
 async def _receive(request: Request, custodian_id: str | None) -> Response:
     gateway = gateway_of(request)
     config = gateway.config
+    peer = request.client.host if request.client else ""
+    authorization = request.headers.get("authorization")
     custodian = None
     if custodian_id is not None:
         custodian = next((c for c in config.custodians if c.id == custodian_id), None)
         if custodian is None:
             return _bad(404, f"no custodian {custodian_id!r}")
+        refused_source = source_refusal(custodian, peer, authorization)
+        if refused_source is not None:
+            return _source_refused(refused_source, peer)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in CONTENT_TYPES:
         return _bad(415, "a BatchList must be sent as application/atom+xml, application/xml or text/xml")
     body = await request.body()
-    peer = request.client.host if request.client else "unknown"
     try:
-        batch = parse_batch_list(body, f"notification from {peer}")
+        batch = parse_batch_list(body, f"notification from {peer or 'unknown'}")
     except XmlSecurityError as error:
         log.warning("hostile notification refused: %s", error)
         return _bad(400, str(error))
@@ -56,27 +89,34 @@ async def _receive(request: Request, custodian_id: str | None) -> Response:
         log.info("malformed notification: %s", error)
         return _bad(400, str(error))
 
+    # thousands of URIs fit in a body: checked off the event loop
+    groups, refused = await run_in_threadpool(by_custodian, config.custodians, batch.resources, custodian)
+    if custodian is None:
+        # The shared URL speaks for every custodian it names: each of them must accept this sender.
+        problems = [p for owner, _uris in groups if (p := source_refusal(owner, peer, authorization)) is not None]
+        if problems:
+            return _source_refused(max(problems, key=lambda p: p.status), peer)  # 403 before 401
+
     now = datetime.now(UTC)
-    groups: dict[str, tuple[Any, list[str]]] = {}
-    refused: list[Refused] = []
-    for uri in batch.resources:
-        owner = custodian or owner_of(config.custodians, uri)
-        if owner is None:
-            refused.append(Refused(uri, "no configured custodian owns this URI"))
-        else:
-            groups.setdefault(owner.id, (owner, []))[1].append(uri)
 
-    def store(session) -> list[Accepted]:
+    def store(session) -> tuple[list[Accepted], list[Refused]]:
         accepted: list[Accepted] = []
-        for owner, uris in groups.values():
-            jobs, refusals = accept_notification(session, owner, uris, now)
+        refusals: list[Refused] = []
+        for owner, uris in groups:
+            jobs, refused_here = accept_notification(session, owner, uris, now, limits_for(config, owner))
             accepted += jobs
-            refused.extend(refusals)
-        return accepted
+            refusals += refused_here
+        return accepted, refusals
 
-    accepted = await in_session(request, store) if groups else []
-    for item in refused:
-        log.warning("notification URI refused (%s): %s", item.reason, item.loggable)
+    try:
+        accepted, refused_uris = await in_session(request, store) if groups else ([], [])
+    except RateLimited as limited:  # nothing of the POST was kept: the custodian sends it again (PSH004)
+        log.warning("notification from %s refused: %s", peer, limited)
+        return _bad(429, f"too many notifications for custodian {limited.custodian_id}; send this BatchList again "
+                         f"in {limited.retry_after} s", {"Retry-After": str(limited.retry_after)})
+    refused += refused_uris
+    if refused:
+        log.warning("notification from %s: %s", peer, refusals_line(refused))
     if accepted:
         log.info("notification from %s: %d job(s), %d duplicate URI(s) dropped", peer, len(accepted),
                  batch.duplicates)

@@ -420,6 +420,14 @@ async def custodian_callback(request: Request) -> Response:
         redirect_uri = cds_params.get("redirect_uri") or oauth_req.client.get_default_redirect_uri()
         if failure is not None:
             return _redirect_error(redirect_uri, failure[0], failure[1], cds_state)
+        foreign = upstream.foreign_uris(custodian, resourceURI=tokens.resource_uri,
+                                        authorizationURI=tokens.authorization_uri,
+                                        customerResourceURI=tokens.customer_resource_uri)
+        if foreign:  # never stored: the workers would fetch them with the customer's token
+            log.warning("custodian %s named URIs that are not its resources: %s", custodian.id, "; ".join(foreign))
+            return _redirect_error(redirect_uri, "temporarily_unavailable",
+                                   f"{custodian.name} answered with resources outside its configured endpoint.",
+                                   cds_state)
         try:
             customer = upstream.customer_key(custodian.id, tokens)
         except ValueError:

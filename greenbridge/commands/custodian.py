@@ -133,6 +133,12 @@ def import_authorizations(config: Any, custodian_id: str, client_id: str, *,
                 if not uri:
                     result.skipped.append(("(no URI)", "the Authorization names no authorizationURI"))
                     continue
+                foreign = upstream.foreign_uris(custodian, authorizationURI=uri,
+                                                resourceURI=authorization.resource_uri,
+                                                customerResourceURI=authorization.customer_resource_uri)
+                if foreign:  # never stored: revocation and bulk placement act on these URIs
+                    result.skipped.append((uri[:300], "not the custodian's resources: " + "; ".join(foreign)))
+                    continue
                 existing = upstream.imported_grant_id(session, custodian.id, uri)
                 if existing is not None:
                     result.existing.append((uri, existing))
