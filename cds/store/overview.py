@@ -31,8 +31,8 @@ class StoreOverview:
 
 
 def store_overview(session: Session) -> StoreOverview:
-    grants = dict(session.execute(select(Grant.status, func.count()).group_by(Grant.status)).tuples().all())
+    grants = dict(session.execute(select(Grant.status, func.count()).group_by(Grant.status)).all())
     counted = dict(session.execute(select(Job.state, func.count()).where(Job.state.in_(OPEN_JOB_STATES))
-                                   .group_by(Job.state)).tuples().all())
+                                   .group_by(Job.state)).all())
     return StoreOverview(grants=dict(sorted(grants.items())), jobs={state: counted.get(state, 0)
                                                                     for state in OPEN_JOB_STATES})
