@@ -4,6 +4,7 @@ demo off unless configured, its refusals, and the landing page's live counts on 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -12,11 +13,13 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+import pytest
 from gateway_helpers import consent_flow, gateway_client, make_config, register
 
 from cds.secrets import SecretBox
 from cds.store.jobs import enqueue
 from cds.store.overview import store_overview
+from gateway.demo.client import DemoClient, DemoClientError
 from gateway.demo.sessions import COOKIE, SESSION_SECONDS, DemoSessions, SessionCookie
 from gateway.demo.usage import chart, daily_kwh
 from gateway.demo.walkthrough import WINDOW_DAYS, requested_details
@@ -161,3 +164,13 @@ def test_the_landing_page_counts_grants_and_open_jobs(tmp_path, database_url):
         assert '<td data-status="active">2</td>' in page
         assert re.search(r'id="jobs-waiting"><strong>3</strong> waiting', page)
         assert json.dumps(overview.jobs)  # plain data
+
+
+def test_the_demo_client_fetches_only_from_its_own_server():
+    client = DemoClient("http://127.0.0.1:9", "http://127.0.0.1:9/try/callback")
+    client._metadata = {"cds_usagesegments_api": "https://elsewhere.example/cds-api/v1/usage-segments"}
+    with pytest.raises(DemoClientError, match="is not on this server"):
+        asyncio.run(client.usage_segments("token"))
+    assert client._own("http://127.0.0.1:9/oauth/token", "x") == "http://127.0.0.1:9/oauth/token"
+    with pytest.raises(DemoClientError):
+        client._own("http://127.0.0.1:90/oauth/token", "x")

@@ -65,7 +65,14 @@ class DemoClient:
     def _http(self) -> httpx2.AsyncClient:
         return httpx2.AsyncClient(timeout=self.timeout, follow_redirects=False)
 
+    def _own(self, url: str, step: str) -> str:
+        """Every URL the demo fetches is this server's: the metadata and ``next`` links are only followed there."""
+        if url != self.issuer and not url.startswith(self.issuer + "/"):
+            raise DemoClientError(f"{step}: {url!r} is not on this server ({self.issuer})")
+        return url
+
     async def _call(self, step: str, method: str, url: str, **kwargs: Any) -> Any:
+        url = self._own(url, step)
         try:
             async with self._http() as http:
                 response = await http.request(method, url, **kwargs)
@@ -153,7 +160,8 @@ class DemoClient:
         try:
             async with self._http() as http:
                 while url and len(pages) < MAX_PAGES:
-                    response = await http.get(url, headers={"Authorization": f"Bearer {access_token}"})
+                    response = await http.get(self._own(url, "usage segments"),
+                                              headers={"Authorization": f"Bearer {access_token}"})
                     body = _json(response, "usage segments")
                     pages.append(response.text)
                     segments += body["usage_segments"]
