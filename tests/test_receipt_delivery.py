@@ -260,3 +260,28 @@ def test_a_grant_revoked_before_continuing_gets_access_denied(tmp_path):
             assert [g.status for g in session.query(Grant)] == ["revoked"]
 
 
+
+
+def test_a_custodians_customers_read_dates_in_its_local_time(tmp_path):
+    from gateway.routes.oauth import custodian_zone
+
+    custodian = """
+[[custodians]]
+id = "pge"
+name = "Pacific Example"
+resource_url = "https://dc.example/espi/1_1/resource"
+authorize_url = "https://dc.example/oauth/authorize"
+token_url = "https://dc.example/oauth/token"
+client_id = "gb"
+client_secret = "s"
+"""
+    path = tmp_path / "gb.toml"
+    path.write_text(custodian + 'timezone = "America/Los_Angeles"\n')
+    config = load_config(path, {"GREENBRIDGE_DATA_DIR": str(tmp_path / "var"), "GREENBRIDGE_TIMEZONE": "UTC"})
+    assert custodian_zone(config, config.custodians[0]) == ZoneInfo("America/Los_Angeles")
+    path.write_text(custodian)
+    config = load_config(path, {"GREENBRIDGE_DATA_DIR": str(tmp_path / "var"), "GREENBRIDGE_TIMEZONE": "Europe/Paris"})
+    assert custodian_zone(config, config.custodians[0]) == ZoneInfo("Europe/Paris")
+    path.write_text(custodian + 'timezone = "Pacific/Atlantis"\n')
+    with pytest.raises(ConfigError, match=r"\[\[custodians\]\] #1: timezone is not an IANA zone name"):
+        load_config(path, {"GREENBRIDGE_DATA_DIR": str(tmp_path / "var")})
