@@ -284,6 +284,8 @@ class Bridge:
             "GREENBRIDGE_TIMEZONE": self.config.timezone,
             "PYTHONUNBUFFERED": "1",
         })
+        if self.config.demo is None:  # the Try-it walkthrough is on by default here, off unless configured elsewhere
+            env["GREENBRIDGE_DEMO"] = "on"
         user_config = os.path.abspath(self.config_path) if self.config_path else None
         if not self.config.custodians:
             self._start_sandbox(env)
@@ -526,8 +528,8 @@ commodity_types = ["electricity", "natural_gas", "water"]
                   f"  logs      {self.log_dir}/{{{','.join(c.name for c in self.children)}}}.log",
                   f"  state     {self.run_dir / 'bridge.json'}"]
         if self.sandbox_url:
-            lines.append(f"  try it    the sandbox's home page {self.sandbox_url}/ lists its customers; a CDS client "
-                         f"registers at {self.config.base_url}/register")
+            lines.append(f"  try it    {self.config.base_url}/ (the walkthrough: {self.config.base_url}/try); the "
+                         f"sandbox's home page {self.sandbox_url}/ lists its customers")
         return "\n".join(lines)
 
     def say(self, message: str) -> None:

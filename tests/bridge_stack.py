@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import httpx2
-from gateway_helpers import COVERAGE_TOML, pkce_pair
+from gateway_helpers import COVERAGE_TOML, continue_to_client, pkce_pair
 from servers import HOST, ServerStartError, _log_tail, _stop, _wait_http, free_port, redis_server, uvicorn_server
 
 from sandbox.config import DEFAULT_SCOPES
@@ -313,8 +313,7 @@ def consent(bridge: Bridge, client: CdsClient, customer_index: int = 0, details=
     callback = at_sandbox(browser, bridge.sandbox, answer.headers["location"], customer_index=customer_index,
                           usage_points=usage_points)
     customer = browser.get(f"{bridge.sandbox}/sandbox.json").json()["customers"][customer_index]["id"]
-    answer = browser.get(callback)
-    assert answer.status_code == 302, answer.text
+    answer = continue_to_client(browser, browser.get(callback))  # after the receipt page (issue 14)
     landed = answer.headers["location"]
     query = parse_qs(urlsplit(landed).query)
     receipt = browser.get(landed)  # the default redirect URI shows the receipt

@@ -27,6 +27,7 @@ import httpx2
 import pytest
 from bridge_stack import approve_at_gateway, at_sandbox, push, register
 from conftest import REPO, require_servers
+from gateway_helpers import continue_to_client
 from servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -188,8 +189,7 @@ def test_readme_first_command_runs_the_whole_bridge_and_ctrl_c_stops_it(tmp_path
         assert answer.status_code == 303, answer.text
         callback = at_sandbox(browser, sandbox, answer.headers["location"])
         assert callback.startswith(f"{gateway}/custodians/sandbox/callback?")
-        answer = browser.get(callback)
-        assert answer.status_code == 302, answer.text
+        answer = continue_to_client(browser, browser.get(callback))  # after the receipt page (issue 14)
         query = parse_qs(urlsplit(answer.headers["location"]).query)
         tokens = httpx2.post(f"{gateway}/oauth/token", auth=(client.client_id, client.secret), timeout=30, data={
             "grant_type": "authorization_code", "code": query["code"][0], "redirect_uri": client.redirect_uri,
