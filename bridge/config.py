@@ -120,6 +120,14 @@ class GatewayConfig:
     # How long a running job's lease lasts; its worker renews it every third of that. A job whose worker was killed
     # is taken over by the next run once its lease ran out (workers.jobs).
     job_lease_seconds: int = 60
+    # Operations (docs/operations.md): the operator's credential for /ops (HTTP Basic; no default: without a
+    # password the dashboard is off), structured JSON logs, whether a client's X-Request-Id is taken (only behind a
+    # proxy that sets it), and the directory of the processes' Prometheus files (default <data_dir>/metrics).
+    operator_user: str = "operator"
+    operator_password: str = field(default="", repr=False)
+    json_logs: bool = False
+    trust_request_id: bool = False
+    metrics_dir: Path | None = None
 
     # ----- derived values -----
     @property
@@ -155,13 +163,21 @@ _ENV = {
     "GREENBRIDGE_TIMEZONE": "timezone",
     "GREENBRIDGE_DEFERRED_TIMEOUT_SECONDS": "deferred_timeout_seconds",
     "GREENBRIDGE_JOB_LEASE_SECONDS": "job_lease_seconds",
+    "GREENBRIDGE_OPERATOR_USER": "operator_user",
+    "GREENBRIDGE_OPERATOR_PASSWORD": "operator_password",
+    "GREENBRIDGE_JSON_LOGS": "json_logs",
+    "GREENBRIDGE_TRUST_REQUEST_ID": "trust_request_id",
+    "GREENBRIDGE_METRICS_DIR": "metrics_dir",
 }
 _INT_KEYS = {
     "max_body_bytes", "message_max_bytes", "access_token_seconds", "refresh_token_seconds",
     "authorization_code_seconds", "par_seconds", "auth_failures_per_minute", "auth_address_failures_per_minute",
     "page_size", "deferred_timeout_seconds", "job_lease_seconds",
 }
-_STR_KEYS = {"issuer", "database_url", "redis_url", "secret_key", "timezone", "segment_history"}
+_STR_KEYS = {"issuer", "database_url", "redis_url", "secret_key", "timezone", "segment_history", "operator_user",
+             "operator_password"}
+_BOOL_KEYS = {"json_logs", "trust_request_id"}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -191,8 +207,15 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
                     raise ConfigError(problem) from None
                 if values[key] <= 0:
                     raise ConfigError(problem)
-    if "data_dir" in values:
-        values["data_dir"] = Path(values["data_dir"])
+            elif key in _BOOL_KEYS:
+                word = environ[name].strip().lower()
+                if word not in _TRUE + _FALSE:
+                    raise ConfigError(f"environment: {name} must be 1/true/yes/on or 0/false/no/off, got "
+                                      f"{environ[name]!r}")
+                values[key] = word in _TRUE
+    for key in ("data_dir", "metrics_dir"):
+        if key in values:
+            values[key] = Path(values[key])
     config = GatewayConfig(**values)
     return _finish(config, source)
 
@@ -209,7 +232,11 @@ def _from_toml(document: dict[str, Any], source: str, environ: Mapping[str, str]
             if not isinstance(value, str):
                 raise ConfigError(f"{source}: [gateway] {key} must be a string, got {value!r}")
             values[key] = value
-        elif key == "data_dir":
+        elif key in _BOOL_KEYS:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{source}: [gateway] {key} must be true or false, got {value!r}")
+            values[key] = value
+        elif key in ("data_dir", "metrics_dir"):
             values[key] = Path(value)
         else:
             raise ConfigError(f"{source}: [gateway] unknown key {key!r}")
@@ -407,6 +434,10 @@ def _finish(config: GatewayConfig, source: str) -> GatewayConfig:
     if len(ids) != len(set(ids)):
         raise ConfigError(f"{source}: coverage entry ids must be unique")
     changes: dict[str, Any] = {}
+    if not config.operator_user or ":" in config.operator_user:
+        raise ConfigError(f"{source}: operator_user must be a non-empty name without ':' (HTTP Basic)")
+    if config.metrics_dir is None:
+        changes["metrics_dir"] = config.data_dir / "metrics"
     if not config.database_url:
         changes["database_url"] = f"sqlite+pysqlite:///{(config.data_dir / 'greenbridge.db').resolve()}"
     if not config.secret_key:

@@ -20,6 +20,7 @@ from bridge.config import GatewayConfig, load_config
 from cds.urls import Urls
 from gateway import logsafe
 from gateway.context import build_gateway
+from gateway.observability import RequestObservability
 from gateway.request_limits import RequestLimits
 from gateway.routes import routes
 
@@ -48,7 +49,9 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
     app = Starlette(
         routes=routes(config),
         lifespan=lifespan,
-        middleware=[Middleware(RequestLimits, default_limit=config.max_body_bytes, limits=limits)],
+        middleware=[Middleware(RequestObservability, trust_request_id=config.trust_request_id,
+                               json_logs=config.json_logs),
+                    Middleware(RequestLimits, default_limit=config.max_body_bytes, limits=limits)],
         exception_handlers={HTTPException: http_error},
     )
     app.state.gateway = gateway

@@ -21,12 +21,26 @@ from typing import Any
 from celery import shared_task
 from sqlalchemy.orm import Session, sessionmaker
 
+from bridge import metrics
+from cds.store import ops
+from cds.store.jobs import JOB_ID, REQUEST_ID
 from cds.store.models import Job
 from workers import jobs
 
 # The upstream job kinds register themselves on import (workers.kinds).
 from workers import upstream as _upstream  # noqa: F401
-from workers.kinds import AFTER_COMMIT, HANDLERS, PUBLISH, WARNING, Kind, queue_for, register, sessions_for
+from workers.kinds import (
+    AFTER_COMMIT,
+    HANDLERS,
+    PUBLISH,
+    RUN_ACTIVITY,
+    WARNING,
+    Kind,
+    queue_for,
+    readings_stored,
+    register,
+    sessions_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +61,7 @@ def ingest_file(session: Session, job: Job, config: Any) -> str:
     try:
         report = ingest(session, path, customer_id=customer, source=job.payload.get("source"),
                         options=translate_options_for(config))
+        readings_stored(session, job.custodian_id, report)
     except FileNotFoundError as exc:
         raise jobs.PermanentError(f"{path}: no such file") from exc
     except (EspiError, IngestError) as exc:  # the file itself is wrong: retrying cannot help
@@ -94,8 +109,34 @@ def execute(config: Any, job_id: str, publish_job: Callable[[str, str], Any] | N
         kind = HANDLERS.get(job.kind)
         _drop_pending(session)
         session.info[PUBLISH] = publish_job
-        with _Heartbeat(sessions, job, lease):
-            return _run(session, job, kind, config, publish_job)
+        # The run's log records carry the request that asked for it and the job (bridge.logs); jobs it creates
+        # record the same request id; what it did upstream is added to the ops activity when it ends.
+        context = (REQUEST_ID.set(job.request_id), JOB_ID.set(job.job_id), RUN_ACTIVITY.set(ops.Activity()))
+        log.info("job %s (%s) started: attempt %d/%d, request %s", job.job_id, job.kind, job.attempts,
+                 job.max_attempts, job.request_id or "-")
+        elapsed = metrics.timed()
+        outcome: jobs.Outcome | None = None
+        try:
+            with _Heartbeat(sessions, job, lease):
+                outcome = _run(session, job, kind, config, publish_job)
+            return outcome
+        finally:
+            metrics.task_runtime.labels(job.kind, outcome.state if outcome is not None else "superseded").observe(
+                elapsed())
+            _record_activity(sessions, RUN_ACTIVITY.get())
+            for var, token in zip((REQUEST_ID, JOB_ID, RUN_ACTIVITY), context, strict=True):
+                var.reset(token)
+
+
+def _record_activity(sessions: sessionmaker[Session], activity: ops.Activity | None) -> None:
+    """Add what the run did to the ops activity, in a transaction of its own (counted whatever the outcome)."""
+    if not activity:
+        return
+    try:
+        with sessions() as session, session.begin():
+            ops.flush(session, activity, jobs.utcnow())
+    except Exception as error:  # figures for the dashboard only: the job's outcome is recorded
+        log.warning("ops activity not recorded (%s)", error)
 
 
 def _run(session: Session, job: Job, kind: Kind | None, config: Any,
@@ -250,6 +291,7 @@ def reconcile(self, stale_after: float | None = None) -> int:
     """Re-publish every job whose message may be lost (workers.jobs.lost); returns how many were published."""
     with sessions_for(self.app.greenbridge_config)() as session, session.begin():
         found = jobs.lost(session, stale_after=jobs.RECONCILE_STALE_AFTER if stale_after is None else stale_after)
+        ops.prune(session, jobs.utcnow())  # the dashboard's activity of more than a day ago
     for job in found:
         publish(self.app, job)
     if found:

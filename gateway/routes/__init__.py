@@ -8,7 +8,7 @@ from bridge.config import GatewayConfig
 
 
 def routes(config: GatewayConfig) -> list[BaseRoute]:
-    from gateway.routes import admin, data, discovery, notifications, oauth, ops
+    from gateway.routes import admin, dashboard, data, discovery, notifications, oauth, ops
 
     return [*ops.routes(), *discovery.routes(), *oauth.routes(), *admin.routes(config), *data.routes(config),
-            *notifications.routes()]
+            *notifications.routes(), *dashboard.routes()]

@@ -21,7 +21,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from bridge import metrics
 from bridge.notifications import Accepted, Refused, accept_notification, owner_of
+from cds.store import ops
+from cds.store.ops import Activity
 from espi.errors import EspiError, XmlSecurityError
 from espi.notification import parse_batch_list
 from gateway.routes.common import gateway_of, in_session
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 CONTENT_TYPES = frozenset({"application/atom+xml", "application/xml", "text/xml"})
 
 def _bad(status: int, message: str) -> Response:
+    metrics.notifications.labels("refused").inc()
     return PlainTextResponse(message, status_code=status)
 
 
@@ -66,15 +70,30 @@ async def _receive(request: Request, custodian_id: str | None) -> Response:
         else:
             groups.setdefault(owner.id, (owner, []))[1].append(uri)
 
+    counted: dict[str, tuple[int, int]] = {}  # custodian id ("" for none) → (URIs accepted, refused)
+
     def store(session) -> list[Accepted]:
         accepted: list[Accepted] = []
+        activity = Activity()
         for owner, uris in groups.values():
             jobs, refusals = accept_notification(session, owner, uris, now)
             accepted += jobs
             refused.extend(refusals)
+            counted[owner.id] = (len(uris) - len(refusals), len(refusals))
+            activity.notifications(owner.id, accepted=counted[owner.id][0], refused=len(refusals), at=now)
+        ops.flush(session, activity, now)  # the dashboard's "last notification", with the jobs it asked for
         return accepted
 
     accepted = await in_session(request, store) if groups else []
+    unowned = len(batch.resources) - sum(len(uris) for _owner, uris in groups.values())
+    if unowned:
+        counted[""] = (0, unowned)
+    metrics.notifications.labels("received").inc()
+    for custodian_id, (taken, refusals) in counted.items():
+        if taken:
+            metrics.notification_uris.labels(custodian_id, "accepted").inc(taken)
+        if refusals:
+            metrics.notification_uris.labels(custodian_id, "refused").inc(refusals)
     for item in refused:
         log.warning("notification URI refused (%s): %s", item.reason, item.loggable)
     if accepted:
