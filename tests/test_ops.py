@@ -199,6 +199,10 @@ def test_request_ids_are_made_or_trusted_and_stored_with_jobs(tmp_path, database
         with _sessions(client)() as session:
             (job,) = session.query(Job).all()
             assert job.request_id == answer.headers["x-request-id"] and job.custodian_id == "dc"
+            health = session.get(OpsCustodian, "dc")  # the dashboard's "last notification"
+            assert health is not None and health.last_notification is not None
+            (minute,) = ops.activity_since(session, datetime.now(UTC) - timedelta(minutes=2))
+            assert (minute.custodian_id, minute.notifications, minute.notifications_refused) == ("dc", 1, 0)
     trusting = make_config(tmp_path, database_url, extra_toml=DC, trust_request_id=True)
     with gateway_client(trusting) as client:
         answer = client.post("/custodians/dc/notify", content=build_batch_list([uri]),

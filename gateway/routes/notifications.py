@@ -74,17 +74,16 @@ async def _receive(request: Request, custodian_id: str | None) -> Response:
 
     def store(session) -> list[Accepted]:
         accepted: list[Accepted] = []
-        activity = Activity()
         for owner, uris in groups.values():
             jobs, refusals = accept_notification(session, owner, uris, now)
             accepted += jobs
             refused.extend(refusals)
             counted[owner.id] = (len(uris) - len(refusals), len(refusals))
-            activity.notifications(owner.id, accepted=counted[owner.id][0], refused=len(refusals), at=now)
-        ops.flush(session, activity, now)  # the dashboard's "last notification", with the jobs it asked for
         return accepted
 
     accepted = await in_session(request, store) if groups else []
+    if counted:
+        await _record_activity(request, counted, now)
     unowned = len(batch.resources) - sum(len(uris) for _owner, uris in groups.values())
     if unowned:
         counted[""] = (0, unowned)
@@ -101,6 +100,18 @@ async def _receive(request: Request, custodian_id: str | None) -> Response:
                  batch.duplicates)
     # The jobs are published after the commit by the gateway's JobPublisher thread: Redis never delays the 200.
     return Response(status_code=200)
+
+
+async def _record_activity(request: Request, counted: dict[str, tuple[int, int]], now: datetime) -> None:
+    """The dashboard's "last notification" and counts, in a short transaction after the jobs' (never holding a lock
+    while they are written); the jobs are committed whatever becomes of it."""
+    activity = Activity()
+    for custodian_id, (taken, refusals) in counted.items():
+        activity.notifications(custodian_id, accepted=taken, refused=refusals, at=now)
+    try:
+        await in_session(request, lambda session: ops.flush(session, activity, now))
+    except Exception as error:  # figures for the dashboard only
+        log.warning("notification activity not recorded (%s)", error)
 
 
 async def generic(request: Request) -> Response:
