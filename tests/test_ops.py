@@ -266,3 +266,33 @@ def test_greenbridge_status_prints_the_same(client, capsys, monkeypatch, tmp_pat
     assert main(["status", "--no-ping"]) == 1
     text = capsys.readouterr().out
     assert "fetch_subscription" in text and "dead job(s)" in text and "needs attention" in text
+
+
+# ---------------------------------------------------------------------------------------------- the migration
+
+
+def test_migration_gives_existing_jobs_their_custodian(database_url):
+    """Jobs stored before migration 0011 get the custodian their payload names (the dashboard counts by it)."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from cds.store.engine import make_engine
+    from cds.store.migrate import alembic_config, upgrade
+
+    engine = make_engine(database_url)
+    config = alembic_config(database_url)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0010")
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with engine.begin() as connection:
+        for job_id, payload in (("a", {"custodian_id": "dc", "uri": "u"}), ("b", {"path": "/x"})):
+            connection.execute(text(
+                "INSERT INTO jobs (job_id, kind, queue, dedupe_key, payload, state, attempts, max_attempts, created, "
+                "modified, generation, rerun) VALUES (:id, 'k', 'http', :id, :payload, 'queued', 0, 8, :now, :now, 1, "
+                "false)"), {"id": job_id, "payload": json.dumps(payload), "now": now})
+    upgrade(engine)
+    with engine.connect() as connection:
+        found = dict(connection.execute(text("SELECT job_id, custodian_id FROM jobs")).all())
+    engine.dispose()
+    assert found == {"a": "dc", "b": None}
