@@ -179,6 +179,14 @@ class GatewayConfig:
     demo: bool | None = None
     # Receipts by email (issue 14 item 6): None sends none.
     smtp: SmtpConfig | None = None
+    # Operations (docs/operations.md): the operator's credential for /ops (HTTP Basic; no default: without a
+    # password the dashboard is off), structured JSON logs, whether a client's X-Request-Id is taken (only behind a
+    # proxy that sets it), and the directory of the processes' Prometheus files (default <data_dir>/metrics).
+    operator_user: str = "operator"
+    operator_password: str = field(default="", repr=False)
+    json_logs: bool = False
+    trust_request_id: bool = False
+    metrics_dir: Path | None = None
 
     # ----- derived values -----
     @property
@@ -215,6 +223,11 @@ _ENV = {
     "GREENBRIDGE_DEFERRED_TIMEOUT_SECONDS": "deferred_timeout_seconds",
     "GREENBRIDGE_JOB_LEASE_SECONDS": "job_lease_seconds",
     "GREENBRIDGE_DEMO": "demo",
+    "GREENBRIDGE_OPERATOR_USER": "operator_user",
+    "GREENBRIDGE_OPERATOR_PASSWORD": "operator_password",
+    "GREENBRIDGE_JSON_LOGS": "json_logs",
+    "GREENBRIDGE_TRUST_REQUEST_ID": "trust_request_id",
+    "GREENBRIDGE_METRICS_DIR": "metrics_dir",
 }
 _INT_KEYS = {
     "max_body_bytes", "message_max_bytes", "access_token_seconds", "refresh_token_seconds",
@@ -222,8 +235,9 @@ _INT_KEYS = {
     "page_size", "deferred_timeout_seconds", "job_lease_seconds", "notification_uri_cap",
     "notification_jobs_per_minute",
 }
-_STR_KEYS = {"issuer", "database_url", "redis_url", "secret_key", "timezone", "segment_history"}
-_BOOL_KEYS = {"demo"}
+_STR_KEYS = {"issuer", "database_url", "redis_url", "secret_key", "timezone", "segment_history", "operator_user",
+             "operator_password"}
+_BOOL_KEYS = {"demo", "json_logs", "trust_request_id"}
 _BOOL_WORDS = {"1": True, "true": True, "on": True, "yes": True, "0": False, "false": False, "off": False, "no": False}
 _SMTP_TLS = ("starttls", "tls", "none")
 
@@ -260,8 +274,9 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
                 if word not in _BOOL_WORDS:
                     raise ConfigError(f"environment: {name} must be on or off, got {environ[name]!r}")
                 values[key] = _BOOL_WORDS[word]
-    if "data_dir" in values:
-        values["data_dir"] = Path(values["data_dir"])
+    for key in ("data_dir", "metrics_dir"):
+        if key in values:
+            values[key] = Path(values[key])
     config = GatewayConfig(**values)
     return _finish(config, source)
 
@@ -282,7 +297,7 @@ def _from_toml(document: dict[str, Any], source: str, environ: Mapping[str, str]
             if not isinstance(value, bool):
                 raise ConfigError(f"{source}: [gateway] {key} must be true or false, got {value!r}")
             values[key] = value
-        elif key == "data_dir":
+        elif key in ("data_dir", "metrics_dir"):
             values[key] = Path(value)
         elif key == "trusted_proxies":
             values[key] = _networks(value, f"{source}: [gateway] trusted_proxies")
@@ -617,6 +632,10 @@ def _finish(config: GatewayConfig, source: str) -> GatewayConfig:
     if len(ids) != len(set(ids)):
         raise ConfigError(f"{source}: coverage entry ids must be unique")
     changes: dict[str, Any] = {}
+    if not config.operator_user or ":" in config.operator_user:
+        raise ConfigError(f"{source}: operator_user must be a non-empty name without ':' (HTTP Basic)")
+    if config.metrics_dir is None:
+        changes["metrics_dir"] = config.data_dir / "metrics"
     if not config.database_url:
         changes["database_url"] = f"sqlite+pysqlite:///{(config.data_dir / 'greenbridge.db').resolve()}"
     if not config.secret_key:

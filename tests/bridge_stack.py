@@ -162,11 +162,40 @@ def gateway_on(port: int, env: dict[str, str], log_path: Path, log_level: str = 
 
 
 @contextlib.contextmanager
+def serve_on(port: int, env: dict[str, str], log_path: Path, workers: int, log_level: str = "info") -> Iterator[str]:
+    """The gateway as production runs it: ``greenbridge serve --workers N`` (uvicorn worker processes, the
+    Prometheus directory managed by serve), on a port chosen beforehand; with a Redis URL it runs the gateway only."""
+    cmd = [sys.executable, "-m", "greenbridge", "serve", "--host", HOST, "--port", str(port), "--workers",
+           str(workers), "--log-level", log_level]
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    try:
+        error = _wait_http(proc, port, "/healthz", 60)
+        if error is not None:
+            raise ServerStartError(f"greenbridge serve did not start: {error}\n{_log_tail(log_path)}")
+        yield f"http://{HOST}:{port}"
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@contextlib.contextmanager
 def start_bridge(directory: Path, redis_url: str | None = None, *, scopes: tuple[str, ...] = DEFAULT_SCOPES,
                  sandbox_env: dict[str, str] | None = None, gateway_env: dict[str, str] | None = None,
                  custodian_toml: str = "", customers: int = 3, days: int = 5, workers: int = 1,
-                 database_url: str | None = None, log_level: str = "info") -> Iterator[Bridge]:
+                 database_url: str | None = None, log_level: str = "info", gateway_workers: int = 0,
+                 worker_queues: str | None = None) -> Iterator[Bridge]:
     """Sandbox, gateway and ``workers`` worker processes (0: nothing runs the jobs); everything stopped on exit.
+    ``gateway_workers`` > 0 runs the gateway through ``greenbridge serve --workers N`` instead of uvicorn directly;
+    ``worker_queues`` limits the queues the workers consume.
 
     Without ``redis_url`` the bridge gets a redis-server of its own: two bridges on one Redis would share queues,
     and one bridge's worker would take (and drop, finding no such job in its store) the other's messages.
@@ -176,7 +205,8 @@ def start_bridge(directory: Path, redis_url: str | None = None, *, scopes: tuple
         with redis_server(directory) as own, start_bridge(
                 directory, own, scopes=scopes, sandbox_env=sandbox_env, gateway_env=gateway_env,
                 custodian_toml=custodian_toml, customers=customers, days=days, workers=workers,
-                database_url=database_url, log_level=log_level) as bridge:
+                database_url=database_url, log_level=log_level, gateway_workers=gateway_workers,
+                worker_queues=worker_queues) as bridge:
             yield bridge
         return
     port = free_port()
@@ -215,10 +245,12 @@ scopes = [{listed}]
                "GREENBRIDGE_DATA_DIR": str(directory / "var"), "GREENBRIDGE_DATABASE_URL": database_url,
                "GREENBRIDGE_SECRET_KEY": secret_key, "GREENBRIDGE_REDIS_URL": redis_url, **(gateway_env or {})}
         bridge = Bridge(gateway, str(sandbox), redis_url, database_url, secret_key, directory, env, secret)
-        with gateway_on(port, env, directory / "gateway.log", log_level=log_level):
+        server = (serve_on(port, env, directory / "gateway.log", gateway_workers, log_level) if gateway_workers
+                  else gateway_on(port, env, directory / "gateway.log", log_level=log_level))
+        with server:
             try:
                 for _ in range(workers):
-                    bridge.start_worker()
+                    bridge.start_worker(queues=worker_queues)
                 yield bridge
             finally:
                 bridge.stop_workers()

@@ -8,7 +8,7 @@ from bridge.config import GatewayConfig
 
 
 def routes(config: GatewayConfig) -> list[BaseRoute]:
-    from gateway.routes import admin, data, demo, discovery, landing, notifications, oauth, ops
+    from gateway.routes import admin, dashboard, data, demo, discovery, landing, notifications, oauth, ops
 
     return [*ops.routes(), *discovery.routes(), *oauth.routes(), *admin.routes(config), *data.routes(config),
-            *notifications.routes(), *landing.routes(), *demo.routes(config)]
+            *notifications.routes(), *landing.routes(), *demo.routes(config), *dashboard.routes()]

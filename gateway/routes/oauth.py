@@ -23,7 +23,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from bridge import consent_hop, lifecycle, upstream
+from bridge import consent_hop, lifecycle, metrics, upstream
 from bridge.config import CustodianConfig, GatewayConfig
 from bridge.custodian_scopes import CustodianCannotProvide
 from cds import consent, receipt_mail
@@ -85,7 +85,10 @@ async def token(request: Request) -> Response:
         return error.response()
     oauth_req = oauth_request(request, form=form)
     gateway = gateway_of(request)
-    return await oauth_call(request, lambda session: gateway.oauth.create_token_response(oauth_req))
+    response = await oauth_call(request, lambda session: gateway.oauth.create_token_response(oauth_req))
+    if response.status_code == 200:  # only issued tokens: the grant type is then one the server supports
+        metrics.tokens_issued.labels(dict(form).get("grant_type", "")).inc()
+    return response
 
 
 async def pushed_authorization_request(request: Request) -> Response:
