@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -119,7 +119,7 @@ def id_namespace(custodian: str, data_set: str) -> str:
 
 def ingest_file(session: Session, path: str | os.PathLike, *, customer_id: str, source: str | None = None,
                 options: TranslateOptions | None = None, now: datetime | None = None, data_set: str = "",
-                upstream_id: int | None = None) -> IngestReport:
+                upstream_id: int | None = None, on_read: Callable[[int], None] | None = None) -> IngestReport:
     """Translates the Green Button file at ``path`` and stores it for ``customer_id`` in ``data_set`` (see
     :func:`ingest_translation`).
 
@@ -127,7 +127,7 @@ def ingest_file(session: Session, path: str | os.PathLike, *, customer_id: str, 
     gateway passes :func:`translate_options_for`. Options without a subscription get ``customer_id`` as theirs, so
     href keys and the synthetic account are scoped by the customer; ids are namespaced by the data set
     (:func:`id_namespace`). Translation errors (``espi.errors.EspiError``) name the file and line; the caller's
-    transaction must roll back on any exception.
+    transaction must roll back on any exception. ``on_read`` is called with the bytes read (progress bars).
     """
     now = _utc_now(now)
     options = options or TranslateOptions(key_strategy=KEY_STRATEGY)
@@ -135,7 +135,7 @@ def ingest_file(session: Session, path: str | os.PathLike, *, customer_id: str, 
         options = replace(options, subscription=customer_id)
     options = replace(options, now=now, custodian=id_namespace(options.custodian, data_set))
     path = os.fspath(path)
-    with translate(path, options, name=path) as translation:
+    with translate(path, options, name=path, on_read=on_read) as translation:
         return ingest_translation(session, translation, customer_id=customer_id,
                                   source=source if source is not None else Path(path).name, now=now,
                                   data_set=data_set, upstream_id=upstream_id)
