@@ -777,7 +777,9 @@ def nginx_prefix(directory: Path, upstreams: Sequence[str], *, snippet: str | No
         f"error_log {directory}/error.log notice;\n"
         "events { worker_connections 256; }\n"
         "http {\n"
-        f"    access_log {directory}/access.log;\n"
+        "    log_format upstreams '$remote_addr \"$request\" $status upstream=$upstream_addr "
+        "upstream_status=$upstream_status';\n"
+        f"    access_log {directory}/access.log upstreams;\n"
         f"    client_body_temp_path {temp}/body;\n    proxy_temp_path {temp}/proxy;\n"
         f"    fastcgi_temp_path {temp}/fastcgi;\n    uwsgi_temp_path {temp}/uwsgi;\n    scgi_temp_path {temp}/scgi;\n"
         "    include greenbridge.conf;\n"
@@ -831,4 +833,8 @@ def nginx_server(directory: str | os.PathLike, upstreams: Sequence[str], *,
     finally:
         if proc is not None:
             _stop(proc, signal.SIGQUIT, timeout=10)
+        if directory is not None:  # kept for a person reading a failure
+            for name in ("error.log", "access.log"):
+                with contextlib.suppress(OSError):
+                    shutil.copy(root / name, Path(directory) / f"nginx-{name}")
         shutil.rmtree(root, ignore_errors=True)
