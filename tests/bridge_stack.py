@@ -27,7 +27,17 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import httpx2
 from gateway_helpers import COVERAGE_TOML, continue_to_client, pkce_pair
-from servers import HOST, ServerStartError, _log_tail, _stop, _wait_http, free_port, redis_server, uvicorn_server
+from servers import (
+    HOST,
+    ServerStartError,
+    ServerURL,
+    _log_tail,
+    _stop,
+    _wait_http,
+    free_port,
+    redis_server,
+    uvicorn_server,
+)
 
 from sandbox.config import DEFAULT_SCOPES
 
@@ -144,8 +154,9 @@ class Bridge:
 
 
 @contextlib.contextmanager
-def gateway_on(port: int, env: dict[str, str], log_path: Path, log_level: str = "info") -> Iterator[str]:
-    """The gateway under uvicorn on a port chosen beforehand (the sandbox must know it before it starts)."""
+def gateway_on(port: int, env: dict[str, str], log_path: Path, log_level: str = "info") -> Iterator[ServerURL]:
+    """The gateway under uvicorn on a port chosen beforehand (the sandbox must know it before it starts); the URL
+    carries its ``pid`` (a test may kill it) and ``log_path``."""
     cmd = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--host", HOST, "--port",
            str(port), "--app-dir", str(REPO), "--log-level", log_level]
     child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1",
@@ -156,7 +167,9 @@ def gateway_on(port: int, env: dict[str, str], log_path: Path, log_level: str = 
         error = _wait_http(proc, port, "/healthz", 30)
         if error is not None:
             raise ServerStartError(f"gateway did not start: {error}\n{_log_tail(log_path)}")
-        yield f"http://{HOST}:{port}"
+        url = ServerURL(f"http://{HOST}:{port}")
+        url.pid, url.port, url.log_path = proc.pid, port, log_path
+        yield url
     finally:
         _stop(proc)
 
