@@ -243,16 +243,17 @@ def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> fl
 
 
 def failed(session: Session, job: Job, error: str, *, retry_after: float | None = None, now: datetime | None = None,
-           rand: Callable[[], float] = random.random) -> Outcome | None:
+           rand: Callable[[], float] = random.random, backoff: float = BACKOFF_BASE) -> Outcome | None:
     """Records a failed run: ``failed`` with the next ``run_after``, or ``dead`` when the attempts are used up.
 
-    The delay is :func:`backoff_delay` for this attempt, raised to ``retry_after`` (capped at a day) when the
+    The delay is :func:`backoff_delay` for this attempt (from ``backoff`` seconds, the configured
+    ``job_retry_seconds``), raised to ``retry_after`` (capped at a day) when the
     upstream gave one. None when the run was no longer the current one (nothing changed).
     """
     now = now or utcnow()
     if job.attempts >= job.max_attempts:
         return dead(session, job, f"attempt {job.attempts}/{job.max_attempts}: {error}", now=now)
-    delay = backoff_delay(job.attempts, rand=rand)
+    delay = backoff_delay(job.attempts, base=backoff, rand=rand)
     if retry_after is not None:
         delay = max(delay, min(retry_after, RETRY_AFTER_MAX))
     at = now + timedelta(seconds=delay)

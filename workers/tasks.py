@@ -173,7 +173,8 @@ def _run(session: Session, job: Job, kind: Kind | None, config: Any,
         retry_after = exc.retry_after if isinstance(exc, jobs.RetryLater) else None
         error = f"{type(exc).__name__}: {exc}"
         with session.begin():
-            outcome = jobs.failed(session, job, error, retry_after=retry_after)
+            outcome = jobs.failed(session, job, error, retry_after=retry_after,
+                                  backoff=getattr(config, "job_retry_seconds", jobs.BACKOFF_BASE))
             _ended_badly(session, job, kind, config, error, outcome)
         return _published_if_queued(session, job, outcome, publish_job)
 

@@ -96,7 +96,8 @@ class Context:
         raise jobs.PermanentError(f"no custodian {custodian_id!r} is configured")
 
     def client(self, custodian: Any) -> CustodianClient:
-        return upstream.client(custodian, self.config.issuer, download_dir=self.downloads())
+        return upstream.client(custodian, self.config.issuer, download_dir=self.downloads(),
+                               timeout=self.config.custodian_timeout_seconds)
 
     def downloads(self) -> Path:
         return private_dir(Path(self.config.data_dir) / "downloads")
@@ -563,7 +564,8 @@ def _sftp_download(ctx: Context, custodian: Any, uri: str, job: Job) -> Path:
         _host, _port, _user, remote = sftp.parse_sftp_uri(uri)
         # named by the job and request: two bulk sets with the same file name never share a .part
         downloaded = sftp.download(custodian.sftp, remote, ctx.downloads() / "sftp",
-                                   dest_name=f"{job.job_id}-{job.generation}-{Path(remote).name}")
+                                   dest_name=f"{job.job_id}-{job.generation}-{Path(remote).name}",
+                                   timeout=ctx.config.custodian_timeout_seconds)
     except ValueError as error:
         raise jobs.PermanentError(f"{jobs_uri(uri)}: {error}") from None
     except sftp.SftpTransientError as error:
