@@ -49,6 +49,8 @@ class TestCustomer:
     customer_id: str
     name: str
     password: str
+    #: Where the Authorization Receipt is sent after approval, when SMTP is configured (issue 14 item 6).
+    email: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,9 +110,31 @@ class CustodianConfig:
     # notification_jobs_per_minute.
     notification_uri_cap: int | None = None
     notification_jobs_per_minute: int | None = None
+    # The custodian's local time zone (IANA): its customers' receipts show dates in it; default the gateway's.
+    timezone: str = ""
 
     def __repr__(self) -> str:  # never print the secret
         return f"CustodianConfig(id={self.id!r}, resource_url={self.resource_url!r}, client_id={self.client_id!r})"
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """The mail server the gateway sends Authorization Receipts through (``[smtp]``; issue 14 item 6).
+
+    ``tls``: "starttls" (RFC 3207, the default), "tls" (implicit TLS, RFC 8314) or "none" (loopback relays only).
+    ``password`` comes from the environment variable named by ``password_env``, never from the file.
+    """
+
+    host: str
+    sender: str  # the From address
+    port: int = 587
+    tls: str = "starttls"
+    username: str = ""
+    password: str = ""
+    timeout_seconds: int = 10
+
+    def __repr__(self) -> str:  # never print the password
+        return f"SmtpConfig(host={self.host!r}, port={self.port}, tls={self.tls!r}, sender={self.sender!r})"
 
 
 @dataclass(frozen=True)
@@ -154,6 +178,19 @@ class GatewayConfig:
     # The reverse proxies whose X-Forwarded-For is believed (addresses or CIDRs; read right to left, uvicorn's
     # ProxyHeadersMiddleware): the client address every route sees (notify sources, authentication limits).
     trusted_proxies: tuple[str, ...] = ()
+    # The Try-it walkthrough: a demo third party built into the gateway (gateway/demo). None: not configured, which
+    # means off, except that `greenbridge serve` running the embedded bridge turns it on (GREENBRIDGE_DEMO).
+    demo: bool | None = None
+    # Receipts by email (issue 14 item 6): None sends none.
+    smtp: SmtpConfig | None = None
+    # Operations (docs/operations.md): the operator's credential for /ops (HTTP Basic; no default: without a
+    # password the dashboard is off), structured JSON logs, whether a client's X-Request-Id is taken (only behind a
+    # proxy that sets it), and the directory of the processes' Prometheus files (default <data_dir>/metrics).
+    operator_user: str = "operator"
+    operator_password: str = field(default="", repr=False)
+    json_logs: bool = False
+    trust_request_id: bool = False
+    metrics_dir: Path | None = None
 
     # ----- derived values -----
     @property
@@ -191,6 +228,12 @@ _ENV = {
     "GREENBRIDGE_JOB_LEASE_SECONDS": "job_lease_seconds",
     "GREENBRIDGE_JOB_RETRY_SECONDS": "job_retry_seconds",
     "GREENBRIDGE_CUSTODIAN_TIMEOUT_SECONDS": "custodian_timeout_seconds",
+    "GREENBRIDGE_DEMO": "demo",
+    "GREENBRIDGE_OPERATOR_USER": "operator_user",
+    "GREENBRIDGE_OPERATOR_PASSWORD": "operator_password",
+    "GREENBRIDGE_JSON_LOGS": "json_logs",
+    "GREENBRIDGE_TRUST_REQUEST_ID": "trust_request_id",
+    "GREENBRIDGE_METRICS_DIR": "metrics_dir",
 }
 _INT_KEYS = {
     "max_body_bytes", "message_max_bytes", "access_token_seconds", "refresh_token_seconds",
@@ -198,7 +241,11 @@ _INT_KEYS = {
     "page_size", "deferred_timeout_seconds", "job_lease_seconds", "notification_uri_cap",
     "notification_jobs_per_minute", "job_retry_seconds", "custodian_timeout_seconds",
 }
-_STR_KEYS = {"issuer", "database_url", "redis_url", "secret_key", "timezone", "segment_history"}
+_STR_KEYS = {"issuer", "database_url", "redis_url", "secret_key", "timezone", "segment_history", "operator_user",
+             "operator_password"}
+_BOOL_KEYS = {"demo", "json_logs", "trust_request_id"}
+_BOOL_WORDS = {"1": True, "true": True, "on": True, "yes": True, "0": False, "false": False, "off": False, "no": False}
+_SMTP_TLS = ("starttls", "tls", "none")
 
 
 def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -228,8 +275,14 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
                     raise ConfigError(problem) from None
                 if values[key] <= 0:
                     raise ConfigError(problem)
-    if "data_dir" in values:
-        values["data_dir"] = Path(values["data_dir"])
+            elif key in _BOOL_KEYS:
+                word = environ[name].strip().lower()
+                if word not in _BOOL_WORDS:
+                    raise ConfigError(f"environment: {name} must be on or off, got {environ[name]!r}")
+                values[key] = _BOOL_WORDS[word]
+    for key in ("data_dir", "metrics_dir"):
+        if key in values:
+            values[key] = Path(values[key])
     config = GatewayConfig(**values)
     return _finish(config, source)
 
@@ -246,7 +299,11 @@ def _from_toml(document: dict[str, Any], source: str, environ: Mapping[str, str]
             if not isinstance(value, str):
                 raise ConfigError(f"{source}: [gateway] {key} must be a string, got {value!r}")
             values[key] = value
-        elif key == "data_dir":
+        elif key in _BOOL_KEYS:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{source}: [gateway] {key} must be true or false, got {value!r}")
+            values[key] = value
+        elif key in ("data_dir", "metrics_dir"):
             values[key] = Path(value)
         elif key == "trusted_proxies":
             values[key] = _networks(value, f"{source}: [gateway] trusted_proxies")
@@ -279,11 +336,68 @@ def _from_toml(document: dict[str, Any], source: str, environ: Mapping[str, str]
         for i, entry in enumerate(document["test_customers"]):
             where = f"{source}: [[test_customers]] #{i + 1}"
             try:
-                customers.append(TestCustomer(str(entry["customer_id"]), str(entry["name"]), str(entry["password"])))
+                customer = TestCustomer(str(entry["customer_id"]), str(entry["name"]), str(entry["password"]))
             except KeyError as missing:
                 raise ConfigError(f"{where}: missing {missing}") from None
+            if "email" in entry:
+                customers.append(replace(customer, email=_email(entry["email"], f"{where}: email")))
+            else:
+                customers.append(customer)
         values["test_customers"] = tuple(customers)
+    if "smtp" in document:
+        values["smtp"] = _smtp(document["smtp"], f"{source}: [smtp]", environ)
     return values
+
+
+def _email(value: Any, where: str) -> str:
+    """An addr-spec (``local@domain``) as configured: one address, no display name, no line breaks."""
+    from email.errors import HeaderParseError
+    from email.headerregistry import Address
+
+    if not isinstance(value, str) or not value or any(c in value for c in "\r\n<>,; \t"):
+        raise ConfigError(f"{where} must be one e-mail address (local@domain), got {value!r}")
+    try:
+        Address(addr_spec=value)
+    except (ValueError, IndexError, HeaderParseError):
+        raise ConfigError(f"{where} must be one e-mail address (local@domain), got {value!r}") from None
+    if "@" not in value:
+        raise ConfigError(f"{where} must be one e-mail address (local@domain), got {value!r}")
+    return value
+
+
+def _smtp(table: Any, where: str, environ: Mapping[str, str]) -> SmtpConfig:
+    """The ``[smtp]`` table: host, port, from, tls, optional username and password_env, timeout_seconds."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    unknown = sorted(set(table) - {"host", "port", "from", "tls", "username", "password_env", "timeout_seconds"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}")
+    host = table.get("host")
+    if not isinstance(host, str) or not host:
+        raise ConfigError(f"{where}: host is required (the mail server's name or address)")
+    sender = _email(table.get("from"), f"{where}: from")
+    tls = table.get("tls", "starttls")
+    if tls not in _SMTP_TLS:
+        raise ConfigError(f"{where}: tls must be one of {list(_SMTP_TLS)}, got {tls!r}")
+    port = table.get("port", 465 if tls == "tls" else 587)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise ConfigError(f"{where}: port must be a TCP port")
+    timeout = table.get("timeout_seconds", 10)
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
+        raise ConfigError(f"{where}: timeout_seconds must be a positive integer")
+    username = table.get("username", "")
+    if not isinstance(username, str):
+        raise ConfigError(f"{where}: username must be a string")
+    password = ""
+    if "password_env" in table:
+        name = table["password_env"]
+        password = environ.get(name, "") if isinstance(name, str) else ""
+        if not password:
+            raise ConfigError(f"{where}: environment variable {name!r} (password_env) is not set")
+    if password and not username:
+        raise ConfigError(f"{where}: password_env needs username")
+    return SmtpConfig(host=host, sender=sender, port=port, tls=tls, username=username, password=password,
+                      timeout_seconds=timeout)
 
 
 _CUSTODIAN_URLS = ("resource_url", "authorize_url", "token_url")
@@ -307,7 +421,7 @@ def _custodian(entry: Any, where: str, environ: Mapping[str, str]) -> CustodianC
     entry = dict(entry)
     known = {"id", "name", "client_id", "client_secret", "client_secret_env", "hosts", "application_information_url",
              "bulk_url", "sftp", "coverage", "scopes", "notify", "notification_uri_cap",
-             "notification_jobs_per_minute", *_CUSTODIAN_URLS}
+             "notification_jobs_per_minute", "timezone", *_CUSTODIAN_URLS}
     unknown = sorted(set(entry) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown keys {unknown}")
@@ -347,6 +461,12 @@ def _custodian(entry: Any, where: str, environ: Mapping[str, str]) -> CustodianC
     scopes = entry.get("scopes", [])
     if not isinstance(scopes, list) or not all(isinstance(s, str) and s.strip() for s in scopes):
         raise ConfigError(f"{where}: scopes must be an array of the custodian's scope strings (FB=…)")
+    timezone = entry.get("timezone", "")
+    if timezone:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            raise ConfigError(f"{where}: timezone is not an IANA zone name: {timezone!r}") from None
     sftp = None
     if "sftp" in entry:
         table = entry["sftp"]
@@ -383,7 +503,7 @@ def _custodian(entry: Any, where: str, environ: Mapping[str, str]) -> CustodianC
     return CustodianConfig(
         id=entry["id"], name=entry["name"], client_id=entry["client_id"], client_secret=secret,
         application_information_url=info_url, bulk_url=bulk_url, sftp=sftp, coverage=coverage,
-        scopes=tuple(s.strip() for s in scopes), notify=notify, **limits, **urls,
+        scopes=tuple(s.strip() for s in scopes), notify=notify, timezone=timezone, **limits, **urls,
     )
 
 
@@ -518,6 +638,10 @@ def _finish(config: GatewayConfig, source: str) -> GatewayConfig:
     if len(ids) != len(set(ids)):
         raise ConfigError(f"{source}: coverage entry ids must be unique")
     changes: dict[str, Any] = {}
+    if not config.operator_user or ":" in config.operator_user:
+        raise ConfigError(f"{source}: operator_user must be a non-empty name without ':' (HTTP Basic)")
+    if config.metrics_dir is None:
+        changes["metrics_dir"] = config.data_dir / "metrics"
     if not config.database_url:
         changes["database_url"] = f"sqlite+pysqlite:///{(config.data_dir / 'greenbridge.db').resolve()}"
     if not config.secret_key:

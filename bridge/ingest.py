@@ -134,7 +134,7 @@ BatchTransaction = Callable[[], contextlib.AbstractContextManager[Any]]
 def ingest_file(session: Session, path: str | os.PathLike, *, customer_id: str, source: str | None = None,
                 options: TranslateOptions | None = None, now: datetime | None = None, data_set: str = "",
                 upstream_id: int | None = None, batch_transaction: BatchTransaction | None = None,
-                batch_size: int = BATCH_SIZE) -> IngestReport:
+                batch_size: int = BATCH_SIZE, on_read: Callable[[int], None] | None = None) -> IngestReport:
     """Translates the Green Button file at ``path`` and stores it for ``customer_id`` in ``data_set`` (see
     :func:`ingest_translation`).
 
@@ -143,6 +143,7 @@ def ingest_file(session: Session, path: str | os.PathLike, *, customer_id: str, 
     href keys and the synthetic account are scoped by the customer; ids are namespaced by the data set
     (:func:`id_namespace`). Translation errors (``espi.errors.EspiError``) name the file and line; the caller's
     transaction must roll back on any exception (with ``batch_transaction``, the batches before it stay stored).
+    ``on_read`` is called with the bytes read (progress bars).
     """
     now = _utc_now(now)
     options = options or TranslateOptions(key_strategy=KEY_STRATEGY)
@@ -150,7 +151,7 @@ def ingest_file(session: Session, path: str | os.PathLike, *, customer_id: str, 
         options = replace(options, subscription=customer_id)
     options = replace(options, now=now, custodian=id_namespace(options.custodian, data_set))
     path = os.fspath(path)
-    with translate(path, options, name=path) as translation:
+    with translate(path, options, name=path, on_read=on_read) as translation:
         return ingest_translation(session, translation, customer_id=customer_id,
                                   source=source if source is not None else Path(path).name, now=now,
                                   data_set=data_set, upstream_id=upstream_id, batch_transaction=batch_transaction,

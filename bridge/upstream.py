@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -38,8 +39,10 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bridge import metrics
 from cds.secrets import SecretBox
 from cds.store.models import CustodianToken, Grant, PushedRequest, UpstreamAuthorization
+from cds.store.ops import Activity
 from espi.bulk import retail_customer_of
 from espi.custodian_client import CustodianClient, CustodianEndpoints, CustodianTokens
 from espi.origins import CustodianOrigins
@@ -134,8 +137,25 @@ def endpoints(custodian: CustodianSettings) -> CustodianEndpoints:
                               client_secret=custodian.client_secret, origins=origins(custodian))
 
 
-def client(custodian: CustodianSettings, issuer: str, **options: Any) -> CustodianClient:
-    return CustodianClient(endpoints(custodian), redirect_uri=callback_url(issuer, custodian.id), **options)
+def client(custodian: CustodianSettings, issuer: str, *, activity: Activity | None = None,
+           **options: Any) -> CustodianClient:
+    """The custodian's client; each of its HTTP exchanges is counted (bridge.metrics: requests by status, latency)
+    and, with ``activity``, recorded for the ops dashboard (cds.store.ops)."""
+    return CustodianClient(endpoints(custodian), redirect_uri=callback_url(issuer, custodian.id),
+                           observer=observer(custodian.id, activity), **options)
+
+
+def observer(custodian_id: str, activity: Activity | None = None) -> Callable[[str, str, int | None, float], None]:
+    """What a custodian client reports each exchange to: the Prometheus families and, when given, ``activity``."""
+
+    def observe(method: str, url: str, status: int | None, seconds: float) -> None:
+        metrics.observe_upstream(custodian_id, method, status, seconds)
+        if activity is not None:
+            activity.upstream(custodian_id, status=status, milliseconds=round(seconds * 1000),
+                              at=datetime.now(UTC), error=None if status is not None and status < 400 else
+                              f"{method} {urlsplit(url).path} answered {status or 'nothing'}")
+
+    return observe
 
 
 def start(session: Session, box: SecretBox, *, client_id: str, request: dict[str, str], custodian_id: str,

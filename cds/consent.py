@@ -7,6 +7,7 @@ number that is also recorded on the Grant's ``receipt_confirmations``.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from cds.grants import create_grant
 from cds.secrets import SecretBox
-from cds.store.models import Client, Grant, Receipt
+from cds.store.models import Client, DataObject, Grant, Receipt
 from cds.timestamps import rfc3339
 
 _DURATION_LABELS = {
@@ -56,6 +57,16 @@ def _readable(value: Any, zone: ZoneInfo | None) -> str:
     if zone is not None:
         moment = moment.astimezone(zone)
     return moment.strftime("%B %-d, %Y %H:%M %Z").strip()
+
+
+def local_minute(moment: datetime, zone: ZoneInfo | None) -> str:
+    """A moment as the customer reads it (WG3-01 §9.4 receipt date): their time zone, to the minute, with the
+    zone's abbreviation and offset (``December 7, 2026, 11:22 AM PST (UTC−08:00)``)."""
+    local = moment.astimezone(zone or UTC)
+    offset = local.strftime("%z")
+    sign = "−" if offset.startswith("-") else "+"
+    return (f"{local.strftime('%B')} {local.day}, {local.year}, {local.strftime('%I:%M %p').lstrip('0')} "
+            f"{local.tzname()} (UTC{sign}{offset[1:3]}:{offset[3:5]})")
 
 
 def request_sections(scope: str, details: list[dict[str, Any]], descriptions: Mapping[str, Any],
@@ -157,6 +168,7 @@ def approve(
             "requests": request_sections(scope, authorization_details, descriptions, zone),
             "customer_id": customer_id,
             "omitted": list(omitted or []),
+            "timezone": zone.key if zone is not None else "UTC",  # the receipt's dates, in the customer's zone
         },
     ))
     grant.receipt_confirmations = [*grant.receipt_confirmations, confirmation]
@@ -182,10 +194,43 @@ def receipt_view(session: Session, box: SecretBox, handle: str) -> tuple[Receipt
     return receipt, session.get(Grant, receipt.grant_id)
 
 
+def receipt_zone(snapshot: Mapping[str, Any]) -> ZoneInfo:
+    """The zone a receipt shows its dates in: the one recorded at approval (receipts before issue 14: UTC)."""
+    try:
+        return ZoneInfo(snapshot.get("timezone") or "UTC")
+    except (ValueError, KeyError):  # a zone this machine no longer knows
+        return ZoneInfo("UTC")
+
+
 def receipt_context(receipt: Receipt, grant: Grant) -> dict[str, Any]:
+    created = receipt.created if receipt.created.tzinfo else receipt.created.replace(tzinfo=UTC)
     return {
-        "receipt": {"confirmation": receipt.confirmation, "created": rfc3339(receipt.created)},
+        "receipt": {"confirmation": receipt.confirmation, "created": rfc3339(created),
+                    "created_local": local_minute(created, receipt_zone(receipt.snapshot))},
         "snapshot": receipt.snapshot,
         "status": grant.status,
         "superseded": receipt.superseded_by,
     }
+
+
+def contact_email(session: Session, customer_id: str) -> str | None:
+    """The customer's e-mail address from their stored account data (``account_contacts`` typed ``email``, the
+    primary before others; the newest account first), or None. Customer data comes from their custodian's
+    customer feed (ESPI ``electronicAddress``) once a fetch brought it."""
+    bodies = session.scalars(select(DataObject.body).where(DataObject.kind == "accounts",
+                                                           DataObject.customer_id == customer_id)
+                             .order_by(DataObject.modified.desc()).limit(20))
+    found: list[tuple[int, str]] = []
+    for body in bodies:
+        try:
+            account = json.loads(body)
+        except ValueError:
+            continue
+        for contact in account.get("account_contacts") or ():
+            types = contact.get("types") or ()
+            value = contact.get("value")
+            if "email" in types and isinstance(value, str) and "@" in value:
+                found.append((0 if "primary" in types else 1, value))
+        if found:
+            break
+    return min(found)[1] if found else None

@@ -35,11 +35,18 @@ gb_setup() {
     case ",$extras," in
         *,test,*)
             # Real servers and a real browser for the test suite (tests/servers.py starts them on 127.0.0.1).
+            local had_nginx=yes
+            [ -x /usr/sbin/nginx ] || had_nginx=no
             gb_apt_packages \
                 postgresql "ls /usr/lib/postgresql/*/bin/initdb" \
                 chromium "command -v chromium" \
                 redis-server "command -v redis-server" \
-                openssh-server "test -x /usr/sbin/sshd"
+                openssh-server "test -x /usr/sbin/sshd" \
+                nginx "test -x /usr/sbin/nginx"  # deploy/nginx checked with nginx -t, and the scale-out test's proxy
+            if [ "$had_nginx" = no ] && [ -d /run/systemd/system ]; then
+                # The tests run nginx themselves on loopback ports; the Debian service it came with is not wanted.
+                gb_as_root systemctl disable --now nginx >/dev/null 2>&1 || true
+            fi
             ;;
     esac
     python3 - <<'PY' || { echo "greenbridge needs Python >= 3.11" >&2; return 1; }

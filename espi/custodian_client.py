@@ -11,16 +11,20 @@ state, refresh, client credentials); this module adds what ESPI adds:
   before any connection is made;
 * resource bodies are streamed to a file (Batch feeds can be gigabytes), then parsed from there;
 * a ``202 Accepted`` is a :class:`Deferred` answer, not an error: the custodian will announce the data with a
-  BatchList notification.
+  BatchList notification;
+* every HTTP exchange (OAuth and resources) is reported to an optional ``observer(method, url, status, seconds)``:
+  the status and the time until the answer's headers, or status None when no answer came (the caller's metrics).
 
 Plain parameters in, plain results out; nothing here reads configuration or touches the store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,20 +206,59 @@ def with_query(url: str, **params: Any) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
+#: ``observer(method, url, status, seconds)``: one HTTP exchange with the custodian (status None: no answer).
+Observer = Callable[[str, str, "int | None", float], None]
+_STARTED, _ANSWERED = "greenbridge.started", "greenbridge.answered"
+
+
 class CustodianClient:
     """One custodian's OAuth client and resource fetcher (synchronous; the workers call it from Celery tasks)."""
 
     def __init__(self, endpoints: CustodianEndpoints, *, redirect_uri: str | None = None, timeout: float = 60,
-                 download_dir: str | os.PathLike | None = None) -> None:
+                 download_dir: str | os.PathLike | None = None, observer: Observer | None = None) -> None:
         self.endpoints = endpoints
         self.redirect_uri = redirect_uri
         self.timeout = timeout
         self.download_dir = Path(download_dir) if download_dir else Path(tempfile.gettempdir())
+        self.observer = observer
         endpoints.check(endpoints.resource_url)
+
+    # ----- what each exchange reports (httpx event hooks: every request, redirects and token calls included) -----
+    def _hooks(self) -> dict[str, Any]:
+        if self.observer is None:
+            return {}
+
+        def started(request: httpx2.Request) -> None:
+            request.extensions[_STARTED] = time.perf_counter()
+
+        def answered(response: httpx2.Response) -> None:
+            request = response.request
+            request.extensions[_ANSWERED] = True
+            self._report(request.method, str(request.url), response.status_code, request.extensions.get(_STARTED))
+
+        return {"event_hooks": {"request": [started], "response": [answered]}}
+
+    def _report(self, method: str, url: str, status: int | None, started: float | None) -> None:
+        if self.observer is None:
+            return
+        with contextlib.suppress(Exception):  # a broken observer must never fail the exchange it observes
+            self.observer(method, url, status, time.perf_counter() - started if started is not None else 0.0)
+
+    def _no_answer(self, method: str, url: str, error: BaseException, started: float) -> None:
+        """A transport failure before any answer (so no hook ran) is reported with status None."""
+        if not isinstance(error, httpx2.TransportError):
+            return
+        try:
+            request = error.request
+        except RuntimeError:
+            request = None
+        if request is None or not request.extensions.get(_ANSWERED):
+            self._report(method, url, None, started)
 
     def _oauth(self, **kwargs: Any) -> OAuth2Client:
         return OAuth2Client(self.endpoints.client_id, self.endpoints.client_secret,
-                            token_endpoint_auth_method="client_secret_basic", timeout=self.timeout, **kwargs)
+                            token_endpoint_auth_method="client_secret_basic", timeout=self.timeout, **self._hooks(),
+                            **kwargs)
 
     # ----- OAuth (ESPI §6.4) -----
     def authorization_url(self, scope: str, state: str) -> str:
@@ -230,18 +273,22 @@ class CustodianClient:
         params = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
         if "error" in params:
             raise CustodianError(f"the custodian refused the authorization: {params.get('error')}")
+        started = time.perf_counter()
         with self._oauth(redirect_uri=self.redirect_uri, state=state) as client:
             try:
                 token = client.fetch_token(self.endpoints.token_url, authorization_response=callback_url)
             except _OAUTH_ERRORS as error:
+                self._no_answer("POST", self.endpoints.token_url, error, started)
                 raise CustodianError(f"code exchange failed: {error}") from None
         return CustodianTokens.from_response(token)
 
     def refresh(self, refresh_token: str) -> CustodianTokens:
+        started = time.perf_counter()
         with self._oauth() as client:
             try:
                 token = client.refresh_token(self.endpoints.token_url, refresh_token=refresh_token)
             except _OAUTH_ERRORS as error:
+                self._no_answer("POST", self.endpoints.token_url, error, started)
                 code = getattr(error, "error", None)
                 raise CustodianError(f"token refresh failed: {error}",
                                      oauth_error=code if isinstance(code, str) else None) from None
@@ -249,10 +296,12 @@ class CustodianClient:
 
     def client_credentials(self, scope: str | None = None) -> CustodianTokens:
         """The third party's client token (``client_access_token``: Authorization resources, Batch/Bulk)."""
+        started = time.perf_counter()
         with self._oauth(scope=scope) as client:
             try:
                 token = client.fetch_token(self.endpoints.token_url, grant_type="client_credentials")
             except _OAUTH_ERRORS as error:
+                self._no_answer("POST", self.endpoints.token_url, error, started)
                 code = getattr(error, "error", None)
                 raise CustodianError(f"client_credentials token failed: {error}",
                                      oauth_error=code if isinstance(code, str) else None) from None
@@ -271,8 +320,10 @@ class CustodianClient:
         headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/atom+xml"}
         fd, name = tempfile.mkstemp(prefix="gb-espi-", suffix=".xml.part", dir=self.download_dir)
         path = Path(name)
+        started = time.perf_counter()
         try:
-            with os.fdopen(fd, "wb") as out, httpx2.Client(timeout=self.timeout, follow_redirects=False) as http, \
+            with os.fdopen(fd, "wb") as out, \
+                    httpx2.Client(timeout=self.timeout, follow_redirects=False, **self._hooks()) as http, \
                     http.stream("GET", url, headers=headers) as response:
                 if response.status_code == 202:
                     return Deferred(url, _retry_after(response.headers.get("retry-after")))
@@ -301,6 +352,7 @@ class CustodianClient:
             return self.get(redirect.target, access_token, _hops + 1)
         except httpx2.HTTPError as error:
             path.unlink(missing_ok=True)
+            self._no_answer("GET", url, error, started)
             raise CustodianError(f"GET {url} failed: {error}") from None
         except BaseException:
             path.unlink(missing_ok=True)
@@ -312,10 +364,12 @@ class CustodianClient:
     def delete(self, url: str, access_token: str) -> int:
         """DELETE ``url`` (e.g. an Authorization, FB_44) with the bearer token; the 2xx status, else CustodianError."""
         url = self.endpoints.check(url)
+        started = time.perf_counter()
         try:
-            with httpx2.Client(timeout=self.timeout, follow_redirects=False) as http:
+            with httpx2.Client(timeout=self.timeout, follow_redirects=False, **self._hooks()) as http:
                 response = http.delete(url, headers={"Authorization": f"Bearer {access_token}"})
         except httpx2.HTTPError as error:
+            self._no_answer("DELETE", url, error, started)
             raise CustodianError(f"DELETE {url} failed: {error}") from None
         if not 200 <= response.status_code < 300:
             raise CustodianError(f"DELETE {url} answered {response.status_code}: "

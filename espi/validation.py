@@ -43,7 +43,7 @@ import re
 import threading
 import urllib.request
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -236,19 +236,20 @@ def validate(
     strict: bool = False,
     name: str | None = None,
     max_errors: int | None = 100,
+    on_read: Callable[[int], None] | None = None,
 ) -> ValidationReport:
     """Validates one document (path, bytes or binary stream) and returns a report.
 
     At most ``max_errors`` issues are collected (``None``: no limit); when more exist, reading stops there and
     the report is ``truncated``. Problems with the document never raise; ``OSError`` from opening or reading
-    the source does.
+    the source does. ``on_read`` is called with the number of bytes read (progress bars).
     """
     if max_errors is not None and max_errors < 1:
         raise ValueError("max_errors must be at least 1 (or None for no limit)")
     label = source_name(source, name)
     errors: list[ValidationIssue] = []
     truncated = False
-    issues = iter_issues(source, strict=strict, name=label)
+    issues = iter_issues(source, strict=strict, name=label, on_read=on_read)
     try:
         for issue in issues:
             if max_errors is not None and len(errors) >= max_errors:
@@ -264,7 +265,7 @@ def validate(
 
 
 def iter_issues(
-    source: Source, *, strict: bool = False, name: str | None = None
+    source: Source, *, strict: bool = False, name: str | None = None, on_read: Callable[[int], None] | None = None
 ) -> Iterator[ValidationIssue]:
     """Yields issues as the document is read, in one pass; stop iterating to stop reading.
 
@@ -274,14 +275,15 @@ def iter_issues(
     label = source_name(source, name)
     schema = load_schema(strict)  # before touching the input, so a schema problem is not blamed on it
     try:
-        yield from _stream_issues(source, label, schema)
+        yield from _stream_issues(source, label, schema, on_read)
     except XmlSecurityError as exc:
         yield ValidationIssue(label, exc.line, "", exc.message, KIND_SECURITY, exc)
     except XmlSyntaxError as exc:
         yield ValidationIssue(label, exc.line, "", exc.message, KIND_SYNTAX, exc)
 
 
-def _stream_issues(source: Source, label: str, schema: xmlschema.XMLSchema) -> Iterator[ValidationIssue]:
+def _stream_issues(source: Source, label: str, schema: xmlschema.XMLSchema,
+                   on_read: Callable[[int], None] | None = None) -> Iterator[ValidationIssue]:
     from xmlschema.validators import XsdGroup
 
     root: etree._Element | None = None
@@ -290,7 +292,7 @@ def _stream_issues(source: Source, label: str, schema: xmlschema.XMLSchema) -> I
     depth = 0
     seen: dict[str, int] = {}  # how many children of the root with each tag have started so far
 
-    for event, elem in secure_iterparse(source, events=("start", "end"), name=label):
+    for event, elem in secure_iterparse(source, events=("start", "end"), name=label, on_read=on_read):
         if event == "start":
             depth += 1
             if depth == 1:

@@ -21,6 +21,7 @@ from bridge.config import GatewayConfig, load_config
 from cds.urls import Urls
 from gateway import logsafe
 from gateway.context import build_gateway
+from gateway.observability import RequestObservability
 from gateway.request_limits import RequestLimits
 from gateway.routes import routes
 
@@ -46,7 +47,10 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
 
     limits = {("POST", Urls("").messages_api): config.message_max_bytes}  # attachments (WG1-02 §6.4)
-    middleware = [Middleware(RequestLimits, default_limit=config.max_body_bytes, limits=limits)]
+    # Request ids and metrics see every request, the refused ones too; the body limits come after them.
+    middleware = [Middleware(RequestObservability, trust_request_id=config.trust_request_id,
+                             json_logs=config.json_logs),
+                  Middleware(RequestLimits, default_limit=config.max_body_bytes, limits=limits)]
     if config.trusted_proxies:
         # The client address every route sees (notify sources, authentication limits): X-Forwarded-For read right
         # to left from the connecting proxy, believed only from the configured ones (uvicorn's implementation).

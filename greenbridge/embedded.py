@@ -257,6 +257,8 @@ class Bridge:
         self._hurry = False
         self._monitor: threading.Thread | None = None
         self._preexec = _parent_death_signal()
+        #: The ops dashboard's password when this bridge made it (None: configured, or made by an earlier run).
+        self.operator_password_generated: str | None = None
 
     # ------------------------------------------------------------------------------------------------- start
 
@@ -268,6 +270,7 @@ class Bridge:
         for directory in (self.run_dir, self.log_dir):
             directory.chmod(0o700)
         self._lock()
+        self._clear_metrics()
         taken = port_taken(self.port, self.host)
         if taken is not None:
             raise EmbeddedError(taken, exit_code=2)
@@ -284,6 +287,8 @@ class Bridge:
             "GREENBRIDGE_TIMEZONE": self.config.timezone,
             "PYTHONUNBUFFERED": "1",
         })
+        if self.config.demo is None:  # the Try-it walkthrough is on by default here, off unless configured elsewhere
+            env["GREENBRIDGE_DEMO"] = "on"
         user_config = os.path.abspath(self.config_path) if self.config_path else None
         if not self.config.custodians:
             self._start_sandbox(env)
@@ -292,8 +297,11 @@ class Bridge:
         elif user_config:
             env["GREENBRIDGE_CONFIG"] = user_config
         self.env = env
+        gateway_env = dict(env)  # the operator's password is the gateway's alone: the children never see it
+        if not self.config.operator_password:
+            gateway_env["GREENBRIDGE_OPERATOR_PASSWORD"] = self._operator_password()
         try:
-            gateway_config = load_config(None, environ=env)
+            gateway_config = load_config(None, environ=gateway_env)
         except ConfigError as error:  # e.g. a coverage entry of yours already has the sandbox's id
             raise EmbeddedError(str(error), exit_code=2) from None
         self._migrate(gateway_config)
@@ -306,6 +314,38 @@ class Bridge:
         self._wait_worker_ready(worker)
         self._write_state()
         return gateway_config
+
+    def _clear_metrics(self) -> None:
+        """The Prometheus files of earlier runs on this data directory (their workers were named by their pids):
+        gone, but for this gateway's own directory (bridge.metrics; emptied by serve a moment ago)."""
+        own = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        root = self.config.metrics_dir
+        if root is None or not root.is_dir():
+            return
+        for entry in root.iterdir():
+            if entry.is_dir() and (own is None or entry.resolve() != Path(own).resolve()):
+                shutil.rmtree(entry, ignore_errors=True)
+
+    @property
+    def operator_password_path(self) -> Path:
+        return self.data_dir / "operator.password"
+
+    def _operator_password(self) -> str:
+        """The ops dashboard's password when none is configured: made once (random, 0600 in the data directory)
+        and shown once, in the summary of the run that made it; later runs read it from the file."""
+        import secrets
+
+        path = self.operator_password_path
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            pass
+        password = secrets.token_urlsafe(18)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(password + "\n")
+        self.operator_password_generated = password
+        return password
 
     def _lock(self) -> None:
         import fcntl
@@ -523,12 +563,23 @@ commodity_types = ["electricity", "natural_gas", "water"]
                          f"'{SANDBOX_ID}'; customers {logins}, password {password}")
         lines += [f"  redis     {self.redis_url}   (pid {pids['redis']})",
                   f"  worker    pid {pids['worker']}, queues {QUEUES}; beat pid {pids['beat']}",
+                  self._ops_line(),
+                  f"  metrics   {self.config.base_url}/metrics   (Prometheus)",
                   f"  logs      {self.log_dir}/{{{','.join(c.name for c in self.children)}}}.log",
                   f"  state     {self.run_dir / 'bridge.json'}"]
         if self.sandbox_url:
-            lines.append(f"  try it    the sandbox's home page {self.sandbox_url}/ lists its customers; a CDS client "
-                         f"registers at {self.config.base_url}/register")
+            lines.append(f"  try it    {self.config.base_url}/ (the walkthrough: {self.config.base_url}/try); the "
+                         f"sandbox's home page {self.sandbox_url}/ lists its customers")
         return "\n".join(lines)
+
+    def _ops_line(self) -> str:
+        where = f"  ops       {self.config.base_url}/ops   user {self.config.operator_user}, password "
+        if self.config.operator_password:
+            return where + "from your configuration"
+        if self.operator_password_generated is not None:
+            return where + f"{self.operator_password_generated} (made now, shown once; kept in " \
+                           f"{self.operator_password_path})"
+        return where + f"in {self.operator_password_path}"
 
     def say(self, message: str) -> None:
         print(message, file=self.stream, flush=True)

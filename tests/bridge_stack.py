@@ -26,8 +26,18 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import httpx2
-from gateway_helpers import COVERAGE_TOML, pkce_pair
-from servers import HOST, ServerStartError, _log_tail, _stop, _wait_http, free_port, redis_server, uvicorn_server
+from gateway_helpers import COVERAGE_TOML, continue_to_client, pkce_pair
+from servers import (
+    HOST,
+    ServerStartError,
+    ServerURL,
+    _log_tail,
+    _stop,
+    _wait_http,
+    free_port,
+    redis_server,
+    uvicorn_server,
+)
 
 from sandbox.config import DEFAULT_SCOPES
 
@@ -180,15 +190,19 @@ class GatewayProcess:
 
 
 @contextlib.contextmanager
-def gateway_on(port: int, env: dict[str, str], log_path: Path, log_level: str = "info") -> Iterator[str]:
-    """The gateway under uvicorn on a port chosen beforehand (the sandbox must know it before it starts)."""
+def gateway_on(port: int, env: dict[str, str], log_path: Path, log_level: str = "info") -> Iterator[ServerURL]:
+    """The gateway under uvicorn on a port chosen beforehand (the sandbox must know it before it starts); the URL
+    carries its ``pid`` (a test may kill it), ``port`` and ``log_path``."""
     with gateway_process(port, env, log_path, log_level) as process:
-        yield f"http://{HOST}:{process.port}"
+        url = ServerURL(f"http://{HOST}:{process.port}")
+        url.pid, url.port, url.log_path = process.proc.pid, process.port, log_path
+        yield url
 
 
 @contextlib.contextmanager
 def gateway_process(port: int, env: dict[str, str], log_path: Path, log_level: str = "info"
                     ) -> Iterator[GatewayProcess]:
+    """A GatewayProcess started; stopped on exit whatever state a test left it in."""
     process = GatewayProcess(port, env, log_path, log_level)
     try:
         process.start()
@@ -198,11 +212,40 @@ def gateway_process(port: int, env: dict[str, str], log_path: Path, log_level: s
 
 
 @contextlib.contextmanager
+def serve_on(port: int, env: dict[str, str], log_path: Path, workers: int, log_level: str = "info") -> Iterator[str]:
+    """The gateway as production runs it: ``greenbridge serve --workers N`` (uvicorn worker processes, the
+    Prometheus directory managed by serve), on a port chosen beforehand; with a Redis URL it runs the gateway only."""
+    cmd = [sys.executable, "-m", "greenbridge", "serve", "--host", HOST, "--port", str(port), "--workers",
+           str(workers), "--log-level", log_level]
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    try:
+        error = _wait_http(proc, port, "/healthz", 60)
+        if error is not None:
+            raise ServerStartError(f"greenbridge serve did not start: {error}\n{_log_tail(log_path)}")
+        yield f"http://{HOST}:{port}"
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@contextlib.contextmanager
 def start_bridge(directory: Path, redis_url: str | None = None, *, scopes: tuple[str, ...] = DEFAULT_SCOPES,
                  sandbox_env: dict[str, str] | None = None, gateway_env: dict[str, str] | None = None,
                  custodian_toml: str = "", customers: int = 3, days: int = 5, workers: int = 1,
-                 database_url: str | None = None, log_level: str = "info", front: Any = None) -> Iterator[Bridge]:
+                 database_url: str | None = None, log_level: str = "info", gateway_workers: int = 0,
+                 worker_queues: str | None = None, front: Any = None) -> Iterator[Bridge]:
     """Sandbox, gateway and ``workers`` worker processes (0: nothing runs the jobs); everything stopped on exit.
+    ``gateway_workers`` > 0 runs the gateway through ``greenbridge serve --workers N`` instead of uvicorn directly;
+    ``worker_queues`` limits the queues the workers consume.
 
     With ``front`` (a tests/fault_servers.FaultProxy) everyone reaches the sandbox through it: the sandbox announces
     the proxy's URL as its own, and the gateway's custodian configuration names it.
@@ -215,7 +258,8 @@ def start_bridge(directory: Path, redis_url: str | None = None, *, scopes: tuple
         with redis_server(directory) as own, start_bridge(
                 directory, own, scopes=scopes, sandbox_env=sandbox_env, gateway_env=gateway_env,
                 custodian_toml=custodian_toml, customers=customers, days=days, workers=workers,
-                database_url=database_url, log_level=log_level, front=front) as bridge:
+                database_url=database_url, log_level=log_level, gateway_workers=gateway_workers,
+                worker_queues=worker_queues, front=front) as bridge:
             yield bridge
         return
     port = free_port()
@@ -259,11 +303,16 @@ scopes = [{listed}]
                "GREENBRIDGE_DATA_DIR": str(directory / "var"), "GREENBRIDGE_DATABASE_URL": database_url,
                "GREENBRIDGE_SECRET_KEY": secret_key, "GREENBRIDGE_REDIS_URL": redis_url, **(gateway_env or {})}
         bridge = Bridge(gateway, str(sandbox), redis_url, database_url, secret_key, directory, env, secret)
-        with gateway_process(port, env, directory / "gateway.log", log_level=log_level) as process:
-            bridge.gateway_process = process
+        if gateway_workers:
+            server = serve_on(port, env, directory / "gateway.log", gateway_workers, log_level)
+        else:
+            server = gateway_process(port, env, directory / "gateway.log", log_level=log_level)
+        with server as process:
+            if isinstance(process, GatewayProcess):
+                bridge.gateway_process = process
             try:
                 for _ in range(workers):
-                    bridge.start_worker()
+                    bridge.start_worker(queues=worker_queues)
                 yield bridge
             finally:
                 bridge.stop_workers()
@@ -358,8 +407,7 @@ def consent(bridge: Bridge, client: CdsClient, customer_index: int = 0, details=
     callback = at_sandbox(browser, bridge.sandbox, answer.headers["location"], customer_index=customer_index,
                           usage_points=usage_points)
     customer = browser.get(f"{bridge.sandbox}/sandbox.json").json()["customers"][customer_index]["id"]
-    answer = browser.get(callback)
-    assert answer.status_code == 302, answer.text
+    answer = continue_to_client(browser, browser.get(callback))  # after the receipt page (issue 14)
     landed = answer.headers["location"]
     query = parse_qs(urlsplit(landed).query)
     receipt = browser.get(landed)  # the default redirect URI shows the receipt

@@ -132,6 +132,23 @@ def pkce_pair() -> tuple[str, str]:
     return verifier, challenge
 
 
+def continue_to_client(client: Any, approved: Any) -> Any:
+    """After approval the customer sees their receipt's link (issue 14 item 6); its Continue button POSTs the
+    one-time continuation and gets the redirect to the client (303). ``client``: a TestClient or an httpx2 Client
+    (absolute action URL); ``approved``: the approval's response, the confirmation page."""
+    assert approved.status_code == 200 and 'id="receipt-link"' in approved.text, approved.text
+    handle = re.search(r'name="continue" value="([^"]+)"', approved.text).group(1)
+    action = re.search(r'<form method="post" action="([^"]+)" id="continue-form"', approved.text).group(1)
+    answer = client.post(action, data={"continue": handle})
+    assert answer.status_code == 303, answer.text
+    return answer
+
+
+def receipt_url_of(approved: Any) -> str:
+    """The receipt address the confirmation page shows."""
+    return re.search(r'id="receipt-link" href="([^"]+)"', approved.text).group(1)
+
+
 def consent_flow(
     client: TestClient,
     registration: Registration,
@@ -158,7 +175,7 @@ def consent_flow(
     handle = re.search(r'name="consent" value="([^"]+)"', page.text).group(1)
     response = client.post("/oauth/authorize", data={"consent": handle, "decision": "approve",
                                                      "customer_id": customer[0], "password": customer[1]})
-    assert response.status_code == 302, response.text
+    response = continue_to_client(client, response)
     query = parse_qs(urlsplit(response.headers["location"]).query)
     assert query["state"] == [state]
     response = client.post("/oauth/token", auth=auth, data={

@@ -324,6 +324,7 @@ class ServerURL(str):
     pid: int
     port: int
     log_path: Path
+    ca_path: Path  # nginx_server: its self-signed certificate
 
 
 def _import_string(app: str | Callable) -> tuple[str, str | None]:
@@ -741,3 +742,138 @@ def sshd_server(directory: str | os.PathLike, *, startup_timeout: float = 15.0) 
             for pid, started in children:
                 _kill_if_same(pid, started, signal.SIGKILL)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# -------------------------------------------------------------------------------------------------------------- nginx
+
+NGINX_SNIPPET = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "greenbridge.conf"
+
+
+def nginx_binary() -> str:
+    return _binary("nginx", "nginx", "/usr/sbin/nginx")
+
+
+def self_signed_certificate(directory: Path, host: str = HOST) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for ``host`` (an IP address or a name): (fullchain.pem, privkey.pem)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    try:
+        alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        alt = x509.DNSName(host)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
+            .sign(key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    chain, private = directory / "fullchain.pem", directory / "privkey.pem"
+    chain.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    private.chmod(0o600)
+    return chain, private
+
+
+def nginx_prefix(directory: Path, upstreams: Sequence[str], *, snippet: str | None = None,
+                 listen: tuple[int, int] | None = None) -> Path:
+    """An nginx configuration directory holding deploy/nginx/greenbridge.conf as an operator installs it (relative
+    paths under it): ``greenbridge/upstreams.conf`` with one ``server`` line per ``upstreams`` entry
+    (``127.0.0.1:PORT``), a self-signed certificate for 127.0.0.1 in ``greenbridge/tls/``, and an ``nginx.conf``
+    that includes the snippet in ``http {}`` with its pid, logs and temporary files inside the directory.
+
+    ``listen`` = (http port, https port) replaces the snippet's ``listen 80``/``listen 443`` lines by those ports on
+    127.0.0.1 only (and drops the IPv6 ones): the one change made to the file, so it can run beside anything else on
+    this machine. Returns the path of ``nginx.conf``."""
+    text = snippet if snippet is not None else NGINX_SNIPPET.read_text()
+    if listen is not None:
+        text = re.sub(r"^\s*listen \[::\]:\d+.*\n", "", text, flags=re.M)
+        text = re.sub(r"^(\s*)listen 80;", rf"\1listen {HOST}:{listen[0]};", text, flags=re.M)
+        text = re.sub(r"^(\s*)listen 443 ssl;", rf"\1listen {HOST}:{listen[1]} ssl;", text, flags=re.M)
+    (directory / "greenbridge" / "tls").mkdir(parents=True, exist_ok=True)
+    (directory / "temp").mkdir(exist_ok=True)
+    self_signed_certificate(directory / "greenbridge" / "tls")
+    (directory / "greenbridge" / "upstreams.conf").write_text(
+        "".join(f"server {upstream} max_fails=1 fail_timeout=5s;\n" for upstream in upstreams))
+    (directory / "greenbridge.conf").write_text(text)
+    user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
+    temp = directory / "temp"
+    conf = directory / "nginx.conf"
+    conf.write_text(
+        "# written by tests/servers.py around deploy/nginx/greenbridge.conf\n"
+        f"{user}worker_processes 1;\n"
+        "daemon off;\n"
+        f"pid {directory}/nginx.pid;\n"
+        f"error_log {directory}/error.log notice;\n"
+        "events { worker_connections 256; }\n"
+        "http {\n"
+        "    log_format upstreams '$remote_addr \"$request\" $status upstream=$upstream_addr "
+        "upstream_status=$upstream_status';\n"
+        f"    access_log {directory}/access.log upstreams;\n"
+        f"    client_body_temp_path {temp}/body;\n    proxy_temp_path {temp}/proxy;\n"
+        f"    fastcgi_temp_path {temp}/fastcgi;\n    uwsgi_temp_path {temp}/uwsgi;\n    scgi_temp_path {temp}/scgi;\n"
+        "    include greenbridge.conf;\n"
+        "}\n")
+    if os.geteuid() == 0:  # the workers run as nobody: they write the temporary files
+        account = pwd.getpwnam("nobody")
+        os.chown(temp, account.pw_uid, account.pw_gid)
+    return conf
+
+
+def nginx_test(conf: Path) -> subprocess.CompletedProcess:
+    """``nginx -t`` on a configuration made by :func:`nginx_prefix` (nothing is bound or started)."""
+    return subprocess.run([nginx_binary(), "-t", "-p", str(conf.parent), "-c", str(conf), "-e", "stderr"],
+                          capture_output=True, text=True, timeout=60)
+
+
+@contextlib.contextmanager
+def nginx_server(directory: str | os.PathLike, upstreams: Sequence[str], *,
+                 startup_timeout: float = 15.0) -> Iterator[ServerURL]:
+    """Debian's nginx running deploy/nginx/greenbridge.conf in front of ``upstreams`` on free loopback ports (see
+    :func:`nginx_prefix`); yields the HTTPS base URL (its certificate is self-signed: ``verify=False`` or
+    ``url.ca_path``). On exit: SIGQUIT (graceful), then SIGKILL; the directory is removed."""
+    binary = nginx_binary()
+    workers = pwd.getpwnam("nobody") if os.geteuid() == 0 else None
+    base = Path(directory) if directory is not None and _can_write(workers, Path(directory)) else None
+    root = Path(tempfile.mkdtemp(prefix="gb-nginx-", dir=base))  # its workers (nobody) write temporary files here
+    root.chmod(0o755)
+    proc: subprocess.Popen | None = None
+    try:
+        for _attempt in range(3):
+            ports = (free_port(), free_port())
+            conf = nginx_prefix(root, upstreams, listen=ports)
+            log = root / "nginx.out"
+            with open(log, "ab") as out:
+                proc = subprocess.Popen([binary, "-p", str(root), "-c", str(conf), "-e", str(root / "error.log")],
+                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + startup_timeout
+            while not port_open(ports[1]) and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if proc.poll() is None and port_open(ports[1]):
+                break
+            _stop(proc, signal.SIGQUIT)
+            if "Address already in use" not in _log_tail(root / "error.log"):
+                raise ServerStartError(f"nginx did not start:\n{_log_tail(root / 'error.log')}")
+        else:
+            raise ServerStartError(f"nginx could not bind free ports:\n{_log_tail(root / 'error.log')}")
+        url = ServerURL(f"https://{HOST}:{ports[1]}")
+        url.pid, url.port, url.log_path = proc.pid, ports[1], root / "access.log"
+        url.ca_path = root / "greenbridge" / "tls" / "fullchain.pem"
+        yield url
+    finally:
+        if proc is not None:
+            _stop(proc, signal.SIGQUIT, timeout=10)
+        if directory is not None:  # kept for a person reading a failure
+            for name in ("error.log", "access.log"):
+                with contextlib.suppress(OSError):
+                    shutil.copy(root / name, Path(directory) / f"nginx-{name}")
+        shutil.rmtree(root, ignore_errors=True)

@@ -273,7 +273,10 @@ def test_refused_refresh_token_asks_the_customer_to_authorize_again(bridge, clie
     assert answer.status_code == 200
     waiting = wait_grant(bridge, client, granted.grant_id, "needs_authorization")
     assert waiting["enabled_scope"] == "cds_usage_1"
-    # the notification's fan-out asked this authorization's fetch job (the first fetch's) for another run
-    (job,) = [j for j in bridge.jobs() if j.kind == "fetch_subscription" and j.payload.get("upstream_id") == row.id]
+    # the notification's fan-out asked this authorization's fetch job (the first fetch's) for another run; the
+    # Grant's change is committed by the refresh (in its own transaction) before the run records its outcome: wait
+    # for the run to end
+    settled = bridge.wait_jobs_settled(kinds={"fetch_subscription"})
+    (job,) = [j for j in settled if j.payload.get("upstream_id") == row.id]
     assert job.state == "dead" and "refused the refresh token" in job.last_error and job.generation == 2
     assert usage_segments(bridge, granted.access_token)  # what was stored is still served

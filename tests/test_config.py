@@ -35,6 +35,7 @@ def test_environment_overrides_file(tmp_path):
 def test_example_configuration_loads():
     config = load_config(REPO / "deploy" / "greenbridge.example.toml", {"GREENBRIDGE_SECRET_KEY": "k"})
     assert config.coverage[0]["id"] == "example-electric"
+    assert config.smtp.tls == "starttls" and config.test_customers[0].email == "alex@example.com" and not config.demo
     assert config.fernet_key != GatewayConfig(secret_key="other").fernet_key
 
 

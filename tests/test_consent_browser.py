@@ -7,6 +7,7 @@ page is left in tests/artifacts/ for a person to look at.
 
 from __future__ import annotations
 
+import re
 import secrets
 from urllib.parse import parse_qs, urlsplit
 
@@ -54,6 +55,10 @@ def test_consent_form_in_chromium(gateway_url, browser, artifacts_dir):
         page.fill("#password", "sandbox")
         page.click("#approve")
         page.wait_for_load_state()
+        # the customer sees their receipt's address before going back to the application (issue 14 item 6)
+        assert page.locator("#receipt-link").get_attribute("href").startswith(f"{gateway_url}/receipts/")
+        page.click("#continue")
+        page.wait_for_load_state()
         landed = urlsplit(page.url)
         assert f"{landed.scheme}://{landed.netloc}{landed.path}" == client.redirect_uri
         query = parse_qs(landed.query)
@@ -77,5 +82,50 @@ def test_declining_in_chromium(gateway_url, browser):
         query = parse_qs(urlsplit(page.url).query)
         assert query["error"] == ["access_denied"]
         assert "did not complete" in page.inner_text("body")
+    finally:
+        context.close()
+
+
+def test_customer_keeps_the_receipt_link_and_revokes_from_it(gateway_url, browser, artifacts_dir):
+    """Approval → the confirmation page with the receipt's address (link and copyable text, the date in the
+    customer's zone to the minute) → the receipt → revoke without login; continuing afterwards brings the client
+    ``access_denied``, never a code for the revoked grant. Without JavaScript, as every consent page."""
+    client, authorize_url = _pushed_request(gateway_url)
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(authorize_url)
+        page.fill("#customer_id", "customer-1")
+        page.fill("#password", "sandbox")
+        page.click("#approve")
+        page.wait_for_load_state()
+        assert urlsplit(page.url).path == "/oauth/authorize"  # not redirected yet
+        receipt_url = page.locator("#receipt-link").get_attribute("href")
+        assert page.locator("#receipt-url").input_value() == receipt_url
+        assert re.fullmatch(rf"{re.escape(gateway_url)}/receipts/[A-Za-z0-9_-]{{40,}}", receipt_url)
+        confirmation = page.inner_text("#confirmation").strip()
+        # the server's cds_timezone is UTC here: "December 7, 2026, 7:22 PM UTC (UTC+00:00)", to the minute
+        assert re.fullmatch(r"[A-Z][a-z]+ \d{1,2}, \d{4}, \d{1,2}:\d\d [AP]M UTC \(UTC\+00:00\)",
+                            page.inner_text("#receipt-date").strip())
+        page.screenshot(path=str(artifacts_dir / "approved-receipt-link.png"), full_page=True)
+
+        receipt_page = context.new_page()  # as the customer would open the bookmarked link later
+        receipt_page.goto(receipt_url)
+        assert receipt_page.inner_text("#confirmation").strip() == confirmation
+        assert receipt_page.inner_text("#status").strip() == "active"
+        receipt_page.click("#revoke")
+        receipt_page.wait_for_load_state()
+        assert receipt_page.url == receipt_url
+        assert receipt_page.inner_text("#status").strip() == "revoked"
+        assert receipt_page.locator("#revoke").count() == 0
+        receipt_page.screenshot(path=str(artifacts_dir / "receipt-revoked.png"), full_page=True)
+
+        page.click("#continue")
+        page.wait_for_load_state()
+        landed = urlsplit(page.url)
+        assert f"{landed.scheme}://{landed.netloc}{landed.path}" == client.redirect_uri
+        query = parse_qs(landed.query)
+        assert query["error"] == ["access_denied"] and "code" not in query
+        assert query["state"] == ["browser-state"]
     finally:
         context.close()

@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from gateway_helpers import consent_flow, gateway_client, make_config, register
+from gateway_helpers import consent_flow, continue_to_client, gateway_client, make_config, register
 from lxml import etree
 from peer_listener import Listener, authorization_feed, listener, token_answer, usage_feed, xml
 from sqlalchemy import func, select
@@ -294,9 +294,10 @@ def test_a_token_response_naming_other_origins_is_never_stored(tmp_path, databas
             assert "outside its configured endpoint" in query["error_description"][0]
             assert stored() == 0
         # the same answer naming the custodian's own resources completes the consent
-        answer = consent_through_dc(resourceURI=f"{w.resource(w.a)}/Batch/Subscription/7",
-                                    authorizationURI=f"{w.resource(w.a)}/Authorization/7")
-        assert answer.status_code == 302 and "code=" in answer.headers["location"], answer.text
+        approved = consent_through_dc(resourceURI=f"{w.resource(w.a)}/Batch/Subscription/7",
+                                      authorizationURI=f"{w.resource(w.a)}/Authorization/7")
+        answer = continue_to_client(w.client, approved)  # the receipt's confirmation page, then Continue
+        assert "code=" in answer.headers["location"], answer.text
         assert stored() == 1
         assert re.search(r"\bstate=s-1\b", answer.headers["location"])
 

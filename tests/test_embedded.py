@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -27,6 +28,7 @@ import httpx2
 import pytest
 from bridge_stack import approve_at_gateway, at_sandbox, push, register
 from conftest import REPO, require_servers
+from gateway_helpers import continue_to_client
 from servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -188,8 +190,7 @@ def test_readme_first_command_runs_the_whole_bridge_and_ctrl_c_stops_it(tmp_path
         assert answer.status_code == 303, answer.text
         callback = at_sandbox(browser, sandbox, answer.headers["location"])
         assert callback.startswith(f"{gateway}/custodians/sandbox/callback?")
-        answer = browser.get(callback)
-        assert answer.status_code == 302, answer.text
+        answer = continue_to_client(browser, browser.get(callback))  # after the receipt page (issue 14)
         query = parse_qs(urlsplit(answer.headers["location"]).query)
         tokens = httpx2.post(f"{gateway}/oauth/token", auth=(client.client_id, client.secret), timeout=30, data={
             "grant_type": "authorization_code", "code": query["code"][0], "redirect_uri": client.redirect_uri,
@@ -210,6 +211,20 @@ def test_readme_first_command_runs_the_whole_bridge_and_ctrl_c_stops_it(tmp_path
                               headers={"Authorization": f"Bearer {tokens.json()['access_token']}"})
         assert segments.status_code == 200, segments.text
         assert len(segments.json()["usage_segments"]) >= 1
+
+        # the ops dashboard: a password made for this data directory (0600), shown once in the summary; the
+        # worker's metrics reach the gateway's /metrics through the directory serve manages
+        password_file = running.data_dir / "operator.password"
+        assert oct(password_file.stat().st_mode & 0o777) == "0o600"
+        password = password_file.read_text().strip()
+        assert len(password) >= 20 and running.text().count(password) == 1
+        assert httpx2.get(f"{gateway}/ops/status", timeout=30).status_code == 401
+        status = httpx2.get(f"{gateway}/ops/status", auth=("operator", password), timeout=30).json()
+        assert status["broker"]["reachable"] and len(status["workers"]) == 1
+        assert status["grants"].get("active", 0) >= 1
+        exposition = httpx2.get(f"{gateway}/metrics", timeout=30).text
+        stored = re.search(r'^greenbridge_readings_stored_total\{custodian="sandbox"\} (\S+)$', exposition, re.M)
+        assert stored and float(stored.group(1)) > 0, exposition[-2000:]
 
         # Ctrl-C to serve alone (not its group): serve itself stops the gateway and every child
         pool = _descendants(state["processes"]["worker"])

@@ -386,7 +386,7 @@ CODE_CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 def test_oauth_form_endpoints(world, data):
     """Token (each grant type), PAR, introspection, revocation, the consent form and receipt revocation."""
     ids, redirect = world.ids, f"{BASE_URL}/oauth/default-redirect"
-    endpoint = data.draw(st.sampled_from(["token", "par", "introspect", "revoke", "consent", "receipt"]))
+    endpoint = data.draw(st.sampled_from(["token", "par", "introspect", "revoke", "consent", "continue", "receipt"]))
     if endpoint == "token":
         path, auth = "/oauth/token", data.draw(st.sampled_from([world.admin_auth, world.usage_auth,
                                                                 world.grant_admin_auth]))
@@ -418,6 +418,9 @@ def test_oauth_form_endpoints(world, data):
         path, auth = "/oauth/authorize", None
         values = fields({"consent": TEXT}, {"decision": mostly(st.just("approve"), TEXT), "customer_id": TEXT,
                                             "password": TEXT, "custodian": TEXT})
+    elif endpoint == "continue":  # the confirmation page's Continue button (issue 14 item 6)
+        path, auth = "/oauth/authorize/continue", None
+        values = fields({"continue": TEXT}, {"anything": TEXT})
     else:
         path, auth = "/receipts/not-a-receipt-handle/revoke", None
         values = fields({}, {"anything": TEXT})
@@ -513,7 +516,7 @@ def test_query_strings(world, data):
     else:
         path, auth = data.draw(st.sampled_from([
             "/oauth/authorize", "/oauth/default-redirect", "/.well-known/cds-server-metadata.json", "/cds/coverage",
-            "/.well-known/oauth-authorization-server", "/receipts/x", "/custodians/sandbox/callback"])), {}
+            "/.well-known/oauth-authorization-server", "/receipts/x", "/custodians/sandbox/callback", "/"])), {}
     names = ["cursor", "after", "before", "client_ids", "grant_ids", "credential_ids", "message_ids", "list", "ids",
              "q", "meter_numbers", "meter_number", "account_numbers", "contract_numbers", "servicepoint_ids",
              "meterdevice_ids", "client_id", "request_uri", "redirect_uri", "state", "code", "error",

@@ -15,7 +15,7 @@ import httpx2
 import pytest
 from authlib.integrations.httpx_client import OAuth2Client
 from conftest import REPO
-from gateway_helpers import COVERAGE_TOML
+from gateway_helpers import COVERAGE_TOML, continue_to_client
 from servers import uvicorn_server
 
 
@@ -90,7 +90,8 @@ def test_third_party_journey(gateway_url):
     action = re.search(r'<form method="post" action="([^"]+)"', page.text).group(1)
     response = http.post(action, data={"consent": handle, "decision": "approve", "customer_id": "customer-1",
                                        "password": "sandbox"})
-    assert response.status_code == 302, response.text
+    # the customer sees their receipt's address, then continues to the third party (issue 14 item 6)
+    response = continue_to_client(http, response)
     callback = response.headers["location"]
     assert callback.startswith(redirect_uri)
     receipt = http.get(callback)  # the customer's browser lands on the default redirect URI: the receipt

@@ -15,6 +15,7 @@ from gateway_helpers import (
     TEST_CUSTOMER,
     bearer,
     consent_flow,
+    continue_to_client,
     gateway_client,
     make_config,
     pkce_pair,
@@ -198,6 +199,7 @@ def _approve(client, registration, form):
     handle = re.search(r'name="consent" value="([^"]+)"', page.text).group(1)
     response = client.post("/oauth/authorize", data={"consent": handle, "decision": "approve",
                                                      "customer_id": TEST_CUSTOMER[0], "password": TEST_CUSTOMER[1]})
+    response = continue_to_client(client, response)
     return parse_qs(urlsplit(response.headers["location"]).query)
 
 

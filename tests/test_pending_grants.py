@@ -31,7 +31,7 @@ from bridge_stack import (
     usage_segments,
     wait_grant,
 )
-from gateway_helpers import bearer, consent_flow, gateway_client, make_config
+from gateway_helpers import bearer, consent_flow, continue_to_client, gateway_client, make_config
 from gateway_helpers import register as register_in_process
 from sqlalchemy import select
 
@@ -337,8 +337,8 @@ def _consent_with_tokens(bridge, client) -> dict:
     browser = httpx2.Client(timeout=30, follow_redirects=False)
     answer = approve_at_gateway(browser, authorize_url)
     assert answer.status_code == 303, answer.text
-    answer = browser.get(at_sandbox(browser, bridge.sandbox, answer.headers["location"]))
-    assert answer.status_code == 302, answer.text
+    approved = browser.get(at_sandbox(browser, bridge.sandbox, answer.headers["location"]))
+    answer = continue_to_client(browser, approved)  # after the receipt's link (issue 14 item 6)
     landed = answer.headers["location"]
     tokens = httpx2.post(f"{bridge.gateway}/oauth/token", auth=(client.client_id, client.secret), timeout=30, data={
         "grant_type": "authorization_code", "code": parse_qs(urlsplit(landed).query)["code"][0],

@@ -53,7 +53,9 @@ def test_summaries_and_bill_sections_wait_in_the_scratch_file(tmp_path):
     feed = "".join(generate_feed(FeedSpec(usage_points=2, days=120, interval=3600))).encode()
     with translate(feed, TranslateOptions(scratch_dir=str(tmp_path))) as result:
         assert _alive(lambda o: isinstance(o, UsageSummary)) == 0
-        assert _alive(lambda o: isinstance(o, dict) and "cds_billsection_id" in o and "usage_details" in o) == 0
+        # a bill section's id is a string (the JSON Schema of Bill Sections, cds.schemas, has the same keys)
+        assert _alive(lambda o: isinstance(o, dict) and isinstance(o.get("cds_billsection_id"), str)
+                      and "usage_details" in o) == 0
         sections = result.bill_sections
         assert len(sections) == 8  # 2 UsagePoints × 4 whole months
         assert sections == sorted(sections, key=lambda s: (s["start_date"], s["cds_billsection_id"]))

@@ -9,7 +9,16 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
 
-from gateway_helpers import BASE_URL, TEST_CUSTOMER, consent_flow, gateway_client, make_config, pkce_pair, register
+from gateway_helpers import (
+    BASE_URL,
+    TEST_CUSTOMER,
+    consent_flow,
+    continue_to_client,
+    gateway_client,
+    make_config,
+    pkce_pair,
+    register,
+)
 from sqlalchemy import event
 from starlette.testclient import TestClient
 
@@ -95,6 +104,7 @@ def _code_exchange(client: TestClient, registration) -> dict[str, str]:
     handle = re.search(r'name="consent" value="([^"]+)"', page.text).group(1)
     approved = client.post("/oauth/authorize", data={"consent": handle, "decision": "approve",
                                                      "customer_id": TEST_CUSTOMER[0], "password": TEST_CUSTOMER[1]})
+    approved = continue_to_client(client, approved)
     code = parse_qs(urlsplit(approved.headers["location"]).query)["code"][0]
     return {"grant_type": "authorization_code", "code": code, "redirect_uri": form["redirect_uri"],
             "code_verifier": verifier}

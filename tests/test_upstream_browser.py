@@ -49,12 +49,27 @@ def test_both_consent_pages_in_chromium(stack, browser, artifacts_dir):
 
         page.click("#approve")
         page.wait_for_load_state()
+        # back at the gateway: the receipt's address to keep, before continuing (issue 14 item 6)
+        assert page.url.startswith(f"{stack.gateway}/custodians/{CUSTODIAN_ID}/callback?")
+        receipt_url = page.locator("#receipt-link").get_attribute("href")
+        assert receipt_url.startswith(f"{stack.gateway}/receipts/")
+        page.screenshot(path=str(artifacts_dir / "upstream-4-receipt-link.png"), full_page=True)
+        page.click("#continue")
+        page.wait_for_load_state()
         landed = urlsplit(page.url)
         assert f"{landed.scheme}://{landed.netloc}{landed.path}" == client.redirect_uri
         query = parse_qs(landed.query)
         assert query["state"] == ["browser-state"] and query["code"][0]
         assert page.locator("#confirmation").inner_text().strip()
-        page.screenshot(path=str(artifacts_dir / "upstream-4-receipt.png"), full_page=True)
+        page.screenshot(path=str(artifacts_dir / "upstream-5-receipt.png"), full_page=True)
+
+        # later, from the kept link: the receipt, and a revoke without signing in
+        page.goto(receipt_url)
+        assert page.inner_text("#status").strip() == "pending"  # no workers here: the data never came
+        page.click("#revoke")
+        page.wait_for_load_state()
+        assert page.url == receipt_url and page.inner_text("#status").strip() == "revoked"
+        page.screenshot(path=str(artifacts_dir / "upstream-6-revoked.png"), full_page=True)
     finally:
         context.close()
     for name in ("upstream-1-gateway-consent", "upstream-2-sandbox-signin", "upstream-3-sandbox-consent"):

@@ -16,7 +16,10 @@ The reliable configuration (docs: ../shared/reference/ecosystem.md §2.1, Celery
   them when due;
 * bounded broker connections (socket timeouts, health checks, 3 publish retries) so a dead Redis fails fast;
 * no result backend: outcomes are recorded in the jobs table, the single source of truth;
-* queues ``http``, ``sftp``, ``translate`` and ``notify``; a job's queue is chosen by its kind (workers.kinds).
+* queues ``http``, ``sftp``, ``translate`` and ``notify``; a job's queue is chosen by its kind (workers.kinds);
+* task events on (received, started, succeeded, failed, and sent for the tasks the workers publish), so Flower and
+  ``celery events`` see the workers (docs/operations.md "Flower"); without a listener they cost one Redis PUBLISH
+  each.
 
 ``make_celery`` takes any object with the ``GatewayConfig`` attributes it reads (``redis_url``, ``database_url``,
 ``data_dir`` and what bridge.ingest needs); only the lazy ``app`` attribute loads one (bridge.config.load_config).
@@ -80,6 +83,8 @@ def celery_settings(config: Any) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
         "worker_hijack_root_logger": False,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
     }
 
 

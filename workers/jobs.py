@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from cds.store.jobs import (  # noqa: F401  (re-exported: workers.jobs is the jobs API of the workers)
     DEAD,
     DEFERRED,
+    DEFERRED_RUNS,
     DONE,
     FAILED,
     MAX_ATTEMPTS,
@@ -40,6 +41,8 @@ from cds.store.jobs import (  # noqa: F401  (re-exported: workers.jobs is the jo
     RUNNING,
     STATES,
     enqueue,
+    fresh_payload,
+    requeue,
     take_new_jobs,
     utcnow,
     waiting_key,
@@ -83,11 +86,6 @@ class Defer(JobError):
         self.until = until
         self.waiting_for = waiting_for
         self.payload = payload or {}  # merged into the job's payload (what was asked, for the resume)
-
-
-#: Payload key counting the runs of the current request that ended ``deferred`` (a custodian answering 202 to
-#: every poll is given up on after a number of them); a new request starts again from none.
-DEFERRED_RUNS = "deferred_runs"
 
 
 @dataclass(frozen=True)
@@ -154,9 +152,7 @@ def _finish_run(session: Session, job: Job, now: datetime | None, marked: bool |
     return result.rowcount == 1
 
 
-def _fresh(payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload for a new request of the same work: without the counts of the previous request's runs."""
-    return {key: value for key, value in payload.items() if key != DEFERRED_RUNS}
+_fresh = fresh_payload
 
 
 def _ended(session: Session, job: Job, state: str, now: datetime, guard: tuple[Any, ...] = (),
@@ -262,29 +258,6 @@ def failed(session: Session, job: Job, error: str, *, retry_after: float | None 
                        generation=Job.generation + case((Job.rerun.is_(True), 1), else_=0)):
         return None
     return Outcome(FAILED, at)
-
-
-def requeue(session: Session, job_id: str, *, now: datetime | None = None) -> Job | None:
-    """An operator's retry: a ``dead`` or ``failed`` job becomes ``queued`` again with a fresh series of attempts
-    (``max_attempts`` raised by :data:`MAX_ATTEMPTS`; the count itself stays, as the fencing token). None when the
-    job is not dead or failed. The caller publishes it after the commit (it is noted for that)."""
-    now = now or utcnow()
-    current = get(session, job_id)
-    if current is None:
-        return None
-    # the same request tried again (its generation stays: a bulk's parts already stored are not stored twice)
-    result = session.execute(
-        update(Job)
-        .where(Job.job_id == job_id, Job.state.in_((DEAD, FAILED)))
-        .values(state=QUEUED, run_after=None, finished=None, modified=now, waiting_for=None,
-                max_attempts=Job.attempts + MAX_ATTEMPTS, payload=_fresh(current.payload))
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        return None
-    job = get(session, job_id)
-    session.info.setdefault(NEW_JOBS, []).append((job.job_id, job.queue))
-    return job
 
 
 def mark_published(session: Session, job_id: str, run_after: datetime, *, at: datetime | None = None) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,7 +25,9 @@ from typing import Any
 from celery.signals import worker_process_init
 from sqlalchemy.orm import Session, sessionmaker
 
+from bridge import metrics
 from cds.store.models import Job
+from cds.store.ops import Activity
 from workers import jobs
 
 log = logging.getLogger(__name__)
@@ -148,3 +151,28 @@ def after_commit(session: Session, action: Callable[[], Any]) -> None:
     """Run ``action`` once the handler's transaction has committed (e.g. delete a downloaded file only when what
     was read from it is stored); dropped when the run fails."""
     session.info.setdefault(AFTER_COMMIT, []).append(action)
+
+
+#: What the run in this context did for the ops dashboard (upstream requests, readings, SFTP bytes); the runtime
+#: (workers.tasks.execute) sets it for each run and adds it to the store when the run ends (cds.store.ops.flush).
+RUN_ACTIVITY: ContextVar[Activity | None] = ContextVar("greenbridge_run_activity", default=None)
+
+
+def activity() -> Activity | None:
+    return RUN_ACTIVITY.get()
+
+
+def readings_stored(session: Session, custodian_id: str | None, report: Any) -> None:
+    """Count the readings an ingest placed (bridge.ingest.IngestReport), once the run's transaction committed:
+    the ``greenbridge_readings_stored_total`` family and the dashboard's throughput."""
+    account = getattr(report, "reading_account", None)
+    count = account.placed if account is not None else (getattr(report, "readings", None) or 0)
+    run = RUN_ACTIVITY.get()
+
+    def count_them() -> None:
+        metrics.readings_stored.labels(custodian_id or "").inc(count)
+        if run is not None:
+            run.readings(custodian_id, count)
+
+    if count:
+        after_commit(session, count_them)

@@ -31,6 +31,9 @@ from celery import shared_task
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from bridge import metrics
+from cds.store import ops
+from cds.store.jobs import JOB_ID, REQUEST_ID
 from cds.store.models import Job
 from workers import jobs
 
@@ -41,10 +44,12 @@ from workers.kinds import (
     HANDLERS,
     PUBLISH,
     RUN,
+    RUN_ACTIVITY,
     WARNING,
     Kind,
     Superseded,
     queue_for,
+    readings_stored,
     register,
     sessions_for,
     writing,
@@ -69,6 +74,7 @@ def ingest_file(session: Session, job: Job, config: Any) -> str:
     try:
         report = ingest(session, path, customer_id=customer, source=job.payload.get("source"),
                         options=translate_options_for(config), batch_transaction=lambda: writing(session))
+        readings_stored(session, job.custodian_id, report)
     except FileNotFoundError as exc:
         raise jobs.PermanentError(f"{path}: no such file") from exc
     except (EspiError, IngestError) as exc:  # the file itself is wrong: retrying cannot help
@@ -121,8 +127,34 @@ def execute(config: Any, job_id: str, publish_job: Callable[[str, str], Any] | N
         _drop_pending(session)
         session.info[PUBLISH] = publish_job
         session.info[RUN] = (job.job_id, job.attempts, lease)
-        with _Heartbeat(sessions, job, lease):
-            return _run(session, job, kind, config, publish_job)
+        # The run's log records carry the request that asked for it and the job (bridge.logs); jobs it creates
+        # record the same request id; what it did upstream is added to the ops activity when it ends.
+        context = (REQUEST_ID.set(job.request_id), JOB_ID.set(job.job_id), RUN_ACTIVITY.set(ops.Activity()))
+        log.info("job %s (%s) started: attempt %d/%d, request %s", job.job_id, job.kind, job.attempts,
+                 job.max_attempts, job.request_id or "-")
+        elapsed = metrics.timed()
+        outcome: jobs.Outcome | None = None
+        try:
+            with _Heartbeat(sessions, job, lease):
+                outcome = _run(session, job, kind, config, publish_job)
+            return outcome
+        finally:
+            metrics.task_runtime.labels(job.kind, outcome.state if outcome is not None else "superseded").observe(
+                elapsed())
+            _record_activity(sessions, RUN_ACTIVITY.get())
+            for var, token in zip((REQUEST_ID, JOB_ID, RUN_ACTIVITY), context, strict=True):
+                var.reset(token)
+
+
+def _record_activity(sessions: sessionmaker[Session], activity: ops.Activity | None) -> None:
+    """Add what the run did to the ops activity, in a transaction of its own (counted whatever the outcome)."""
+    if not activity:
+        return
+    try:
+        with sessions() as session, session.begin():
+            ops.flush(session, activity, jobs.utcnow())
+    except Exception as error:  # figures for the dashboard only: the job's outcome is recorded
+        log.warning("ops activity not recorded (%s)", error)
 
 
 def _run(session: Session, job: Job, kind: Kind | None, config: Any,
@@ -298,6 +330,7 @@ def reconcile_jobs(config: Any, send: Callable[[Job], Any], *, stale_after: floa
     with sessions_for(config)() as session, session.begin():
         found = jobs.lost(session, stale_after=jobs.RECONCILE_STALE_AFTER if stale_after is None else stale_after,
                           now=now, gave_up=gave_up)
+        ops.prune(session, now)  # the dashboard's activity of more than a day ago
     unsent = []
     for job in found:
         try:

@@ -65,14 +65,14 @@ from typing import Any
 from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
-from bridge import coverage, lifecycle, upstream
+from bridge import coverage, lifecycle, metrics, upstream
 from cds.secrets import SecretBox
 from cds.store.models import Grant, Job, UpstreamAuthorization
 from cds.urls import Urls
 from espi.custodian_client import CustodianClient, CustodianError, Deferred, Fetched
 from espi.private_files import open_private, private_dir
 from workers import jobs
-from workers.kinds import after_commit, register, sessions_for, warn, writing
+from workers.kinds import activity, after_commit, readings_stored, register, sessions_for, warn, writing
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Context:
         raise jobs.PermanentError(f"no custodian {custodian_id!r} is configured")
 
     def client(self, custodian: Any) -> CustodianClient:
-        return upstream.client(custodian, self.config.issuer, download_dir=self.downloads(),
+        return upstream.client(custodian, self.config.issuer, download_dir=self.downloads(), activity=activity(),
                                timeout=self.config.custodian_timeout_seconds)
 
     def downloads(self) -> Path:
@@ -335,6 +335,7 @@ def store_file(session: Session, ctx: Context, path: Path, grant: Grant, source:
             coverage.record_usage_points(session, current_row, report.usage_point_hrefs, ctx.now)
         if current_grant is not None:
             lifecycle.activate(session, current_grant, urls=ctx.urls, box=ctx.box, now=ctx.now)
+    readings_stored(session, row.custodian_id, report)
     return report.summary()
 
 
@@ -566,6 +567,11 @@ def _sftp_download(ctx: Context, custodian: Any, uri: str, job: Job) -> Path:
         downloaded = sftp.download(custodian.sftp, remote, ctx.downloads() / "sftp",
                                    dest_name=f"{job.job_id}-{job.generation}-{Path(remote).name}",
                                    timeout=ctx.config.custodian_timeout_seconds)
+        transferred = max(0, downloaded.size - downloaded.resumed_from)  # this run's bytes, not the resumed ones
+        metrics.sftp_bytes.labels(custodian.id).inc(transferred)
+        run = activity()
+        if run is not None:
+            run.sftp_bytes(custodian.id, transferred)
     except ValueError as error:
         raise jobs.PermanentError(f"{jobs_uri(uri)}: {error}") from None
     except sftp.SftpTransientError as error:

@@ -7,7 +7,9 @@ the row-creating half of the job lifecycle lives here beside the model; the runn
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +27,32 @@ MAX_ATTEMPTS = 8
 #: ``session.info`` key: (job_id, queue) of the jobs this session created, to publish once its transaction commits
 #: (:func:`take_new_jobs`). Publishing before the commit could run a job whose row is not visible yet.
 NEW_JOBS = "greenbridge.new_jobs"
+#: Payload key counting the runs of the current request that ended ``deferred`` (a custodian answering 202 to
+#: every poll is given up on after a number of them); a new request starts again from none.
+DEFERRED_RUNS = "deferred_runs"
+
+#: The request being served (the gateway's X-Request-Id) or the job being run, in this context: jobs created or
+#: asked for again in it record it (``Job.request_id``), and log records carry it (bridge.logs). Set by the
+#: gateway's middleware per request and by the worker per run; contextvars follow a request into the threadpool.
+REQUEST_ID: ContextVar[str | None] = ContextVar("greenbridge_request_id", default=None)
+#: The job a worker is running in this context (log records carry it).
+JOB_ID: ContextVar[str | None] = ContextVar("greenbridge_job_id", default=None)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def valid_request_id(value: str | None) -> bool:
+    """Whether ``value`` may be used as a request id: 1-64 letters, digits, ``.``, ``_``, ``:``, ``-`` (what
+    proxies generate: nginx's hex ``$request_id``, UUIDs); nothing that could forge a log line or a label."""
+    return bool(value) and _REQUEST_ID.fullmatch(value) is not None
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _custodian_of(payload: dict[str, Any]) -> str | None:
+    custodian = payload.get("custodian_id")
+    return custodian[:64] if isinstance(custodian, str) and custodian else None
 
 
 def utcnow() -> datetime:
@@ -53,7 +81,8 @@ def enqueue(session: Session, kind: str, payload: dict[str, Any], dedupe_key: st
         return existing
     now = now or utcnow()
     job = Job(job_id=job_id, kind=kind, queue=queue, dedupe_key=key, payload=dict(payload), state=QUEUED,
-              attempts=0, max_attempts=max_attempts, created=now, modified=now, generation=1, rerun=False)
+              attempts=0, max_attempts=max_attempts, created=now, modified=now, generation=1, rerun=False,
+              custodian_id=_custodian_of(payload), request_id=REQUEST_ID.get())
     try:
         with session.begin_nested():
             session.add(job)
@@ -98,12 +127,14 @@ def request_run(session: Session, kind: str, payload: dict[str, Any], dedupe_key
                 return created
             continue
         guard = update(Job).where(Job.job_id == job.job_id, Job.state == job.state)
-        again = {"generation": Job.generation + 1, "modified": now}
+        asker = REQUEST_ID.get()
+        asked = {"request_id": asker} if asker else {}  # the latest request asking is the one its run logs
+        again = {"generation": Job.generation + 1, "modified": now, **asked}
         publish = True
         if job.state == QUEUED:
             change = guard.values(**again)
         elif job.state == RUNNING:
-            change, publish = guard.values(rerun=True), False
+            change, publish = guard.values(rerun=True, **asked), False
         elif job.state == DEFERRED:  # due now and published after the commit: the reconciler need not publish it
             change = guard.values(run_after=now, published_at=now, **again)
         elif job.state == FAILED:
@@ -124,7 +155,8 @@ def _insert(session: Session, kind: str, payload: dict[str, Any], key: str, queu
             now: datetime) -> Job | None:
     """A new ``queued`` row for ``key``, or None when a concurrent transaction inserted it first."""
     job = Job(job_id=uuid.uuid4().hex, kind=kind, queue=queue, dedupe_key=key, payload=dict(payload), state=QUEUED,
-              attempts=0, max_attempts=max_attempts, created=now, modified=now, generation=1, rerun=False)
+              attempts=0, max_attempts=max_attempts, created=now, modified=now, generation=1, rerun=False,
+              custodian_id=_custodian_of(payload), request_id=REQUEST_ID.get())
     try:
         with session.begin_nested():
             session.add(job)
@@ -161,10 +193,44 @@ def resume_waiting(session: Session, key: str, now: datetime | None = None) -> l
     ids = list(session.scalars(select(Job.job_id).where(Job.waiting_for == key, Job.state == DEFERRED)))
     if not ids:
         return []
+    asker = REQUEST_ID.get()
     session.execute(
         update(Job).where(Job.job_id.in_(ids), Job.state == DEFERRED)
-        .values(run_after=now, published_at=now, modified=now).execution_options(synchronize_session=False)
+        .values(run_after=now, published_at=now, modified=now, **({"request_id": asker} if asker else {}))
+        .execution_options(synchronize_session=False)
     )
     resumed = list(session.scalars(select(Job).where(Job.job_id.in_(ids)).execution_options(populate_existing=True)))
     session.info.setdefault(NEW_JOBS, []).extend((job.job_id, job.queue) for job in resumed)
     return resumed
+
+
+def fresh_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload for a new request of the same work: without the counts of the previous request's runs."""
+    return {key: value for key, value in payload.items() if key != DEFERRED_RUNS}
+
+
+def requeue(session: Session, job_id: str, *, now: datetime | None = None) -> Job | None:
+    """An operator's retry (``greenbridge jobs retry``, the ops dashboard's button): a ``dead`` or ``failed`` job
+    becomes ``queued`` again with a fresh series of attempts (``max_attempts`` raised by :data:`MAX_ATTEMPTS`; the
+    count itself stays, as the fencing token of workers.jobs). None when the job is not dead or failed. The caller
+    publishes it after the commit (it is noted for that). Here, beside the model, because the gateway (the
+    dashboard) and the workers' command line both retry, and neither may import the other."""
+    now = now or utcnow()
+    current = session.get(Job, job_id, populate_existing=True)
+    if current is None:
+        return None
+    asker = REQUEST_ID.get()
+    # the same request tried again (its generation stays: a bulk's parts already stored are not stored twice)
+    result = session.execute(
+        update(Job)
+        .where(Job.job_id == job_id, Job.state.in_((DEAD, FAILED)))
+        .values(state=QUEUED, run_after=None, finished=None, modified=now, waiting_for=None,
+                max_attempts=Job.attempts + MAX_ATTEMPTS, payload=fresh_payload(current.payload),
+                **({"request_id": asker} if asker else {}))
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    job = session.get(Job, job_id, populate_existing=True)
+    session.info.setdefault(NEW_JOBS, []).append((job.job_id, job.queue))
+    return job

@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from cds.store.types import ExactDecimal, UTCDateTime
@@ -410,7 +410,51 @@ class Job(Base):
     # due job once per due time (``published_at < run_after``) and a stale one once per staleness period, however
     # long the workers lag (workers.jobs.lost).
     published_at: Mapped[datetime | None]
+    # The custodian the work is for (its payload's ``custodian_id``; None for work of no custodian): the ops
+    # dashboard counts jobs per custodian with an index rather than by reading every payload.
+    custodian_id: Mapped[str | None] = mapped_column(String(64))
+    # The id of the request that asked for the latest run (X-Request-Id, docs/operations.md): the worker that
+    # runs it logs it, so one id follows a notification or a consent from the gateway into the jobs it made.
+    request_id: Mapped[str | None] = mapped_column(String(64))
 
 
 Index("ix_jobs_state_run_after", Job.state, Job.run_after)
 Index("ix_jobs_waiting_for", Job.waiting_for)
+# The ops dashboard and /metrics: counts and the oldest waiting job per state, custodian and kind read this index
+# alone; the latest errors, dead jobs and the last hour's done jobs are ranges of the second.
+Index("ix_jobs_state_custodian_kind_created", Job.state, Job.custodian_id, Job.kind, Job.created)
+Index("ix_jobs_state_modified", Job.state, Job.modified)
+Index("ix_grants_status", Grant.status)
+
+
+class OpsMinute(Base):
+    """What the bridge did in one minute for one custodian ("" for work of none): the ops dashboard's charts of
+    the last hour (ingest throughput, upstream error rate). Workers add to it after each job run; the gateway adds
+    the notifications it received. Rows older than a day are pruned by the reconciler, so the table stays small."""
+
+    __tablename__ = "ops_minutes"
+
+    minute: Mapped[datetime] = mapped_column(primary_key=True)
+    custodian_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    readings: Mapped[int] = mapped_column(BigInteger, default=0)
+    upstream_requests: Mapped[int] = mapped_column(Integer, default=0)
+    upstream_errors: Mapped[int] = mapped_column(Integer, default=0)
+    upstream_ms: Mapped[int] = mapped_column(BigInteger, default=0)  # the requests' latencies added up
+    notifications: Mapped[int] = mapped_column(Integer, default=0)  # resource URIs accepted from BatchLists
+    notifications_refused: Mapped[int] = mapped_column(Integer, default=0)
+    sftp_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class OpsCustodian(Base):
+    """A custodian's health as the ops dashboard shows it: the last successful and failed upstream request (with
+    its error and latency) and the last notification received. One row per custodian, kept (unlike OpsMinute): a
+    custodian silent for a week must show when it last answered."""
+
+    __tablename__ = "ops_custodians"
+
+    custodian_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_success: Mapped[datetime | None]
+    last_failure: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_latency_ms: Mapped[int | None] = mapped_column(Integer)
+    last_notification: Mapped[datetime | None]

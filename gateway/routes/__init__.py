@@ -8,7 +8,21 @@ from bridge.config import GatewayConfig
 
 
 def routes(config: GatewayConfig) -> list[BaseRoute]:
-    from gateway.routes import admin, data, discovery, notifications, oauth, ops
+    from gateway.routes import (
+        admin,
+        api_reference,
+        dashboard,
+        data,
+        demo,
+        discovery,
+        landing,
+        notifications,
+        oauth,
+        ops,
+    )
 
-    return [*ops.routes(), *discovery.routes(), *oauth.routes(), *admin.routes(config), *data.routes(config),
-            *notifications.routes()]
+    # api_reference before discovery: its /docs/api would be taken by /docs/{page}. Every route here has an entry
+    # in gateway/openapi.py (tests/test_openapi.py).
+    return [*ops.routes(), *api_reference.routes(), *discovery.routes(), *oauth.routes(), *admin.routes(config),
+            *data.routes(config), *notifications.routes(), *landing.routes(), *demo.routes(config),
+            *dashboard.routes()]

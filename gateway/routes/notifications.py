@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from bridge import metrics
 from bridge.notifications import (
     Accepted,
     RateLimited,
@@ -43,6 +44,8 @@ from bridge.notifications import (
     refusals_line,
     source_refusal,
 )
+from cds.store import ops
+from cds.store.ops import Activity
 from espi.errors import EspiError, XmlSecurityError
 from espi.notification import parse_batch_list
 from gateway.routes.common import gateway_of, in_session
@@ -54,6 +57,7 @@ BASIC_CHALLENGE = 'Basic realm="greenbridge notifications", charset="UTF-8"'
 
 
 def _bad(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    metrics.notifications.labels("refused").inc()
     return PlainTextResponse(message, status_code=status, headers=headers)
 
 
@@ -98,6 +102,7 @@ async def _receive(request: Request, custodian_id: str | None) -> Response:
             return _source_refused(max(problems, key=lambda p: p.status), peer)  # 403 before 401
 
     now = datetime.now(UTC)
+    counted: dict[str, tuple[int, int]] = {}  # custodian id ("" for none) → (URIs accepted, refused)
 
     def store(session) -> tuple[list[Accepted], list[Refused]]:
         accepted: list[Accepted] = []
@@ -106,6 +111,7 @@ async def _receive(request: Request, custodian_id: str | None) -> Response:
             jobs, refused_here = accept_notification(session, owner, uris, now, limits_for(config, owner))
             accepted += jobs
             refusals += refused_here
+            counted[owner.id] = (len(uris) - len(refused_here), len(refused_here))
         return accepted, refusals
 
     try:
@@ -114,6 +120,17 @@ async def _receive(request: Request, custodian_id: str | None) -> Response:
         log.warning("notification from %s refused: %s", peer, limited)
         return _bad(429, f"too many notifications for custodian {limited.custodian_id}; send this BatchList again "
                          f"in {limited.retry_after} s", {"Retry-After": str(limited.retry_after)})
+    if counted:
+        await _record_activity(request, counted, now)
+    unowned = len(refused)  # before the custodians' own refusals: the URIs no configured custodian owns
+    if unowned:
+        counted[""] = (0, unowned)
+    metrics.notifications.labels("received").inc()
+    for owner_id, (taken, refusals) in counted.items():
+        if taken:
+            metrics.notification_uris.labels(owner_id, "accepted").inc(taken)
+        if refusals:
+            metrics.notification_uris.labels(owner_id, "refused").inc(refusals)
     refused += refused_uris
     if refused:
         log.warning("notification from %s: %s", peer, refusals_line(refused))
@@ -122,6 +139,18 @@ async def _receive(request: Request, custodian_id: str | None) -> Response:
                  batch.duplicates)
     # The jobs are published after the commit by the gateway's JobPublisher thread: Redis never delays the 200.
     return Response(status_code=200)
+
+
+async def _record_activity(request: Request, counted: dict[str, tuple[int, int]], now: datetime) -> None:
+    """The dashboard's "last notification" and counts, in a short transaction after the jobs' (never holding a lock
+    while they are written); the jobs are committed whatever becomes of it."""
+    activity = Activity()
+    for custodian_id, (taken, refusals) in counted.items():
+        activity.notifications(custodian_id, accepted=taken, refused=refusals, at=now)
+    try:
+        await in_session(request, lambda session: ops.flush(session, activity, now))
+    except Exception as error:  # figures for the dashboard only
+        log.warning("notification activity not recorded (%s)", error)
 
 
 async def generic(request: Request) -> Response:

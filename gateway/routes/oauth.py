@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import smtplib
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,15 +17,16 @@ from urllib.parse import urlencode
 
 from authlib.oauth2 import OAuth2Error
 from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from bridge import consent_hop, lifecycle, upstream
+from bridge import consent_hop, lifecycle, metrics, upstream
 from bridge.config import CustodianConfig, GatewayConfig
 from bridge.custodian_scopes import CustodianCannotProvide
-from cds import consent
+from cds import consent, receipt_mail
 from cds.grants import NO_ACCESS, effective_status
 from cds.registration import RegistrationError, register
 from cds.store.models import AuthorizationCode, Client, Grant, PushedRequest, Receipt
@@ -83,7 +85,10 @@ async def token(request: Request) -> Response:
         return error.response()
     oauth_req = oauth_request(request, form=form)
     gateway = gateway_of(request)
-    return await oauth_call(request, lambda session: gateway.oauth.create_token_response(oauth_req))
+    response = await oauth_call(request, lambda session: gateway.oauth.create_token_response(oauth_req))
+    if response.status_code == 200:  # only issued tokens: the grant type is then one the server supports
+        metrics.tokens_issued.labels(dict(form).get("grant_type", "")).inc()
+    return response
 
 
 async def pushed_authorization_request(request: Request) -> Response:
@@ -283,7 +288,7 @@ async def decide(request: Request) -> Response:
         params = dict(row.parameters)
         session.delete(row)
         try:
-            grant, oauth_req = _validate(request, session, params)
+            _grant, oauth_req = _validate(request, session, params)
         except OAuth2Error as error:
             return _oauth_error_response(request, error, params.get("state"))
         state = params.get("state")
@@ -305,23 +310,133 @@ async def decide(request: Request) -> Response:
             if existing.customer_id not in (None, customer):
                 return _redirect_error(redirect_uri, "cds_grant_id_invalid_user",
                                        "cds_grant_id belongs to another customer", state)
-        record, _receipt_handle = consent.approve(
+        record, receipt_handle = consent.approve(
             session, oauth_req.client.row, scope=oauth_req.scope, authorization_details=oauth_req.details.effective,
             customer_id=customer, state=state, grant_id=grant_id, descriptions=gateway.descriptions, box=gateway.box,
             zone=gateway.config.zone,
         )
-        oauth_req.grant_record = record
-        oauth_req.user = customer
         log.info("customer approved grant %s for client %s (receipt %s)", record.grant_id, record.client_id,
                  record.receipt_confirmations[-1])
-        return gateway.oauth.run(session, gateway.oauth.create_authorization_response, oauth_req, customer, grant)
+        email = next((c.email for c in gateway.config.test_customers if c.customer_id == customer), "")
+        return _approved_page(request, session, params, record, receipt_handle, customer, narrowed=False,
+                              email=email)
 
     return await _with_session(request, finish)
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# After approval (issue 14 item 6): the customer keeps their receipt, then continues to the third party
+# ----------------------------------------------------------------------------------------------------------------
+def _approved_page(request: Request, session: Session, params: dict[str, str], record: Grant, receipt_handle: str,
+                   customer: str, *, narrowed: bool, email: str | None) -> Response:
+    """The confirmation page shown between approval and the redirect: the receipt's link to bookmark or copy (the
+    consent page promised it), the receipt by e-mail when an address is known and SMTP is configured, and a button
+    that continues to the client. The authorization code is made only when the customer continues (its lifetime is
+    a minute; reading and copying may take longer): the continuation is kept one-time, like the consent form."""
+    gateway = gateway_of(request)
+    handle = gateway.box.new_secret(32)
+    session.add(PushedRequest(handle_hash=gateway.box.hash(handle), kind="continue", client_id=record.client_id,
+                              parameters={"request": params, "grant_id": record.grant_id, "customer": customer,
+                                          "narrowed": narrowed},
+                              expires_at=int(time.time()) + CONSENT_SECONDS))
+    receipt_row = session.get(Receipt, gateway.box.hash(receipt_handle))
+    context = consent.receipt_context(receipt_row, record)
+    receipt_url = gateway.urls.receipt(receipt_handle)
+    smtp = gateway.config.smtp
+    mailed_to = email if email and smtp is not None else None
+    response = _page(request, "approved.html", {
+        **context,
+        "receipt_url": receipt_url,
+        "continue_action": gateway.urls.authorization_endpoint + "/continue",
+        "continuation": handle,
+        "client_name": record_client_name(session, record),
+        "mailed_to": _masked(mailed_to) if mailed_to else None,
+    })
+    if mailed_to:
+        notice = receipt_mail.ReceiptNotice(
+            to=mailed_to, receipt_url=receipt_url, confirmation=context["receipt"]["confirmation"],
+            client_name=context["snapshot"]["client_name"], created_local=context["receipt"]["created_local"],
+            server_name=gateway.config.server.name)
+        # after the response (and the commit that makes the receipt exist): a slow mail server never holds the page
+        response.background = BackgroundTask(_mail_receipt, notice, smtp)
+    return response
+
+
+def record_client_name(session: Session, record: Grant) -> str:
+    client = session.get(Client, record.client_id)
+    return client.client_name if client is not None else record.client_id
+
+
+def _masked(address: str) -> str:
+    """``a•••@example.com``: enough for the customer to recognise, little for anyone looking over their shoulder."""
+    local, _at, domain = address.rpartition("@")
+    return f"{local[:1]}•••@{domain}"
+
+
+def _mail_receipt(notice: receipt_mail.ReceiptNotice, smtp: Any) -> None:
+    """Send the receipt; a failure is logged (never the link: it is the customer's revoke credential)."""
+    server = receipt_mail.MailServer(host=smtp.host, port=smtp.port, sender=smtp.sender, tls=smtp.tls,
+                                     username=smtp.username, password=smtp.password,
+                                     timeout_seconds=smtp.timeout_seconds)
+    try:
+        receipt_mail.send(receipt_mail.receipt_message(notice, smtp.sender), server)
+    except (OSError, smtplib.SMTPException) as error:
+        log.warning("receipt %s could not be sent by e-mail: %s: %s", notice.confirmation, type(error).__name__,
+                    error)
+        return
+    log.info("receipt %s sent by e-mail", notice.confirmation)
+
+
+async def continue_to_client(request: Request) -> Response:
+    """The confirmation page's Continue button: the authorization response (code and state) to the client's
+    redirect URI (RFC 6749 §4.1.2), unless the customer revoked the grant from the receipt meanwhile."""
+    gateway = gateway_of(request)
+    try:
+        form = dict(await read_form(request))
+    except ApiError as error:
+        return invalid_request_page(request, error.error, error.description)
+
+    def finish(session: Session) -> Response:
+        handle = form.get("continue", "")
+        row = session.get(PushedRequest, gateway.box.hash(handle)) if handle else None
+        if row is None or row.kind != "continue" or row.expires_at <= int(time.time()):
+            return invalid_request_page(request, "invalid_request", "This page has expired or was already used. "
+                                        "Your authorization stands: manage it from your receipt.")
+        taken = dict(row.parameters)
+        session.delete(row)
+        params: dict[str, str] = taken["request"]
+        try:
+            grant, oauth_req = _validate(request, session, params)
+        except OAuth2Error as error:
+            return _oauth_error_response(request, error, params.get("state"))
+        record = session.get(Grant, taken["grant_id"])
+        redirect_uri = params.get("redirect_uri") or oauth_req.client.get_default_redirect_uri()
+        if record is None or effective_status(record) in NO_ACCESS:
+            return _redirect_error(redirect_uri, "access_denied", "The customer revoked the authorization.",
+                                   params.get("state"))
+        if taken.get("narrowed"):
+            gateway.oauth.narrow_consent(oauth_req, record.enabled_scope, record.enabled_authorization_details)
+        oauth_req.grant_record = record
+        oauth_req.user = taken["customer"]
+        return gateway.oauth.run(session, gateway.oauth.create_authorization_response, oauth_req, taken["customer"],
+                                 grant)
+
+    response = await _with_session(request, finish)
+    if response.status_code == 302:
+        response.status_code = 303  # answering a POST: the browser follows with a GET
+    return response
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The upstream hop (issue 5): the customer's custodian authorizes us, then the CDS flow finishes
 # ----------------------------------------------------------------------------------------------------------------
+def custodian_zone(config: GatewayConfig, custodian: CustodianConfig):
+    """The zone a custodian's customers read dates in: its configured local time, else the gateway's."""
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(custodian.timezone) if custodian.timezone else config.zone
+
+
 def _custodian(config: GatewayConfig, custodian_id: str | None) -> CustodianConfig | None:
     return next((c for c in config.custodians if c.id == custodian_id), None) if custodian_id else None
 
@@ -414,7 +529,7 @@ async def custodian_callback(request: Request) -> Response:
 
     def finish(session: Session) -> Response:
         try:
-            grant, oauth_req = _validate(request, session, cds_params)
+            _grant, oauth_req = _validate(request, session, cds_params)
         except OAuth2Error as error:
             return _oauth_error_response(request, error, cds_state)
         redirect_uri = cds_params.get("redirect_uri") or oauth_req.client.get_default_redirect_uri()
@@ -450,23 +565,21 @@ async def custodian_callback(request: Request) -> Response:
             log.warning("custodian %s granted %r, which serves none of the request: %s", custodian.id, granted, error)
             return _redirect_error(redirect_uri, "access_denied",
                                    f"{custodian.name} authorized none of the requested data.", cds_state)
-        record, _receipt_handle = consent.approve(
+        record, receipt_handle = consent.approve(
             session, oauth_req.client.row, scope=oauth_req.scope, authorization_details=oauth_req.details.effective,
             customer_id=customer, state=cds_state, grant_id=grant_id, descriptions=gateway.descriptions,
-            box=gateway.box, zone=gateway.config.zone, now=now, eta=now + upstream.PENDING_ETA,
+            box=gateway.box, zone=custodian_zone(gateway.config, custodian), now=now, eta=now + upstream.PENDING_ETA,
             enabled_scope=" ".join(plan.enabled_scopes), enabled_authorization_details=plan.enabled_details,
             omitted=[o.text for o in plan.omissions],
         )
         row = upstream.bind(session, gateway.box, grant_id=record.grant_id, custodian_id=custodian.id,
                             customer_id=customer, scope=granted, tokens=tokens, now=now)
-        if not plan.complete:
-            gateway.oauth.narrow_consent(oauth_req, record.enabled_scope, record.enabled_authorization_details)
         lifecycle.first_fetch(session, row, now)  # published once this transaction commits (gateway.job_publisher)
-        oauth_req.grant_record = record
-        oauth_req.user = customer
         log.info("custodian %s authorized grant %s for client %s (receipt %s)", custodian.id, record.grant_id,
                  record.client_id, record.receipt_confirmations[-1])
-        return gateway.oauth.run(session, gateway.oauth.create_authorization_response, oauth_req, customer, grant)
+        # the custodian's customer data, when an earlier authorization of this customer brought an address
+        return _approved_page(request, session, cds_params, record, receipt_handle, customer,
+                              narrowed=not plan.complete, email=consent.contact_email(session, customer))
 
     return await _with_session(request, finish)
 
@@ -563,6 +676,7 @@ def routes() -> list[Route]:
         Route("/oauth/register", registration, methods=["POST"]),
         Route("/oauth/authorize", authorize, methods=["GET"]),
         Route("/oauth/authorize", decide, methods=["POST"]),
+        Route("/oauth/authorize/continue", continue_to_client, methods=["POST"]),
         Route("/oauth/default-redirect", default_redirect, methods=["GET"]),
         Route("/custodians/{custodian_id}/callback", custodian_callback, methods=["GET"]),
         Route("/receipts/{handle}", receipt, methods=["GET"]),

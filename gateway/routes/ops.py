@@ -1,13 +1,13 @@
-"""Operations routes: liveness/readiness for load balancers and the root redirect."""
+"""Operations routes: liveness/readiness for load balancers."""
 
 from __future__ import annotations
 
 from sqlalchemy import text
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.routes.common import gateway_of, in_session
+from gateway.routes.common import in_session
 
 
 async def healthz(request: Request) -> Response:
@@ -19,9 +19,5 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
 
 
-async def root(request: Request) -> Response:
-    return RedirectResponse(gateway_of(request).urls.documentation, status_code=302)
-
-
 def routes() -> list[Route]:
-    return [Route("/healthz", healthz, methods=["GET"]), Route("/", root, methods=["GET"])]
+    return [Route("/healthz", healthz, methods=["GET"])]

@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from greenbridge import progress
+from greenbridge.progress import Progress
+
 _PROG = "greenbridge custodian"
 
 
@@ -62,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.add_argument("--client", dest="client_id", metavar="CLIENT_ID", required=True,
                      help="the code-flow CDS Client the Grants belong to (registered with the custodian's scopes)")
     sub.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML configuration file")
+    progress.add_arguments(sub)
     sub.set_defaults(run=run_import)
 
 
@@ -88,10 +92,11 @@ def _authorizations(custodian: Any, issuer: str) -> list[tuple[str | None, Any]]
 
 
 def import_authorizations(config: Any, custodian_id: str, client_id: str, *,
-                          now: datetime | None = None) -> ImportResult:
+                          now: datetime | None = None, bar: Progress | None = None) -> ImportResult:
     """Migrate custodian ``custodian_id``'s Authorizations to Grants of Client ``client_id`` in the store of
     ``config`` (a GatewayConfig). ``CustodianCommandError`` for an unknown custodian or Client, a Client registered
-    for none of the custodian's scopes, or a custodian that cannot be read."""
+    for none of the custodian's scopes, or a custodian that cannot be read. ``bar`` counts the Authorizations done
+    (total and ETA once the feed is read)."""
     from bridge import upstream
     from bridge.custodian_scopes import (
         AuthorizationNotMigratable,
@@ -127,8 +132,11 @@ def import_authorizations(config: Any, custodian_id: str, client_id: str, *,
             descriptions = {scope_id: gateway.descriptions[scope_id] for scope_id in allowed}
             result = ImportResult()
             found = _authorizations(custodian, config.issuer)
+            bar = bar or Progress(False, total=None)
+            bar.set_total(len(found))
             now = now or datetime.now(UTC)
             for self_href, authorization in found:
+                bar.advance(1)
                 uri = authorization.authorization_uri or self_href
                 if not uri:
                     result.skipped.append(("(no URI)", "the Authorization names no authorizationURI"))
@@ -169,6 +177,7 @@ def import_authorizations(config: Any, custodian_id: str, client_id: str, *,
                     box=gateway.box, now=now,
                 )
                 result.created.append((uri, grant.grant_id))
+                bar.count("created", 1)
             session.commit()
             return result
     finally:
@@ -180,8 +189,9 @@ def run_import(args: argparse.Namespace) -> int:
     from bridge.config import ConfigError, load_config
 
     try:
-        result = import_authorizations(load_config(getattr(args, "config", None)), args.custodian_id,
-                                       args.client_id)
+        with Progress(progress.wanted(args), total=None, unit="authorization", desc="import") as bar:
+            result = import_authorizations(load_config(getattr(args, "config", None)), args.custodian_id,
+                                           args.client_id, bar=bar)
     except (ConfigError, CustodianCommandError) as error:
         print(f"{_PROG} import-authorizations: {error}", file=sys.stderr)
         return 1

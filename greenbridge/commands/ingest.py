@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from greenbridge import progress
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -23,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", metavar="FILE", help="gateway configuration (default: $GREENBRIDGE_CONFIG)")
     parser.add_argument("--source", metavar="NAME", help="source name recorded with the objects (default: the "
                         "file name)")
+    progress.add_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -54,24 +57,28 @@ def run(args: argparse.Namespace) -> int:
         sessions = make_sessionmaker(engine)
         options = translate_options_for(config)
         status = 0
-        for path in args.files:
-            if not os.path.isfile(path):
-                print(f"greenbridge ingest: {path}: no such file", file=sys.stderr)
-                status = 1
-                continue
-            try:
-                with sessions() as session, session.begin():
-                    report = ingest_file(session, path, customer_id=args.customer, source=args.source,
-                                         options=options)
-            except DocumentError as exc:  # prints as PATH:LINE: message
-                print(f"greenbridge ingest: {exc}; nothing stored", file=sys.stderr)
-                status = 1
-                continue
-            except (EspiError, IngestError, SQLAlchemyError) as exc:
-                print(f"greenbridge ingest: {path}: {exc}", file=sys.stderr)
-                status = 1
-                continue
-            print(f"{path}: {report.summary()}", file=sys.stderr)
+        # Bytes of all files with their rate and ETA, readings stored so far beside them (terminal only).
+        with progress.Progress(progress.wanted(args), total=progress.file_sizes(args.files), desc="ingest") as bar:
+            for path in args.files:
+                if not os.path.isfile(path):
+                    bar.write(f"greenbridge ingest: {path}: no such file")
+                    status = 1
+                    continue
+                try:
+                    with sessions() as session, session.begin():
+                        report = ingest_file(session, path, customer_id=args.customer, source=args.source,
+                                             options=options, on_read=bar.advance)
+                except DocumentError as exc:  # prints as PATH:LINE: message
+                    bar.write(f"greenbridge ingest: {exc}; nothing stored")
+                    status = 1
+                    continue
+                except (EspiError, IngestError, SQLAlchemyError) as exc:
+                    bar.write(f"greenbridge ingest: {path}: {exc}")
+                    status = 1
+                    continue
+                bar.count("readings", report.readings or 0)
+                bar.count("files", 1)
+                bar.write(f"{path}: {report.summary()}")
         return status
     finally:
         engine.dispose()

@@ -52,7 +52,15 @@ def run(args: argparse.Namespace) -> int:
         # No issuer configured: the local default follows where we actually listen.
         host = args.host if args.host not in ("0.0.0.0", "::") else "127.0.0.1"
         config = config.with_overrides(issuer=f"http://{host}:{port}")
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from bridge import logs, metrics
+
+    if config.json_logs:
+        logs.configure(True, args.log_level)
+    else:
+        logging.basicConfig(level=args.log_level.upper(), format=logs.TEXT_FORMAT)
+    # Prometheus multi-process mode for this process and the uvicorn workers it starts (bridge.metrics): the
+    # directory is this gateway's (named by its port: two gateways on one machine listen on two ports), emptied now.
+    metrics.start_multiprocess(config.metrics_dir, f"gateway-{port}")
     if not config.redis_url and args.embedded:
         return _run_embedded(args, config, port)
     from greenbridge.embedded import port_taken
@@ -69,13 +77,24 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         uvicorn.run("gateway.app:create_app", factory=True, host=args.host, port=port, workers=args.workers,
                     proxy_headers=args.proxy_headers, forwarded_allow_ips=args.forwarded_allow_ips,
-                    log_level=args.log_level)
+                    log_level=args.log_level, **_log_options(config, args.log_level))
         return 0
     from gateway.app import create_app
 
     uvicorn.run(create_app(config), host=args.host, port=port, proxy_headers=args.proxy_headers,
-                forwarded_allow_ips=args.forwarded_allow_ips, log_level=args.log_level)
+                forwarded_allow_ips=args.forwarded_allow_ips, log_level=args.log_level,
+                **_log_options(config, args.log_level))
     return 0
+
+
+def _log_options(config, log_level: str) -> dict:
+    """uvicorn's logging: its own by default; with ``json_logs`` one JSON handler in every worker process and no
+    access lines (the gateway writes a structured line per request: gateway.observability)."""
+    if not config.json_logs:
+        return {}
+    from bridge import logs
+
+    return {"log_config": logs.uvicorn_log_config(True, log_level), "access_log": False}
 
 
 def _run_embedded(args: argparse.Namespace, config, port: int) -> int:
@@ -106,7 +125,8 @@ def _run_embedded(args: argparse.Namespace, config, port: int) -> int:
         server = _bridge_server(uvicorn.Config(create_app(gateway_config), host=args.host, port=port,
                                                proxy_headers=args.proxy_headers,
                                                forwarded_allow_ips=args.forwarded_allow_ips,
-                                               log_level=args.log_level), bridge)
+                                               log_level=args.log_level, **_log_options(config, args.log_level)),
+                                bridge)
         bridge.say(bridge.summary())
         bridge.watch(server.stop_soon)
         if bridge.stopping.is_set():

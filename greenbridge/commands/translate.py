@@ -13,6 +13,8 @@ import os
 import sys
 from datetime import datetime
 
+from greenbridge import progress
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -42,9 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bill-due-days", type=int, metavar="N",
                         help="utility mode: make bill statements from usage summaries, due N days after the period")
     parser.add_argument("--now", help="RFC 3339 time for cds_created/cds_modified/cds_synced (default: now)")
-    progress = parser.add_mutually_exclusive_group()
-    progress.add_argument("--progress", action="store_true", default=None, help="always show a progress bar")
-    progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show one")
+    progress.add_arguments(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no summary on standard error")
     parser.set_defaults(run=run)
 
@@ -81,13 +81,12 @@ def run(args: argparse.Namespace) -> int:
 
     source = sys.stdin.buffer if args.file == "-" else args.file
     name = "<stdin>" if args.file == "-" else args.file
-    bar = _progress_bar(args, source_size(source))
+    # Bytes read with their rate and ETA while the file is translated (terminal only); the output is written after.
+    bar = progress.Progress(progress.wanted(args), total=source_size(source), desc="translate")
     counts: dict[str, int] = {}
     try:
-        with translate(source, options, name=name, on_read=bar.update if bar else None) as result:
-            if bar:
-                bar.close()
-                bar = None
+        with translate(source, options, name=name, on_read=bar.advance) as result:
+            bar.close()
             with output_stream(args.output) as out:
                 if args.ndjson:
                     for listing in LISTINGS:
@@ -120,8 +119,7 @@ def run(args: argparse.Namespace) -> int:
                 with output_stream(args.report) as report:
                     report.write(jsonenc.encode({"source": name, "readings": account.as_dict()}) + b"\n")
     except EspiError as exc:
-        if bar:
-            bar.close()
+        bar.close()
         print(f"greenbridge translate: {exc}", file=sys.stderr)
         return 1
     return reading_status(name, account)
@@ -135,16 +133,6 @@ def reading_status(name: str, account) -> int:
               "a reason the translator cannot name; the output is incomplete (please report this)", file=sys.stderr)
         return 3
     return 0
-
-
-def _progress_bar(args: argparse.Namespace, total: int | None):
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
-    if not show:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="reading", file=sys.stderr,
-                leave=False)
 
 
 def _summary(name: str, result, counts: dict[str, int], account) -> None:

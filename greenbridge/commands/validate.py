@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from greenbridge import progress
+
 _DEFAULT_MAX_ERRORS = 100
 
 
@@ -37,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"stop reporting a file after N problems (default {_DEFAULT_MAX_ERRORS}; 0 = no limit)",
     )
+    progress.add_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -71,20 +74,24 @@ def _validate_all(args: argparse.Namespace) -> int:
 
     limit = args.max_errors or None
     status = 0
-    for path in args.files:
-        label = "<stdin>" if path == "-" else path
-        source = sys.stdin.buffer if path == "-" else path
-        try:
-            report = validate(source, strict=args.strict, name=label, max_errors=limit)
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            print(f"{label}: cannot read: {reason}", file=sys.stderr)
-            status = 2
-            continue
-        for issue in report.errors:
-            print(issue)
-        sys.stdout.flush()  # keep the summary after its file's problems when both streams share a terminal
-        print(report, file=sys.stderr)  # "F: valid (lenient)", "F: 3 errors (strict)", "F: 100+ errors (…)"
-        if not report.valid:
-            status = max(status, 1)
+    # Bytes of all files with their rate and ETA, and how many files are invalid (terminal only).
+    with progress.Progress(progress.wanted(args), total=progress.file_sizes(args.files), desc="validate") as bar:
+        for path in args.files:
+            label = "<stdin>" if path == "-" else path
+            source = sys.stdin.buffer if path == "-" else path
+            try:
+                report = validate(source, strict=args.strict, name=label, max_errors=limit, on_read=bar.advance)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                bar.write(f"{label}: cannot read: {reason}")
+                status = 2
+                continue
+            for issue in report.errors:
+                bar.write(str(issue), sys.stdout)
+            sys.stdout.flush()  # keep the summary after its file's problems when both streams share a terminal
+            bar.write(str(report))  # "F: valid (lenient)", "F: 3 errors (strict)", "F: 100+ errors (…)"
+            bar.count("files", 1)
+            if not report.valid:
+                bar.count("invalid", 1)
+                status = max(status, 1)
     return status
