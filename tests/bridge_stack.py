@@ -84,7 +84,7 @@ class Bridge:
         return make_sessionmaker(make_engine(self.database_url))
 
     def start_worker(self, concurrency: int = 2, queues: str | None = None) -> subprocess.Popen:
-        log = self.directory / f"worker-{len(self.workers)}.log"
+        log = self.directory / f"worker-{len(self.worker_logs)}.log"  # a worker started again gets a log of its own
         cmd = [sys.executable, "-m", "greenbridge", "worker", "--concurrency", str(concurrency),
                "--hostname", f"w{len(self.workers)}-{os.getpid()}@localhost", "--log-level", "info"]
         if queues:

@@ -176,9 +176,9 @@ def drop_database(url: str) -> None:
 
 
 class PostgresURL(str):
-    """A cluster's URL that can also ``restart(down_seconds=0, sig=SIGINT)`` the server: stopped (SIGINT: fast
-    shutdown, every session terminated; SIGKILL: a crash), down for ``down_seconds``, started again on the same port
-    and data, returning once it accepts connections."""
+    """A cluster's URL that can also ``restart(down_seconds=0, sig=SIGINT, while_down=None)`` the server: stopped
+    (SIGINT: fast shutdown, every session terminated; SIGKILL: a crash), ``while_down()`` called, down for
+    ``down_seconds`` more, started again on the same port and data, returning once it accepts connections."""
 
     restart: Callable[..., None]
 
@@ -289,8 +289,11 @@ def postgres_cluster(
         url = PostgresURL(return_url)
         running = [proc]
 
-        def restart(down_seconds: float = 0.0, sig: int = signal.SIGINT) -> None:
+        def restart(down_seconds: float = 0.0, sig: int = signal.SIGINT,
+                    while_down: Callable[[], object] | None = None) -> None:
             _stop(running[0], sig, timeout=30)
+            if while_down is not None:
+                while_down()
             time.sleep(down_seconds)
             with open(log, "ab") as out:
                 running[0] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, env=env, **run_as)

@@ -14,7 +14,9 @@ is sent by the test as a lost message's rescue.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -39,6 +41,7 @@ from bridge_stack import (
     wait_grant,
 )
 from fault_servers import RESET, STALL, THIRTY_PERCENT, UNAVAILABLE, cutting_sftp_server, fault_proxy
+from gateway_helpers import continue_to_client
 from servers import create_database, postgres_cluster, redis_server
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -306,10 +309,13 @@ def test_duplicated_reordered_and_late_notifications(tmp_path):
 
 
 def test_postgresql_restarted_under_the_workers(tmp_path, sshd):
-    """The store (PostgreSQL) is restarted (fast shutdown: every session terminated; down for two seconds) while a
-    worker stores a bulk's parts and the gateway serves. Connection errors are transient: the interrupted run
-    fails and is retried (or taken over once its lease runs out), the pools reconnect, and every Grant ends
-    exact."""
+    """The store (PostgreSQL) goes away twice (fast shutdown: every session terminated). (1) While it is down a
+    running worker (paused while the job was published) takes the custodian's bulk job from Redis: it cannot claim
+    it, and sends the message again with a growing countdown instead of dropping it, so the bulk runs once the
+    store is back, with no reconciler. (A worker *starting* while the store is down exits at its migration and is
+    restarted by its supervisor: deploy/systemd, compose.)
+    (2) It is restarted while the worker stores the bulk's parts and the gateway serves: the interrupted run is
+    retried or taken over once its lease runs out, the pools reconnect, and every Grant ends exact."""
     customers = 4
     bulk_dir = sshd.root / f"bulk-{uuid.uuid4().hex[:8]}"
     bulk_dir.mkdir(mode=0o755)
@@ -318,17 +324,33 @@ def test_postgresql_restarted_under_the_workers(tmp_path, sshd):
         with start_bridge(tmp_path / "bridge", scopes=(BULK_SCOPE,), sandbox_env=_sftp_sandbox(bulk_dir, sshd),
                           custodian_toml=_sftp_toml(sshd), customers=customers, days=DAYS, workers=0,
                           gateway_env=FAST, database_url=database_url) as bridge:
-            bridge.start_worker(concurrency=1)
+            worker = bridge.start_worker(concurrency=1)
             _client, granted = _consent_all(bridge, customers)
             _grow(bridge, customers, 20)
-            _request_bulk(bridge)
-            _running(bridge, "ingest_bulk_part")
+            (pool,) = _children(worker.pid)  # concurrency 1: one pool process
+            os.kill(pool, signal.SIGSTOP)  # paused with its store connections open; the main process still takes
+            log = bridge.worker_logs[-1]
+            taken = log.read_text().count("] received")
+            _request_bulk(bridge)  # the sandbox's BatchList follows: the job committed and published
+            _wait_for(lambda: any(j.kind == "fetch_bulk" for j in bridge.jobs()), bridge)
+            _wait_for(lambda: log.read_text().count("] received") > taken, bridge)  # handed to the paused process
+
+            def worker_meets_the_stopped_store() -> None:
+                seen = len(log.read_text())
+                os.kill(pool, signal.SIGCONT)
+                _wait_for(lambda: "OperationalError" in log.read_text()[seen:], bridge)  # its claim failed
+
+            server.restart(down_seconds=1, while_down=worker_meets_the_stopped_store)
+            _running(bridge, "ingest_bulk_part", timeout=90)  # no reconciler sent: the message itself came back
+            assert "the store is unreachable" in log.read_text()
             server.restart(down_seconds=2)
             jobs = _settle(bridge, lambda jobs: sum(j.kind == "ingest_bulk_part" for j in jobs) == customers)
             _all_done(jobs)
             _one_job_per_resource(jobs)
+            (bulk,) = [j for j in jobs if j.kind == "fetch_bulk"]
+            assert bulk.attempts == 1  # the claim that met the stopped store changed nothing; the message came back
             _exact(bridge, granted, DAYS + 20)  # through the gateway, which reconnected too
-            assert "OperationalError" in bridge.worker_logs[0].read_text()  # the restart did reach the worker
+            assert "OperationalError" in bridge.worker_logs[-1].read_text()  # the restarts did reach the worker
 
 
 def test_gateway_killed_while_a_consent_is_in_flight(tmp_path):
@@ -353,8 +375,7 @@ def test_gateway_killed_while_a_consent_is_in_flight(tmp_path):
                         session.scalar(select(func.count()).select_from(UpstreamAuthorization)))
 
         def code_exchange(browser, callback: str):
-            answer = browser.get(callback)
-            assert answer.status_code == 302, answer.text
+            answer = continue_to_client(browser, browser.get(callback))  # from the receipt page (issue 14)
             return answer.headers["location"]
 
         # (1) killed between the hops
@@ -402,6 +423,17 @@ def test_gateway_killed_while_a_consent_is_in_flight(tmp_path):
         assert counts() == (2, 2)
         for number, token in ((1, first_token), (2, second_token)):
             assert segment_totals(usage_segments(bridge, token)) == source_totals(number, DAYS, generate_start(DAYS))
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _wait_for(condition, bridge, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, bridge.logs()
+        time.sleep(0.05)
 
 
 def _attempt(browser, url: str):
