@@ -80,7 +80,8 @@ def _grow(bridge, customers: int, days: int = GROWTH) -> None:
 
 
 def _request_bulk(bridge) -> None:
-    """The sandbox writes bulk set 1 and POSTs the BatchList naming it (its sftp:// URI) to the gateway."""
+    """The sandbox writes bulk set 1 and POSTs the BatchList naming it (its sftp:// URI) to the gateway, after its
+    202: the job may not exist yet when this returns."""
     answer = httpx2.get(f"{bridge.sandbox}/espi/1_1/resource/Batch/Bulk/1", timeout=60, trust_env=False,
                         headers={"Authorization": f"Bearer {bridge.sandbox_client_token()}"})
     assert answer.status_code == 202, answer.text
@@ -168,7 +169,8 @@ def test_redis_restarted_mid_run(tmp_path, sshd):
             _grow(bridge, customers)
 
             current.close()  # Redis stops
-            _request_bulk(bridge)  # the BatchList is answered 200: the job is committed, not yet published
+            _request_bulk(bridge)  # the sandbox's BatchList follows, answered 200: committed, not yet published
+            _wait_for(lambda: any(j.kind == "fetch_bulk" for j in bridge.jobs()), bridge)
             (bulk,) = [j for j in bridge.jobs() if j.kind == "fetch_bulk"]
             assert bulk.state == "queued"
             current = contextlib.ExitStack()
