@@ -167,6 +167,10 @@ class GatewayConfig:
     # How long a running job's lease lasts; its worker renews it every third of that. A job whose worker was killed
     # is taken over by the next run once its lease ran out (workers.jobs).
     job_lease_seconds: int = 60
+    # A failed job's first retry comes within this many seconds, doubling with each attempt (with jitter; capped at
+    # 600 s) (workers.jobs.backoff_delay); and how long a worker waits for a custodian's answer (each HTTP request).
+    job_retry_seconds: int = 5
+    custodian_timeout_seconds: int = 60
     # Bounded work per notification (issue 13 item 2): URIs acted on per BatchList POST (the rest refused and
     # counted in the log), and URIs acted on per custodian and minute (beyond it a POST is answered 429).
     notification_uri_cap: int = 100
@@ -222,6 +226,8 @@ _ENV = {
     "GREENBRIDGE_TIMEZONE": "timezone",
     "GREENBRIDGE_DEFERRED_TIMEOUT_SECONDS": "deferred_timeout_seconds",
     "GREENBRIDGE_JOB_LEASE_SECONDS": "job_lease_seconds",
+    "GREENBRIDGE_JOB_RETRY_SECONDS": "job_retry_seconds",
+    "GREENBRIDGE_CUSTODIAN_TIMEOUT_SECONDS": "custodian_timeout_seconds",
     "GREENBRIDGE_DEMO": "demo",
     "GREENBRIDGE_OPERATOR_USER": "operator_user",
     "GREENBRIDGE_OPERATOR_PASSWORD": "operator_password",
@@ -233,7 +239,7 @@ _INT_KEYS = {
     "max_body_bytes", "message_max_bytes", "access_token_seconds", "refresh_token_seconds",
     "authorization_code_seconds", "par_seconds", "auth_failures_per_minute", "auth_address_failures_per_minute",
     "page_size", "deferred_timeout_seconds", "job_lease_seconds", "notification_uri_cap",
-    "notification_jobs_per_minute",
+    "notification_jobs_per_minute", "job_retry_seconds", "custodian_timeout_seconds",
 }
 _STR_KEYS = {"issuer", "database_url", "redis_url", "secret_key", "timezone", "segment_history", "operator_user",
              "operator_password"}

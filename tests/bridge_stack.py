@@ -63,6 +63,7 @@ class Bridge:
     sandbox_secret: str = ""
     workers: list[subprocess.Popen] = field(default_factory=list)
     worker_logs: list[Path] = field(default_factory=list)
+    gateway_process: GatewayProcess | None = None
 
     @property
     def gateway_log(self) -> Path:
@@ -83,7 +84,7 @@ class Bridge:
         return make_sessionmaker(make_engine(self.database_url))
 
     def start_worker(self, concurrency: int = 2, queues: str | None = None) -> subprocess.Popen:
-        log = self.directory / f"worker-{len(self.workers)}.log"
+        log = self.directory / f"worker-{len(self.worker_logs)}.log"  # a worker started again gets a log of its own
         cmd = [sys.executable, "-m", "greenbridge", "worker", "--concurrency", str(concurrency),
                "--hostname", f"w{len(self.workers)}-{os.getpid()}@localhost", "--log-level", "info"]
         if queues:
@@ -153,25 +154,61 @@ class Bridge:
             time.sleep(0.2)
 
 
+@dataclass
+class GatewayProcess:
+    """The gateway under uvicorn on a port chosen beforehand (the sandbox must know it before it starts); it can be
+    killed (SIGKILL: no shutdown at all) and started again on the same port, store and configuration."""
+
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    log_level: str = "info"
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> str:
+        cmd = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--host", HOST, "--port",
+               str(self.port), "--app-dir", str(REPO), "--log-level", self.log_level]
+        child_env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1",
+                     "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         env=child_env)
+        error = _wait_http(self.proc, self.port, "/healthz", 30)
+        if error is not None:
+            self.stop()
+            raise ServerStartError(f"gateway did not start: {error}\n{_log_tail(self.log_path)}")
+        return f"http://{HOST}:{self.port}"
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+
+
 @contextlib.contextmanager
 def gateway_on(port: int, env: dict[str, str], log_path: Path, log_level: str = "info") -> Iterator[ServerURL]:
     """The gateway under uvicorn on a port chosen beforehand (the sandbox must know it before it starts); the URL
-    carries its ``pid`` (a test may kill it) and ``log_path``."""
-    cmd = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--host", HOST, "--port",
-           str(port), "--app-dir", str(REPO), "--log-level", log_level]
-    child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1",
-                 "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=child_env)
-    try:
-        error = _wait_http(proc, port, "/healthz", 30)
-        if error is not None:
-            raise ServerStartError(f"gateway did not start: {error}\n{_log_tail(log_path)}")
-        url = ServerURL(f"http://{HOST}:{port}")
-        url.pid, url.port, url.log_path = proc.pid, port, log_path
+    carries its ``pid`` (a test may kill it), ``port`` and ``log_path``."""
+    with gateway_process(port, env, log_path, log_level) as process:
+        url = ServerURL(f"http://{HOST}:{process.port}")
+        url.pid, url.port, url.log_path = process.proc.pid, process.port, log_path
         yield url
+
+
+@contextlib.contextmanager
+def gateway_process(port: int, env: dict[str, str], log_path: Path, log_level: str = "info"
+                    ) -> Iterator[GatewayProcess]:
+    """A GatewayProcess started; stopped on exit whatever state a test left it in."""
+    process = GatewayProcess(port, env, log_path, log_level)
+    try:
+        process.start()
+        yield process
     finally:
-        _stop(proc)
+        process.stop()
 
 
 @contextlib.contextmanager
@@ -205,10 +242,13 @@ def start_bridge(directory: Path, redis_url: str | None = None, *, scopes: tuple
                  sandbox_env: dict[str, str] | None = None, gateway_env: dict[str, str] | None = None,
                  custodian_toml: str = "", customers: int = 3, days: int = 5, workers: int = 1,
                  database_url: str | None = None, log_level: str = "info", gateway_workers: int = 0,
-                 worker_queues: str | None = None) -> Iterator[Bridge]:
+                 worker_queues: str | None = None, front: Any = None) -> Iterator[Bridge]:
     """Sandbox, gateway and ``workers`` worker processes (0: nothing runs the jobs); everything stopped on exit.
     ``gateway_workers`` > 0 runs the gateway through ``greenbridge serve --workers N`` instead of uvicorn directly;
     ``worker_queues`` limits the queues the workers consume.
+
+    With ``front`` (a tests/fault_servers.FaultProxy) everyone reaches the sandbox through it: the sandbox announces
+    the proxy's URL as its own, and the gateway's custodian configuration names it.
 
     Without ``redis_url`` the bridge gets a redis-server of its own: two bridges on one Redis would share queues,
     and one bridge's worker would take (and drop, finding no such job in its store) the other's messages.
@@ -219,7 +259,7 @@ def start_bridge(directory: Path, redis_url: str | None = None, *, scopes: tuple
                 directory, own, scopes=scopes, sandbox_env=sandbox_env, gateway_env=gateway_env,
                 custodian_toml=custodian_toml, customers=customers, days=days, workers=workers,
                 database_url=database_url, log_level=log_level, gateway_workers=gateway_workers,
-                worker_queues=worker_queues) as bridge:
+                worker_queues=worker_queues, front=front) as bridge:
             yield bridge
         return
     port = free_port()
@@ -236,8 +276,13 @@ def start_bridge(directory: Path, redis_url: str | None = None, *, scopes: tuple
         "GREENBRIDGE_SANDBOX_NOTIFY_ATTEMPTS": "3", "GREENBRIDGE_SANDBOX_NOTIFY_BACKOFF": "0.5",
         **(sandbox_env or {}),
     }
+    if front is not None:
+        env_sandbox["GREENBRIDGE_SANDBOX_BASE_URL"] = front.url
     with uvicorn_server("sandbox.app:create_sandbox_app", env=env_sandbox, app_dir=REPO,
                         health_path="/healthz", log_path=directory / "sandbox.log") as sandbox:
+        if front is not None:
+            front.upstream_port = sandbox.port
+            sandbox = front.url
         listed = ", ".join(json.dumps(s) for s in scopes)
         config = directory / "greenbridge.toml"
         config.write_text(COVERAGE_TOML + f"""
@@ -258,9 +303,13 @@ scopes = [{listed}]
                "GREENBRIDGE_DATA_DIR": str(directory / "var"), "GREENBRIDGE_DATABASE_URL": database_url,
                "GREENBRIDGE_SECRET_KEY": secret_key, "GREENBRIDGE_REDIS_URL": redis_url, **(gateway_env or {})}
         bridge = Bridge(gateway, str(sandbox), redis_url, database_url, secret_key, directory, env, secret)
-        server = (serve_on(port, env, directory / "gateway.log", gateway_workers, log_level) if gateway_workers
-                  else gateway_on(port, env, directory / "gateway.log", log_level=log_level))
-        with server:
+        if gateway_workers:
+            server = serve_on(port, env, directory / "gateway.log", gateway_workers, log_level)
+        else:
+            server = gateway_process(port, env, directory / "gateway.log", log_level=log_level)
+        with server as process:
+            if isinstance(process, GatewayProcess):
+                bridge.gateway_process = process
             try:
                 for _ in range(workers):
                     bridge.start_worker(queues=worker_queues)

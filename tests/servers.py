@@ -175,6 +175,14 @@ def drop_database(url: str) -> None:
     )
 
 
+class PostgresURL(str):
+    """A cluster's URL that can also ``restart(down_seconds=0, sig=SIGINT, while_down=None)`` the server: stopped
+    (SIGINT: fast shutdown, every session terminated; SIGKILL: a crash), ``while_down()`` called, down for
+    ``down_seconds`` more, started again on the same port and data, returning once it accepts connections."""
+
+    restart: Callable[..., None]
+
+
 @contextlib.contextmanager
 def postgres_cluster(
     tmpdir: str | os.PathLike | None = None,
@@ -190,7 +198,8 @@ def postgres_cluster(
     server's user cannot write there, as with pytest's 0700 temp dirs when running as root), listens on 127.0.0.1
     only, on a free port, trusts every connection from 127.0.0.1 and has its unix socket inside that directory.
     Durability is off (fsync, synchronous_commit, full_page_writes) for speed. As root, initdb and postgres run as
-    the ``postgres`` user (or ``nobody``). On exit: fast shutdown (SIGINT), then the directory is removed.
+    the ``postgres`` user (or ``nobody``). On exit: fast shutdown (SIGINT), then the directory is removed. The URL
+    is a :class:`PostgresURL`: ``url.restart()`` restarts the server in place.
     ``settings`` adds or overrides server settings (``-c name=value``).
     """
     import psycopg
@@ -277,7 +286,32 @@ def postgres_cluster(
                 raise ServerStartError(f"PostgreSQL exited with {proc.returncode}:\n{_log_tail(log)}")
         else:
             raise ServerStartError(f"PostgreSQL could not bind a free port:\n{_log_tail(log)}")
-        yield return_url
+        url = PostgresURL(return_url)
+        running = [proc]
+
+        def restart(down_seconds: float = 0.0, sig: int = signal.SIGINT,
+                    while_down: Callable[[], object] | None = None) -> None:
+            _stop(running[0], sig, timeout=30)
+            if while_down is not None:
+                while_down()
+            time.sleep(down_seconds)
+            with open(log, "ab") as out:
+                running[0] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, env=env, **run_as)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    with psycopg.connect(conninfo, autocommit=True):
+                        return
+                except psycopg.OperationalError:
+                    if running[0].poll() is not None or time.monotonic() > deadline:
+                        raise ServerStartError(f"PostgreSQL did not come back:\n{_log_tail(log)}") from None
+                    time.sleep(0.05)
+
+        url.restart = restart
+        try:
+            yield url
+        finally:
+            proc = running[0]
     finally:
         if proc is not None:
             _stop(proc, signal.SIGINT, timeout=30)  # SIGINT = fast shutdown

@@ -486,13 +486,14 @@ def test_big_bulk_splits_in_bounded_memory(tmp_path):
 
 
 def _sequential_bulk(tmp_path: Path, days: int) -> Path:
-    """Three customers' entries one subscription after the other, each with its shared entries first."""
-    body = []
+    """Three customers' entries one subscription after the other, each with its shared entries first (and their
+    common LocalTimeParameters before everything)."""
+    body, ltp = [], ""
     for number in (1, 2, 3):
-        entries, _ltp = bulk_chunks(number, spec_of(number, days=days))
+        entries, ltp = bulk_chunks(number, spec_of(number, days=days))
         body += entries
     bulk = tmp_path / "bulk.xml"
-    bulk.write_text(HEAD + "".join(body) + "</feed>\n", encoding="utf-8")
+    bulk.write_text(HEAD + ltp + "".join(body) + "</feed>\n", encoding="utf-8")
     return bulk
 
 
@@ -503,15 +504,20 @@ def test_parts_are_handed_over_as_soon_as_complete(tmp_path):
     parts_dir = tmp_path / "parts"
     seen: list[tuple[str, list[str]]] = []
 
+    started: list[list[str]] = []
+
     def on_part(part):
         assert part.path.is_file() and translated_totals(part.path)["readings"] == part.readings > 0
         seen.append((part.subscription, sorted(p.name for p in parts_dir.iterdir() if p.suffix == ".xml")))
+        started.append(sorted(p.name for p in parts_dir.iterdir() if p.suffix == ".part"))
 
     split = split_bulk(bulk, parts_dir, on_part=on_part)
     assert [s for s, _ in seen] == ["101", "102", "103"] == list(split.parts)
     # when the first part was handed over, the later ones were not complete yet (no final file)
     assert seen[0][1] == ["subscription-101.xml"]
     assert seen[1][1] == ["subscription-101.xml", "subscription-102.xml"]
+    # nor begun: each part is handed over as soon as the split reaches the next one's entries, not at the end
+    assert started[:2] == [[".subscription-102.xml.part"], [".subscription-103.xml.part"]]
 
 
 def test_an_error_after_a_part_was_handed_over_keeps_it_and_removes_the_rest(tmp_path):
@@ -528,3 +534,71 @@ def test_an_error_after_a_part_was_handed_over_keeps_it_and_removes_the_rest(tmp
     # the two complete parts stay (handed over); the third, unfinished, leaves nothing behind
     assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["subscription-101.xml",
                                                                       "subscription-102.xml"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One pass (issue 15 item 3)
+# ---------------------------------------------------------------------------------------------------------------
+def test_the_split_reads_the_file_once(tmp_path):
+    """The bulk comes through a FIFO, which can be read only once: every part is complete and exact all the same,
+    and the shared entries that come after the entries linking to them reach their parts."""
+    import os
+    import threading
+
+    specs = {number: spec_of(number, days=3) for number in (1, 2, 3)}
+    body, ltp = [], ""
+    for number, spec in specs.items():
+        entries, ltp = bulk_chunks(number, spec)
+        body += entries
+    text = (HEAD + "".join(body) + ltp + "</feed>\n").encode()
+    fifo = tmp_path / "bulk.fifo"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "wb") as pipe:
+            pipe.write(text)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        split = split_bulk(fifo, tmp_path / "parts")
+    finally:
+        writer.join(timeout=30)
+    assert not writer.is_alive()
+    assert list(split.parts) == ["101", "102", "103"] and split.unassigned == []
+    for number, spec in specs.items():
+        assert translated_totals(split.parts[str(100 + number)]) == translated_totals(source_feed(spec))
+        assert f"{R}/LocalTimeParameters/1" in self_hrefs(split.parts[str(100 + number)])
+
+
+def test_a_subscription_whose_entries_are_not_together_is_handed_over_again_whole(tmp_path):
+    """Customer 1's last IntervalBlocks come after customer 2's entries: its part was complete as far as the split
+    could tell and was handed over; what came later makes a second revision holding all of it (exact data), and
+    from then on no part is handed over before the end of the file."""
+    first, _ltp = bulk_chunks(1, spec_of(1, days=4))
+    second, ltp = bulk_chunks(2, spec_of(2, days=2))
+    third, _ltp = bulk_chunks(3, spec_of(3, days=2))
+    blocks = [i for i, chunk in enumerate(first) if "<espi:IntervalBlock>" in chunk]
+    cut = blocks[-2]  # the last two IntervalBlocks of its last series come late
+    bulk = tmp_path / "bulk.xml"
+    bulk.write_text(HEAD + ltp + "".join(first[:cut]) + "".join(second) + "".join(first[cut:]) + "".join(third)
+                    + "</feed>\n", encoding="utf-8")
+    handed: list[tuple[str, int, int]] = []
+
+    def on_part(part):
+        handed.append((part.subscription, part.revision, translated_totals(part.path)["readings"]))
+
+    split = split_bulk(bulk, tmp_path / "parts", on_part=on_part)
+
+    whole = translated_totals(source_feed(spec_of(1, days=4)))
+    late = sum(chunk.count("<espi:IntervalReading>") for chunk in first[cut:])
+    assert late > 0
+    assert handed == [("101", 1, whole["readings"] - late), ("102", 1, handed[1][2]), ("103", 1, handed[2][2]),
+                      ("101", 2, whole["readings"])]
+    part = split.part_info["101"]
+    assert part.revision == 2 and split.parts["101"] == part.path and part.path.name == "subscription-101.r2.xml"
+    assert translated_totals(part.path) == whole  # counts and Decimal sums, exactly
+    assert part.readings == whole["readings"] and split.readings == sum(split.reading_counts.values())
+    assert translated_totals(split.parts["102"]) == translated_totals(source_feed(spec_of(2, days=2)))
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == [
+        "subscription-101.r2.xml", "subscription-101.xml", "subscription-102.xml", "subscription-103.xml"]

@@ -154,3 +154,39 @@ def test_reconciler_finds_lost_jobs(sessions):
     with sessions() as session, session.begin():  # still unclaimed a staleness period later: the message was lost
         lost_again = {job.job_id for job in jobs.lost(session, stale_after=900, now=later + timedelta(seconds=901))}
     assert lost_again == {stale, due, fresh, crashed}  # fresh is stale by now, crashed's second run died too
+
+
+def test_a_store_out_of_reach_is_told_from_a_job_error(tmp_path):
+    """A refused connection (PostgreSQL on a port nobody listens on) is the store being away; a constraint
+    violation is about the data. execute() says which (StoreUnreachable,
+    nothing claimed), so gb.run_job sends its message again instead of dropping it."""
+    from types import SimpleNamespace
+
+    from servers import free_port
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from workers.tasks import execute
+
+    refused = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none?connect_timeout=5"
+    with pytest.raises(jobs.StoreUnreachable) as caught:
+        execute(SimpleNamespace(database_url=refused, job_lease_seconds=60), "some-job")
+    assert caught.value.claimed is False and "OperationalError" in str(caught.value)
+    assert jobs.store_unreachable(caught.value.__cause__)
+
+    engine = make_engine(f"sqlite+pysqlite:///{tmp_path}/store.db")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (k INTEGER PRIMARY KEY)"))
+        connection.execute(text("INSERT INTO t VALUES (1)"))
+    with pytest.raises(IntegrityError) as duplicate, engine.begin() as connection:
+        connection.execute(text("INSERT INTO t VALUES (1)"))
+    assert not jobs.store_unreachable(duplicate.value)
+    engine.dispose()
+
+
+def test_store_retry_countdown_grows_to_its_cap_and_waits_out_a_lease():
+    assert [jobs.store_retry_countdown(n, base=1) for n in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert jobs.store_retry_countdown(0, base=5) == 5 and jobs.store_retry_countdown(9, base=5) == jobs.STORE_RETRY_MAX
+    assert jobs.store_retry_countdown(0, base=1, lease=61) == 61  # a claimed run's lease must run out first
+    total = sum(jobs.store_retry_countdown(n, base=jobs.BACKOFF_BASE) for n in range(jobs.STORE_RETRIES))
+    assert total < jobs.RECONCILE_STALE_AFTER  # the retries end before the reconciler's bound would have

@@ -25,6 +25,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 # Creating jobs (enqueue) and the states and queues are shared with the gateway: cds/store/jobs.py.
@@ -58,6 +59,11 @@ LEASE_SECONDS = 60
 ERROR_MAX = 2000  # characters of last_error kept
 RETRY_COUNTDOWN_MAX = 600  # seconds: a retry due sooner is re-published with a countdown, a later one by the reconciler
 RECONCILE_STALE_AFTER = 900.0  # a queued job untouched this long is re-published by the reconciler
+# A message whose run could not reach the store (workers.tasks.run_job) is sent again after job_retry_seconds,
+# doubling up to STORE_RETRY_MAX, STORE_RETRIES times (about 5 minutes with the defaults); past that the job is
+# still queued or running in the store and the reconciler publishes it (the bound: RECONCILE_STALE_AFTER).
+STORE_RETRY_MAX = 60.0
+STORE_RETRIES = 10
 
 
 class JobError(Exception):
@@ -96,6 +102,30 @@ class Outcome:
 
 def get(session: Session, job_id: str) -> Job | None:
     return session.get(Job, job_id, populate_existing=True)
+
+
+class StoreUnreachable(JobError):
+    """A run could not reach the store (:func:`store_unreachable`): before claiming its job (``claimed`` False: the
+    job is as it was) or after (it stays ``running`` until its lease runs out)."""
+
+    def __init__(self, error: BaseException, *, claimed: bool) -> None:
+        super().__init__(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        self.claimed = claimed
+
+
+def store_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says the store itself is away (refused or dropped connection, a server shutting down,
+    SQLite busy) rather than anything about a job: the run can be tried again as it stands."""
+    if isinstance(error, OperationalError | InterfaceError):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+def store_retry_countdown(retries: int, *, base: float = BACKOFF_BASE, lease: float = 0.0) -> float:
+    """Seconds before a message that met an unreachable store is delivered again (``retries`` already sent):
+    ``base`` doubling up to :data:`STORE_RETRY_MAX`, and never before ``lease`` has run out (a run claimed before the
+    store went away keeps its lease; the next delivery takes it over once it expired)."""
+    return max(min(STORE_RETRY_MAX, base * 2 ** retries), lease)
 
 
 def claim(session: Session, job_id: str, *, lease_seconds: float = LEASE_SECONDS,
@@ -239,16 +269,17 @@ def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> fl
 
 
 def failed(session: Session, job: Job, error: str, *, retry_after: float | None = None, now: datetime | None = None,
-           rand: Callable[[], float] = random.random) -> Outcome | None:
+           rand: Callable[[], float] = random.random, backoff: float = BACKOFF_BASE) -> Outcome | None:
     """Records a failed run: ``failed`` with the next ``run_after``, or ``dead`` when the attempts are used up.
 
-    The delay is :func:`backoff_delay` for this attempt, raised to ``retry_after`` (capped at a day) when the
+    The delay is :func:`backoff_delay` for this attempt (from ``backoff`` seconds, the configured
+    ``job_retry_seconds``), raised to ``retry_after`` (capped at a day) when the
     upstream gave one. None when the run was no longer the current one (nothing changed).
     """
     now = now or utcnow()
     if job.attempts >= job.max_attempts:
         return dead(session, job, f"attempt {job.attempts}/{job.max_attempts}: {error}", now=now)
-    delay = backoff_delay(job.attempts, rand=rand)
+    delay = backoff_delay(job.attempts, base=backoff, rand=rand)
     if retry_after is not None:
         delay = max(delay, min(retry_after, RETRY_AFTER_MAX))
     at = now + timedelta(seconds=delay)

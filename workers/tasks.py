@@ -110,14 +110,20 @@ def execute(config: Any, job_id: str, publish_job: Callable[[str, str], Any] | N
     """Claim and run one job, recording its outcome; None when there was nothing to run (not runnable).
 
     Jobs the handler created (fan-out, follow-ups) are passed to ``publish_job(job_id, queue)`` once the
-    transaction that created them has committed.
+    transaction that created them has committed. Raises :class:`workers.jobs.StoreUnreachable` when the store
+    could not be reached to claim the job or to record its outcome (the caller tries again later).
     """
     sessions = sessions_for(config)
     lease = float(getattr(config, "job_lease_seconds", jobs.LEASE_SECONDS))
     # autobegin off: nothing the handler does opens a transaction it did not open on purpose (workers.kinds)
     with sessions(autobegin=False) as session:
-        with session.begin():
-            job = jobs.claim(session, job_id, lease_seconds=lease)
+        try:
+            with session.begin():
+                job = jobs.claim(session, job_id, lease_seconds=lease)
+        except Exception as error:
+            if jobs.store_unreachable(error):
+                raise jobs.StoreUnreachable(error, claimed=False) from error
+            raise
         if job is None:
             log.info("job %s: not runnable, message dropped", job_id)
             return None
@@ -138,6 +144,10 @@ def execute(config: Any, job_id: str, publish_job: Callable[[str, str], Any] | N
             with _Heartbeat(sessions, job, lease):
                 outcome = _run(session, job, kind, config, publish_job)
             return outcome
+        except Exception as error:  # the outcome could not be recorded
+            if jobs.store_unreachable(error):
+                raise jobs.StoreUnreachable(error, claimed=True) from error
+            raise
         finally:
             metrics.task_runtime.labels(job.kind, outcome.state if outcome is not None else "superseded").observe(
                 elapsed())
@@ -205,7 +215,8 @@ def _run(session: Session, job: Job, kind: Kind | None, config: Any,
         retry_after = exc.retry_after if isinstance(exc, jobs.RetryLater) else None
         error = f"{type(exc).__name__}: {exc}"
         with session.begin():
-            outcome = jobs.failed(session, job, error, retry_after=retry_after)
+            outcome = jobs.failed(session, job, error, retry_after=retry_after,
+                                  backoff=getattr(config, "job_retry_seconds", jobs.BACKOFF_BASE))
             _ended_badly(session, job, kind, config, error, outcome)
         return _published_if_queued(session, job, outcome, publish_job)
 
@@ -298,8 +309,20 @@ def run_job(self, job_id: str) -> str | None:
     """Run job ``job_id``; a retry due soon is re-published with a countdown (and recorded as published for that
     due time, so the reconciler does not publish it again), a later one left to the reconciler."""
     config = self.app.greenbridge_config
-    outcome = execute(config, job_id, lambda new_id, queue: self.app.send_task(
-        "gb.run_job", args=(new_id,), queue=queue))
+    try:
+        outcome = execute(config, job_id, lambda new_id, queue: self.app.send_task(
+            "gb.run_job", args=(new_id,), queue=queue))
+    except jobs.StoreUnreachable as error:
+        # This message must not be dropped (acked with the exception it would leave the job to the reconciler, up
+        # to RECONCILE_STALE_AFTER later): it is sent again with a growing countdown. A run that claimed the job
+        # before losing the store keeps its lease, so the next delivery comes once the lease expired.
+        retries = self.request.retries
+        countdown = jobs.store_retry_countdown(
+            retries, base=float(getattr(config, "job_retry_seconds", jobs.BACKOFF_BASE)),
+            lease=float(getattr(config, "job_lease_seconds", jobs.LEASE_SECONDS)) + 1 if error.claimed else 0.0)
+        log.warning("job %s: the store is unreachable (%s); message sent again in %.0f s (%d/%d)", job_id, error,
+                    countdown, retries + 1, jobs.STORE_RETRIES)
+        raise self.retry(exc=error, countdown=countdown, max_retries=jobs.STORE_RETRIES) from None
     if outcome is None:
         return None
     if outcome.state in (jobs.FAILED, jobs.DEFERRED) and outcome.run_after is not None:

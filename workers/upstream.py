@@ -96,7 +96,8 @@ class Context:
         raise jobs.PermanentError(f"no custodian {custodian_id!r} is configured")
 
     def client(self, custodian: Any) -> CustodianClient:
-        return upstream.client(custodian, self.config.issuer, download_dir=self.downloads(), activity=activity())
+        return upstream.client(custodian, self.config.issuer, download_dir=self.downloads(), activity=activity(),
+                               timeout=self.config.custodian_timeout_seconds)
 
     def downloads(self) -> Path:
         return private_dir(Path(self.config.data_dir) / "downloads")
@@ -473,6 +474,8 @@ def fetch_bulk(session: Session, job: Job, config: Any) -> str:
     after_commit(session, lambda: path.unlink(missing_ok=True))
     if not fan_out.queued:
         after_commit(session, lambda: _remove_dir(parts_dir))
+    else:  # the parts' ingest jobs may all be done already: the directory goes with the last of them, or now
+        after_commit(session, lambda: _remove_empty_dir(parts_dir))
     unplaced = _unplaced(split, fan_out, owners)
     if unplaced:
         # Never stored: no live authorization of ours covers them (another third party's, revoked, or entries
@@ -513,6 +516,7 @@ class _FanOut:
         self.queued = 0
         self.unclaimed: list[str] = []
         self.unclaimed_readings = 0
+        self._unclaimed_readings: dict[str, int] = {}
 
     def _rows(self, session: Session, part: Any) -> list[UpstreamAuthorization]:
         if part.owner is None:
@@ -523,6 +527,8 @@ class _FanOut:
     def part(self, part: Any) -> None:
         path = part.path
         label = part.subscription if part.owner is None else f"authorization-{part.owner}"
+        # a part handed over again (espi.bulk: more of it came later) is a job of its own, holding all of the part
+        revision = f":r{part.revision}" if part.revision > 1 else ""
         # the run's own short transaction (the split holds none open): committed and published at once
         with writing(self.session) as session:
             rows = self._rows(session, part)
@@ -534,12 +540,15 @@ class _FanOut:
                 queued = jobs.enqueue(session, "ingest_bulk_part",
                                       {"custodian_id": self.custodian_id, "upstream_id": row.id,
                                        "path": str(own), "subscription_id": label, "bulk": self.bulk},
-                                      f"bulk-part:{self.job.job_id}:{self.job.generation}:{label}:{row.id}",
+                                      f"bulk-part:{self.job.job_id}:{self.job.generation}:{label}:{row.id}{revision}",
                                       queue="translate", now=self.ctx.now)
                 files.append((own, queued.state))
         if not rows:
-            self.unclaimed.append(label)
-            self.unclaimed_readings += part.readings
+            if label not in self._unclaimed_readings:
+                self.unclaimed.append(label)
+            # a revision holds the whole part: its readings replace those of the first hand-over
+            self.unclaimed_readings += part.readings - self._unclaimed_readings.get(label, 0)
+            self._unclaimed_readings[label] = part.readings
             path.unlink(missing_ok=True)
         for own, state in files:
             if state in (jobs.DONE, jobs.DEAD):  # a re-run of the bulk: that part was already dealt with
@@ -556,7 +565,8 @@ def _sftp_download(ctx: Context, custodian: Any, uri: str, job: Job) -> Path:
         _host, _port, _user, remote = sftp.parse_sftp_uri(uri)
         # named by the job and request: two bulk sets with the same file name never share a .part
         downloaded = sftp.download(custodian.sftp, remote, ctx.downloads() / "sftp",
-                                   dest_name=f"{job.job_id}-{job.generation}-{Path(remote).name}")
+                                   dest_name=f"{job.job_id}-{job.generation}-{Path(remote).name}",
+                                   timeout=ctx.config.custodian_timeout_seconds)
         transferred = max(0, downloaded.size - downloaded.resumed_from)  # this run's bytes, not the resumed ones
         metrics.sftp_bytes.labels(custodian.id).inc(transferred)
         run = activity()
@@ -616,6 +626,11 @@ def _link(source: Path, target: Path) -> Path:
 
 def _remove_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_empty_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rmdir()  # fails while parts remain
 
 
 def _remove_part(path: Path) -> None:
