@@ -73,9 +73,10 @@ def _bench_module(name: str, file: str):
     return module
 
 
-_data_api = _bench_module("bench_data_api", "data_api.py")
-expect, probe, basic_auth = _data_api.expect, _data_api.probe, _data_api.basic_auth
-tree_cpu_seconds, event_loop_factory = _data_api.tree_cpu_seconds, _data_api.event_loop_factory
+_helpers = _bench_module("bench_gateway", "gateway.py")  # as ``gateway`` it would shadow the gateway package
+probe, basic_auth = _helpers.probe, _helpers.basic_auth
+tree_cpu_seconds, event_loop_factory = _helpers.tree_cpu_seconds, _helpers.event_loop_factory
+PASSWORD = "sandbox"
 
 USAGE_SCOPE = "cds_usage_1"
 TEMPLATE_CUSTOMER = "template"
@@ -86,8 +87,14 @@ access_token_seconds = 86400
 [[test_customers]]
 customer_id = "{TEMPLATE_CUSTOMER}"
 name = "Template"
-password = "{_data_api.PASSWORD}"
+password = "{PASSWORD}"
 """
+
+
+def expect(response: httpx2.Response, status: int, what: str) -> httpx2.Response:
+    if response.status_code != status:
+        raise SystemExit(f"{what} answered {response.status_code} (expected {status}): {response.text[:800]}")
+    return response
 
 
 @dataclass
@@ -167,7 +174,7 @@ def consent(oauth: dict[str, Any], client: dict[str, Any], secret: str) -> None:
     action = re.search(r'<form method="post" action="([^"]+)"', page.text).group(1)
     approved = expect(probe("POST", action, data={"consent": handle, "decision": "approve",
                                                   "customer_id": TEMPLATE_CUSTOMER,
-                                                  "password": _data_api.PASSWORD}), 200, "POST consent")
+                                                  "password": PASSWORD}), 200, "POST consent")
     handle = re.search(r'name="continue" value="([^"]+)"', approved.text).group(1)
     action = re.search(r'<form method="post" action="([^"]+)" id="continue-form"', approved.text).group(1)
     answer = expect(probe("POST", action, data={"continue": handle}), 303, "POST continue")
