@@ -13,7 +13,10 @@ every access to one of our tables is a ``SEARCH`` (an index or the primary key n
 table or of a whole index; a temporary B-tree for ORDER BY then only sorts the rows that search found (one
 customer's segments, the jobs one state holds), never the table. PostgreSQL (``EXPLAIN (FORMAT JSON)`` with
 ``enable_seqscan`` off, so that the tiny test tables cannot hide a missing index behind a cheap sequential scan):
-no ``Seq Scan``, and every index scan has an ``Index Cond`` (an index scan without one reads the whole index).
+no ``Seq Scan``, and every index scan has an ``Index Cond`` (an index scan without one reads the whole index). On
+both, an index condition on the customer-data tables and the jobs must name the customer (or the row's own id; for
+jobs the state or id): an index that does not start from them, such as the primary key's ``kind`` of
+``data_objects``, would read every customer's rows.
 
 What reads a whole table by nature is listed in ``WHOLE_TABLE`` with its reason: the dashboard's count of grants by
 status (from its covering index alone) and its custodians' health (one row per configured custodian).
@@ -52,6 +55,10 @@ LISTINGS = {  # path → (scope, authorization details of the grant that reads i
     "usage-segments": ("cds_usage_1", {}),
 }
 OTHER_CUSTOMERS = ("customer-2", "customer-3")
+#: tables whose index conditions must name one of these columns: an index of the customer-data tables that does not
+#: start from the customer (say the primary key's ``kind``) reads every customer's rows of that kind
+NARROWED_BY = {"usage_segments": ("customer_id", "segment_id"), "data_objects": ("customer_id", "object_id"),
+               "jobs": ("state", "job_id", "dedupe_key", "waiting_for")}
 #: statements allowed to read a whole table or index, matched on their text, and why
 WHOLE_TABLE = {
     r"GROUP BY grants\.status": "the ops dashboard counts every grant by status (ix_grants_status alone, no row "
@@ -84,6 +91,10 @@ def sqlite_problems(connection, statement: str, parameters: Any) -> list[str]:
         scanned = re.match(r"SCAN (\w+)", detail)
         if scanned and scanned.group(1) in TABLES:
             problems.append(detail)
+        searched = re.match(r"SEARCH (\w+) .*\((.*)\)$", detail)
+        if searched and searched.group(1) in NARROWED_BY and not any(
+                re.search(rf"\b{column}[=<>]", searched.group(2)) for column in NARROWED_BY[searched.group(1)]):
+            problems.append(f"{detail}: not narrowed by {' or '.join(NARROWED_BY[searched.group(1)])}")
     return problems and [*problems, "plan: " + " | ".join(plan)]
 
 
@@ -93,14 +104,20 @@ def postgres_problems(connection, statement: str, parameters: Any) -> list[str]:
     plan = plan if isinstance(plan, list) else json.loads(plan)
     problems = []
 
-    def walk(node: dict[str, Any]) -> None:
-        kind, relation = node["Node Type"], node.get("Relation Name")
+    def walk(node: dict[str, Any], parent_relation: str | None = None) -> None:
+        kind, relation = node["Node Type"], node.get("Relation Name") or parent_relation
         if kind == "Seq Scan" and relation in TABLES:
             problems.append(f"Seq Scan on {relation} (filter {node.get('Filter')})")
-        if kind in ("Index Scan", "Index Only Scan", "Bitmap Index Scan") and "Index Cond" not in node:
-            problems.append(f"{kind} over the whole of {node.get('Index Name')} (filter {node.get('Filter')})")
+        if kind in ("Index Scan", "Index Only Scan", "Bitmap Index Scan"):
+            condition = node.get("Index Cond")
+            if condition is None:
+                problems.append(f"{kind} over the whole of {node.get('Index Name')} (filter {node.get('Filter')})")
+            elif relation in NARROWED_BY and not any(re.search(rf"\b{column}\b", condition)
+                                                     for column in NARROWED_BY[relation]):
+                problems.append(f"{kind} of {node.get('Index Name')} on {condition}: not narrowed by "
+                                f"{' or '.join(NARROWED_BY[relation])}")
         for child in node.get("Plans", ()):
-            walk(child)
+            walk(child, relation if kind == "Bitmap Heap Scan" else None)
 
     walk(plan[0]["Plan"])
     return problems
