@@ -14,6 +14,7 @@ load"`` leaves it out): bounded, on 127.0.0.1 only, real servers.
   write, no custodian contacted), and 100 ``ingest_file`` runs of one customer's day of hourly data each. The data
   must be exact: every one of those authorizations revoked, and each customer's stored readings the generator's
   count and exact decimal sum (espi.generate's own totals, independent of the translation).
+* **bench/scale.py --quick**: the scale benchmark's full run stays out of CI; its quick mode keeps it working.
 """
 
 from __future__ import annotations
@@ -341,3 +342,14 @@ def test_a_10000_job_backlog_drains_with_exact_data(tmp_path, postgres_url, redi
         engine.dispose()
         drop_database(database_url)
 
+
+
+# ------------------------------------------------------------------------------------------- the scale benchmark
+def test_scale_benchmark_runs_in_its_quick_mode(tmp_path):
+    """bench/scale.py's full run (1,000 customers × 90 days per backend, about 9 minutes) stays out of CI; its quick
+    mode keeps it working: stores of 2, 4 and 8 customers, one gateway each answering the same pages, no error."""
+    done = subprocess.run([sys.executable, "bench/scale.py", "--quick", "--backends", "sqlite"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| sqlite |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["2", "4", "8"], done.stdout
