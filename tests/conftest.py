@@ -75,6 +75,24 @@ def _enter_server(stack: contextlib.ExitStack, start):
     pytest.skip(str(missing))
 
 
+LOAD_REPORT = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def load_report(request):
+    """``load_report(lines)`` adds lines to the "load suite" section of the session's terminal summary: figures the
+    load suite (tests/test_load.py) prints in every run instead of asserting on them."""
+    return request.config.stash.setdefault(LOAD_REPORT, []).extend
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lines = config.stash.get(LOAD_REPORT, None)
+    if lines:
+        terminalreporter.section("load suite")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "postgresql: needs a real PostgreSQL server (postgres_url, database_url)")
     config.addinivalue_line("markers", "browser: needs Debian's chromium through Playwright (browser fixture)")
