@@ -239,9 +239,16 @@ def consent_token(oauth: dict[str, Any], client: dict[str, Any], secret: str, cu
     action = re.search(r'<form method="post" action="([^"]+)"', page.text)
     if not handle or not action:
         raise SystemExit("the consent page has no consent form")
-    approved = expect(probe("POST", action.group(1), data={
+    confirmation = expect(probe("POST", action.group(1), data={
         "consent": handle.group(1), "decision": "approve", "customer_id": customer, "password": PASSWORD}),
-        302, f"POST consent as {customer}")
+        200, f"POST consent as {customer}")
+    # The confirmation page shows the receipt's address; its Continue button makes the code (303 to the client).
+    handle = re.search(r'name="continue" value="([^"]+)"', confirmation.text)
+    action = re.search(r'<form method="post" action="([^"]+)" id="continue-form"', confirmation.text)
+    if not handle or not action:
+        raise SystemExit("the confirmation page has no Continue form")
+    approved = expect(probe("POST", action.group(1), data={"continue": handle.group(1)}), 303,
+                      "POST continue (confirmation page)")
     query = dict(parse_qsl(urlsplit(approved.headers["location"]).query))
     if query.get("state") != state or "code" not in query:
         raise SystemExit(f"the consent redirect carries no code for our state: {approved.headers['location']}")

@@ -50,12 +50,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import String, and_, func, literal, or_, select, type_coerce
+from sqlalchemy import String, and_, case, func, literal, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from cds.api_errors import CdsApiError, bad_request, page_link, query_datetime, space_list
 from cds.json_input import parse_json
-from cds.projection import ID_FIELDS, LISTINGS, Access, StoredSegments, listing_of, project, q_matches
+from cds.projection import ID_FIELDS, LISTINGS, NEEDS_BODY, Access, StoredSegments, listing_of, project, q_matches
 from cds.store.models import DataObject, UsageSegmentRow
 from cds.store.objects import data_object, rfc3339
 from cds.timestamps import OutOfCalendar, within_calendar
@@ -555,13 +555,30 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
 
     wanted = size + 1
     batch = wanted
-    found: list[tuple[str, dict[str, Any]]] = []
+    found: list[tuple[str, Any]] = []
     segments = StoredSegments(access)
+    stamps: dict[datetime, str] = {}  # a page's rows share a few timestamps (one ingest): each formatted once
+
+    def stamp(moment: datetime) -> str:
+        text = stamps.get(moment)
+        if text is None:
+            text = stamps[moment] = rfc3339(moment)
+        return text
+
+    # Without Python-side filters a segment is only written out: its JSON text, from its stored serving when the
+    # grant keeps it whole (the body is then not even read), else from its body (StoredSegments.serve_json).
+    # Filters need the projected object (StoredSegments.serve).
+    ordered = ordered.with_only_columns(*(_SEGMENT_COLUMNS if exact else _SERVING_COLUMNS))
+    connection = session.connection()
     while len(found) < wanted:
         query = ordered if position is None else ordered.where(_keyset(columns, position, forward))
-        rows = session.execute(query.limit(batch)).all()
-        for row in rows:
-            served = segments.serve(rfc3339(row.created), rfc3339(row.modified), rfc3339(row.synced), row.body)
+        rows = connection.execute(query.limit(batch)).all()
+        if exact:
+            served_rows = [segments.serve(stamp(row.created), stamp(row.modified), stamp(row.synced), row.body)
+                           for row in rows]
+        else:
+            served_rows = _serve_stored(connection, segments, rows, stamp)
+        for row, served in zip(rows, served_rows, strict=True):
             if served is not None and all(check(served) for check in exact):
                 found.append((row.segment_id, served))
                 if len(found) == wanted:
@@ -581,6 +598,30 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
 _KEY_COLUMNS = (UsageSegmentRow.account_number, UsageSegmentRow.contract_number, UsageSegmentRow.segment_start,
                 UsageSegmentRow.modified, UsageSegmentRow.segment_id)
 _SEGMENT_COLUMNS = (*_KEY_COLUMNS, UsageSegmentRow.created, UsageSegmentRow.synced, UsageSegmentRow.body)
+#: Without filters: the stored serving, and the body only where there is none.
+_SERVING_COLUMNS = (*_KEY_COLUMNS, UsageSegmentRow.created, UsageSegmentRow.synced, UsageSegmentRow.segment_end,
+                    UsageSegmentRow.serving, UsageSegmentRow.serving_shape,
+                    case((UsageSegmentRow.serving.is_(None), UsageSegmentRow.body)).label("body"))
+
+
+def _serve_stored(connection: Any, segments: StoredSegments, rows: Sequence[Any], stamp: Callable[[datetime], str]
+                  ) -> list[Any]:
+    """Each row's JSON (msgspec.Raw) or None (not shared): from its stored serving, else from its body, read in one
+    query for the rows that need it (a window's edges, a grant picking Value Set columns, an older body)."""
+    served: list[Any] = []
+    for row in rows:
+        if row.body is not None:
+            served.append(NEEDS_BODY)
+            continue
+        served.append(segments.serve_stored(row.segment_id, stamp(row.created), stamp(row.modified), stamp(row.synced),
+                                            row.segment_start, row.segment_end, row.serving, row.serving_shape))
+    missing = [row.segment_id for row, answer in zip(rows, served, strict=True)
+               if answer is NEEDS_BODY and row.body is None]
+    bodies = dict(connection.execute(select(UsageSegmentRow.segment_id, UsageSegmentRow.body)
+                                     .where(UsageSegmentRow.segment_id.in_(missing))).all()) if missing else {}
+    return [segments.serve_json(stamp(row.created), stamp(row.modified), stamp(row.synced),
+                                row.body if row.body is not None else bodies[row.segment_id])
+            if answer is NEEDS_BODY else answer for row, answer in zip(rows, served, strict=True)]
 
 
 def _row_key(row: Any) -> tuple:
