@@ -535,10 +535,12 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
         exact.append(lambda s, key=key, matching=matching: bool(set(s.get(key) or ()) & matching))
     if len(rules) == 1:
         statement = _narrow_by_meters(statement, rules[0].anchors.get("meter_devices", frozenset()), context)
+    # before/after: SQL compares the stored instants, which only a trimmed segment changes (checked when served)
+    window: list[Callable[[dict[str, Any]], bool]] = []
     if request.before is not None:
-        exact.append(lambda s: _at(s["segment_start"]) <= request.before)
+        window.append(lambda s: _at(s["segment_start"]) <= request.before)
     if request.after is not None:
-        exact.append(lambda s: _at(s["segment_end"]) >= request.after)
+        window.append(lambda s: _at(s["segment_end"]) >= request.after)
 
     columns = [(_text(table.account_number, session), True), (_text(table.contract_number, session), True),
                (table.segment_start, True), (table.modified, False), (table.segment_id, True)]
@@ -577,9 +579,9 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
             served_rows = [segments.serve(stamp(row.created), stamp(row.modified), stamp(row.synced), row.body)
                            for row in rows]
         else:
-            served_rows = _serve_stored(connection, segments, rows, stamp)
+            served_rows = _serve_stored(connection, segments, rows, stamp, window)
         for row, served in zip(rows, served_rows, strict=True):
-            if served is not None and all(check(served) for check in exact):
+            if served is not None and (not exact or all(check(served) for check in (*exact, *window))):
                 found.append((row.segment_id, served))
                 if len(found) == wanted:
                     break
@@ -604,10 +606,12 @@ _SERVING_COLUMNS = (*_KEY_COLUMNS, UsageSegmentRow.created, UsageSegmentRow.sync
                     case((UsageSegmentRow.serving.is_(None), UsageSegmentRow.body)).label("body"))
 
 
-def _serve_stored(connection: Any, segments: StoredSegments, rows: Sequence[Any], stamp: Callable[[datetime], str]
-                  ) -> list[Any]:
+def _serve_stored(connection: Any, segments: StoredSegments, rows: Sequence[Any], stamp: Callable[[datetime], str],
+                  window: Sequence[Callable[[dict[str, Any]], bool]]) -> list[Any]:
     """Each row's JSON (msgspec.Raw) or None (not shared): from its stored serving, else from its body, read in one
-    query for the rows that need it (a window's edges, a grant picking Value Set columns, an older body)."""
+    query for the rows that need it (a window's edges, a grant picking Value Set columns, an older body). A segment
+    served from its serving is whole, so the SQL's before/after on the stored instants was its ``window`` check;
+    one served from its body may be trimmed, so it is projected and checked."""
     served: list[Any] = []
     for row in rows:
         if row.body is not None:
@@ -619,9 +623,16 @@ def _serve_stored(connection: Any, segments: StoredSegments, rows: Sequence[Any]
                if answer is NEEDS_BODY and row.body is None]
     bodies = dict(connection.execute(select(UsageSegmentRow.segment_id, UsageSegmentRow.body)
                                      .where(UsageSegmentRow.segment_id.in_(missing))).all()) if missing else {}
-    return [segments.serve_json(stamp(row.created), stamp(row.modified), stamp(row.synced),
-                                row.body if row.body is not None else bodies[row.segment_id])
-            if answer is NEEDS_BODY else answer for row, answer in zip(rows, served, strict=True)]
+    for index, (row, answer) in enumerate(zip(rows, served, strict=True)):
+        if answer is NEEDS_BODY:
+            body = row.body if row.body is not None else bodies[row.segment_id]
+            stamps = (stamp(row.created), stamp(row.modified), stamp(row.synced))
+            if window:
+                answer = segments.serve(*stamps, body)
+                served[index] = answer if answer is not None and all(check(answer) for check in window) else None
+            else:
+                served[index] = segments.serve_json(*stamps, body)
+    return served
 
 
 def _row_key(row: Any) -> tuple:
