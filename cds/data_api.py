@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import String, and_, case, func, literal, or_, select, type_coerce
+from sqlalchemy import String, and_, bindparam, case, func, literal, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from cds.api_errors import CdsApiError, bad_request, page_link, query_datetime, space_list
@@ -568,26 +568,31 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
         return text
 
     # Without Python-side filters a segment is only written out: its JSON text, from its stored serving when the
-    # grant keeps it whole (the body is then not even read), else from its body (StoredSegments.serve_json).
+    # grant keeps it whole (the body is then not even read), else from its body (StoredSegments.serve_json); the
+    # page's ids are found first in key order (a sort over the small key columns only), then their texts by id.
     # Filters need the projected object (StoredSegments.serve).
-    ordered = ordered.with_only_columns(*(_SEGMENT_COLUMNS if exact else _SERVING_COLUMNS))
+    ordered = ordered.with_only_columns(*(_SEGMENT_COLUMNS if exact else _KEY_COLUMNS))
     connection = session.connection()
     while len(found) < wanted:
         query = ordered if position is None else ordered.where(_keyset(columns, position, forward))
-        rows = connection.execute(query.limit(batch)).all()
+        keys = connection.execute(query.limit(batch)).all()
         if exact:
+            rows = keys
             served_rows = [segments.serve(stamp(row.created), stamp(row.modified), stamp(row.synced), row.body)
                            for row in rows]
         else:
+            texts = {row.segment_id: row for row in connection.execute(
+                _SERVING_BY_ID, {"ids": [key.segment_id for key in keys]})} if keys else {}
+            rows = [texts[key.segment_id] for key in keys if key.segment_id in texts]  # none gone meanwhile
             served_rows = _serve_stored(connection, segments, rows, stamp, window)
         for row, served in zip(rows, served_rows, strict=True):
             if served is not None and (not exact or all(check(served) for check in (*exact, *window))):
                 found.append((row.segment_id, served))
                 if len(found) == wanted:
                     break
-        if len(rows) < batch:
+        if len(keys) < batch:
             break
-        position = _row_key(rows[-1])
+        position = _row_key(keys[-1])
     more = len(found) > size
     found = found[:size]
     if not forward:
@@ -600,10 +605,12 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
 _KEY_COLUMNS = (UsageSegmentRow.account_number, UsageSegmentRow.contract_number, UsageSegmentRow.segment_start,
                 UsageSegmentRow.modified, UsageSegmentRow.segment_id)
 _SEGMENT_COLUMNS = (*_KEY_COLUMNS, UsageSegmentRow.created, UsageSegmentRow.synced, UsageSegmentRow.body)
-#: Without filters: the stored serving, and the body only where there is none.
-_SERVING_COLUMNS = (*_KEY_COLUMNS, UsageSegmentRow.created, UsageSegmentRow.synced, UsageSegmentRow.segment_end,
-                    UsageSegmentRow.serving, UsageSegmentRow.serving_shape,
-                    case((UsageSegmentRow.serving.is_(None), UsageSegmentRow.body)).label("body"))
+#: Without filters, the page's segments by id: the stored serving, and the body only where there is none.
+_SERVING_BY_ID = select(
+    UsageSegmentRow.segment_id, UsageSegmentRow.created, UsageSegmentRow.modified, UsageSegmentRow.synced,
+    UsageSegmentRow.segment_start, UsageSegmentRow.segment_end, UsageSegmentRow.serving, UsageSegmentRow.serving_shape,
+    case((UsageSegmentRow.serving.is_(None), UsageSegmentRow.body)).label("body"),
+).where(UsageSegmentRow.segment_id.in_(bindparam("ids", expanding=True)))
 
 
 def _serve_stored(connection: Any, segments: StoredSegments, rows: Sequence[Any], stamp: Callable[[datetime], str],
