@@ -151,6 +151,10 @@ class CustomerObjects(Mapping[str, Sequence[Mapping[str, Any]]]):
                 select(DataObject.object_id).where(self._owned(), DataObject.kind == listing)))
         return found
 
+    def remember_ids(self, listing: str, ids: frozenset[str]) -> None:
+        """The ids :meth:`ids` would read, known from an earlier read of the same :meth:`version`."""
+        self._ids[listing] = ids
+
     def version(self) -> str:
         """A digest of every object's body hash and creation time (what an Access depends on: bodies, through
         ``body_hash``, and ``cds_created``); one indexed query, no body read. Timestamps move by whole seconds, so

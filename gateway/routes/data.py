@@ -164,7 +164,7 @@ class _Derived:
         self.scope_types = scope_types(descriptions)
         self.value_formats = value_formats(descriptions)
         self._size = size
-        self._accesses: OrderedDict[tuple, Access] = OrderedDict()
+        self._accesses: OrderedDict[tuple, tuple[Access, frozenset[str]]] = OrderedDict()  # with the meter ids
         self._lock = threading.Lock()
 
     def access(self, details: list[dict[str, Any]], grant: BearerGrant, objects: CustomerObjects, now: datetime
@@ -181,13 +181,15 @@ class _Derived:
                 if found is not None:
                     self._accesses.move_to_end(current)
             if found is not None:
-                return found
+                access, meters = found
+                objects.remember_ids("meter_devices", meters)  # the same rows: the same meters
+                return access
         version = objects.load_all()
         access = grant_access(details, objects, now, scope_types=self.scope_types,
                               value_formats=self.value_formats, granted_at=grant.created)
         if fixed is not None:
             with self._lock:
-                self._accesses[(*key, version)] = access
+                self._accesses[(*key, version)] = (access, objects.ids("meter_devices"))
                 while len(self._accesses) > self._size:
                     self._accesses.popitem(last=False)
         return access
