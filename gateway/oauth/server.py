@@ -143,6 +143,9 @@ _CREDENTIALS = select(Credential.credential_id, Credential.secret_hash, Credenti
     Credential.client_id == bindparam("client_id"))
 
 
+_INSERT_TOKEN = insert(Token)
+
+
 class OAuthToken(TokenMixin):
     """A stored token seen as an access token or as a refresh token (``kind``)."""
 
@@ -673,8 +676,10 @@ class GatewayServer(StarletteServerMixin, AuthorizationServer):
         details = request.details.effective if request.details is not None else []
         customer = request.user if isinstance(request.user, str) and request.user != client.client_id else None
         customer = customer or getattr(request, "customer_id", None)
-        # A Core INSERT: nothing reads the new row back in this request (no unit of work needed).
-        db().execute(insert(Token).values(
+        # A Core INSERT built once: nothing reads the new row back in this request (no unit of work needed).
+        db().execute(_INSERT_TOKEN, dict(
+            access_revoked=False,
+            refresh_revoked=False,
             access_token_hash=self.box.hash(token["access_token"]),
             refresh_token_hash=self.box.hash(token["refresh_token"]) if token.get("refresh_token") else None,
             client_id=client.get_client_id(),
