@@ -354,6 +354,8 @@ def parse_args() -> argparse.Namespace:
     database.add_argument("--postgres", action="store_true", help="store in a throwaway PostgreSQL cluster")
     database.add_argument("--database-url", metavar="URL", help="a PostgreSQL server (postgresql+psycopg://…) on "
                           "which to create a new database for the run (dropped at the end); default: SQLite")
+    parser.add_argument("--store-threads", type=int, help="the gateway's [gateway] store_threads (default: its "
+                        "configuration's default)")
     parser.add_argument("--keep-logs", type=Path, help="a directory for both servers' logs (default: discarded)")
     args = parser.parse_args()
     if args.concurrency < 1 or args.rounds < 1 or args.workers < 1 or args.seconds <= 0 or args.warmup < 0:
@@ -373,7 +375,10 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="greenbridge-bench-data-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
-        (work / "greenbridge.toml").write_text(CONFIG_TOML)
+        config = CONFIG_TOML
+        if args.store_threads:
+            config = config.replace("[gateway]\n", f"[gateway]\nstore_threads = {args.store_threads}\n", 1)
+        (work / "greenbridge.toml").write_text(config)
         env = {"GREENBRIDGE_CONFIG": str(work / "greenbridge.toml"), "GREENBRIDGE_DATA_DIR": str(work / "var"),
                "GREENBRIDGE_SECRET_KEY": secrets.token_urlsafe(32), "GREENBRIDGE_ISSUER": "http://127.0.0.1:{port}"}
         backend = "SQLite"

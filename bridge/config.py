@@ -162,6 +162,9 @@ class GatewayConfig:
     auth_failures_per_minute: int = 10
     auth_address_failures_per_minute: int = 100
     page_size: int = 100
+    # Threads per gateway process for the requests that only read and write the store (customer-data listings, the
+    # token endpoint): fewer threads contend less for the GIL under load; more processes (serve --workers) scale.
+    store_threads: int = 4
     # A custodian's 202 Accepted waits this long for its BatchList before the workers poll again (issue 6 item 3).
     deferred_timeout_seconds: int = 3600
     # How long a running job's lease lasts; its worker renews it every third of that. A job whose worker was killed
@@ -233,7 +236,7 @@ _INT_KEYS = {
     "max_body_bytes", "message_max_bytes", "access_token_seconds", "refresh_token_seconds",
     "authorization_code_seconds", "par_seconds", "auth_failures_per_minute", "auth_address_failures_per_minute",
     "page_size", "deferred_timeout_seconds", "job_lease_seconds", "notification_uri_cap",
-    "notification_jobs_per_minute",
+    "notification_jobs_per_minute", "store_threads",
 }
 _STR_KEYS = {"issuer", "database_url", "redis_url", "secret_key", "timezone", "segment_history", "operator_user",
              "operator_password"}

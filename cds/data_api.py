@@ -588,7 +588,7 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
             texts = {row.segment_id: row for row in connection.execute(
                 _SERVING_BY_ID, {"ids": [key.segment_id for key in keys]})} if keys else {}
             rows = [texts[key.segment_id] for key in keys if key.segment_id in texts]  # none gone meanwhile
-            served_rows = _serve_stored(connection, segments, rows, stamp, window)
+            served_rows = _serve_stored(connection, segments, rows, window)
         for row, served in zip(rows, served_rows, strict=True):
             if served is not None and (not exact or all(check(served) for check in (*exact, *window))):
                 found.append((row.segment_id, served))
@@ -609,27 +609,56 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
 _KEY_COLUMNS = (UsageSegmentRow.account_number, UsageSegmentRow.contract_number, UsageSegmentRow.segment_start,
                 UsageSegmentRow.modified, UsageSegmentRow.segment_id)
 _SEGMENT_COLUMNS = (*_KEY_COLUMNS, UsageSegmentRow.created, UsageSegmentRow.synced, UsageSegmentRow.body)
-#: Without filters, the page's segments by id: the stored serving, and the body only where there is none.
+#: Without filters, the page's segments by id: the stored serving, and the body only where there is none. The
+#: instants come as the driver gives them (:class:`_Instants` reads each distinct value once).
 _SERVING_BY_ID = select(
-    UsageSegmentRow.segment_id, UsageSegmentRow.created, UsageSegmentRow.modified, UsageSegmentRow.synced,
-    UsageSegmentRow.segment_start, UsageSegmentRow.segment_end, UsageSegmentRow.serving, UsageSegmentRow.serving_shape,
+    UsageSegmentRow.segment_id, *(type_coerce(column, String).label(column.key) for column in (
+        UsageSegmentRow.created, UsageSegmentRow.modified, UsageSegmentRow.synced, UsageSegmentRow.segment_start,
+        UsageSegmentRow.segment_end)),
+    UsageSegmentRow.serving, UsageSegmentRow.serving_shape,
     case((UsageSegmentRow.serving.is_(None), UsageSegmentRow.body)).label("body"),
 ).where(UsageSegmentRow.segment_id.in_(bindparam("ids", expanding=True)))
 
 
-def _serve_stored(connection: Any, segments: StoredSegments, rows: Sequence[Any], stamp: Callable[[datetime], str],
+class _Instants:
+    """Stored instants as the driver returns them (SQLite: ISO text; PostgreSQL: a naive datetime, both UTC, what
+    cds.store.types.UTCDateTime stores) → aware datetimes and RFC 3339 text, each distinct value converted once:
+    a page's timestamps are a few values shared by many rows."""
+
+    def __init__(self) -> None:
+        self._moments: dict[Any, datetime] = {}
+        self._texts: dict[Any, str] = {}
+
+    def moment(self, raw: Any) -> datetime:
+        found = self._moments.get(raw)
+        if found is None:
+            value = raw if isinstance(raw, datetime) else datetime.fromisoformat(raw)
+            found = self._moments[raw] = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return found
+
+    def text(self, raw: Any) -> str:
+        found = self._texts.get(raw)
+        if found is None:
+            found = self._texts[raw] = rfc3339(self.moment(raw))
+        return found
+
+
+def _serve_stored(connection: Any, segments: StoredSegments, rows: Sequence[Any],
                   window: Sequence[Callable[[dict[str, Any]], bool]]) -> list[Any]:
     """Each row's JSON (msgspec.Raw) or None (not shared): from its stored serving, else from its body, read in one
     query for the rows that need it (a window's edges, a grant picking Value Set columns, an older body). A segment
     served from its serving is whole, so the SQL's before/after on the stored instants was its ``window`` check;
     one served from its body may be trimmed, so it is projected and checked."""
     served: list[Any] = []
+    instants = _Instants()
+    text, moment = instants.text, instants.moment
     for row in rows:
         if row.body is not None:
             served.append(NEEDS_BODY)
             continue
-        served.append(segments.serve_stored(row.segment_id, stamp(row.created), stamp(row.modified), stamp(row.synced),
-                                            row.segment_start, row.segment_end, row.serving, row.serving_shape))
+        served.append(segments.serve_stored(row.segment_id, text(row.created), text(row.modified), text(row.synced),
+                                            moment(row.segment_start), moment(row.segment_end), row.serving,
+                                            row.serving_shape))
     missing = [row.segment_id for row, answer in zip(rows, served, strict=True)
                if answer is NEEDS_BODY and row.body is None]
     bodies = dict(connection.execute(select(UsageSegmentRow.segment_id, UsageSegmentRow.body)
@@ -637,7 +666,7 @@ def _serve_stored(connection: Any, segments: StoredSegments, rows: Sequence[Any]
     for index, (row, answer) in enumerate(zip(rows, served, strict=True)):
         if answer is NEEDS_BODY:
             body = row.body if row.body is not None else bodies[row.segment_id]
-            stamps = (stamp(row.created), stamp(row.modified), stamp(row.synced))
+            stamps = (text(row.created), text(row.modified), text(row.synced))
             if window:
                 answer = segments.serve(*stamps, body)
                 served[index] = answer if answer is not None and all(check(answer) for check in window) else None

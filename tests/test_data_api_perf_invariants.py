@@ -86,9 +86,9 @@ def set_meter_number(client, meter_id: str, number: str | None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- HTTP, end to end
-def test_segment_listings_are_byte_identical_to_the_general_path(tmp_path, monkeypatch):
+def test_segment_listings_are_byte_identical_to_the_general_path(tmp_path, monkeypatch, database_url):
     today = date.today()
-    with gateway_client(config(tmp_path, page_size=9)) as client:
+    with gateway_client(config(tmp_path, database_url, page_size=9)) as client:
         ingest(client, generated(tmp_path, "mixed.xml", usage_points=3, days=12, commodity="mixed",
                                  quality_gaps=True, start=today - timedelta(days=14)))
         ingest(client, generated(tmp_path, "net.xml", days=6, net_metering=True, start=today - timedelta(days=3),

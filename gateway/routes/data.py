@@ -230,7 +230,7 @@ def _endpoint(listing: str):
                                 data_set=grant.data_set)
 
         try:
-            result = await in_session(request, work)
+            result = await in_session(request, work, store_only=True)
         except BearerError as error:
             response = error.response()
             response.headers.update(NO_STORE)

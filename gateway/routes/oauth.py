@@ -85,7 +85,8 @@ async def token(request: Request) -> Response:
         return error.response()
     oauth_req = oauth_request(request, form=form)
     gateway = gateway_of(request)
-    response = await oauth_call(request, lambda session: gateway.oauth.create_token_response(oauth_req))
+    response = await oauth_call(request, lambda session: gateway.oauth.create_token_response(oauth_req),
+                                store_only=True)
     if response.status_code == 200:  # only issued tokens: the grant type is then one the server supports
         metrics.tokens_issued.labels(dict(form).get("grant_type", "")).inc()
     return response
