@@ -475,11 +475,6 @@ def _objects_page(listing: str, context: _Context, request: _Request, cursor: tu
 # --------------------------------------------------------------------------------------------------------------
 # Usage segments: narrowed and ordered in SQL, trimmed and projected in Python
 # --------------------------------------------------------------------------------------------------------------
-def _text(column: Any, session: Session) -> Any:
-    expression = func.coalesce(column, literal(""))
-    return expression.collate("C") if session.get_bind().dialect.name == "postgresql" else expression
-
-
 def _keyset(columns: list[tuple[Any, bool]], values: tuple, forward: bool) -> Any:
     """Rows strictly after (``forward``) or before ``values`` in the order of ``columns`` ((column, ascending))."""
     condition = None
@@ -496,21 +491,21 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
     if not rules or not customer_ids:
         return _Page()
     table = UsageSegmentRow
-    statement = select(*_SEGMENT_COLUMNS).where(table.customer_id.in_(customer_ids), table.data_set == data_set)
     starts, ends = [r.start for r in rules], [r.end for r in rules]
     hull_start = None if None in starts else min(starts)
     hull_end = None if None in ends else max(ends)
-    if hull_start is not None:
-        statement = statement.where(table.segment_end > hull_start)
-    if hull_end is not None:
-        statement = statement.where(table.segment_start < hull_end)
     cuts = [r.created_until for r in rules]
-    if None not in cuts:
-        statement = statement.where(table.created <= max(cuts))
-    if request.before is not None:
-        statement = statement.where(table.segment_start <= request.before)
-    if request.after is not None:
-        statement = statement.where(table.segment_end >= request.after)
+    cut = None if None in cuts else max(cuts)
+    # The customer, data set, windows and before/after are parameters of statements built once per shape
+    # (_filtered, _key_query); only list filters and meter narrowing (values in the SQL text) build anew.
+    dialect = session.get_bind().dialect.name
+    shape = (len(customer_ids) == 1, hull_start is not None, hull_end is not None, cut is not None,
+             request.before is not None, request.after is not None)
+    params: dict[str, Any] = {"data_set": data_set, "hull_start": hull_start, "hull_end": hull_end, "cut": cut,
+                              "before": request.before, "after": request.after}
+    params["customers" if len(customer_ids) > 1 else "customer"] = customer_ids if len(customer_ids) > 1 \
+        else customer_ids[0]
+    base = statement = _filtered(shape)
     exact: list[Callable[[dict[str, Any]], bool]] = []
     ids = request.lists.get("cds_usagesegment_ids")
     if ids is not None:
@@ -546,8 +541,7 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
     if request.after is not None:
         window.append(lambda s: _at(s["segment_end"]) >= request.after)
 
-    columns = [(_text(table.account_number, session), True), (_text(table.contract_number, session), True),
-               (table.segment_start, True), (table.modified, False), (table.segment_id, True)]
+    columns = _order_columns(dialect)
     forward = cursor is None or cursor[0] == "n"
     ordered = statement.order_by(*(column.asc() if ascending == forward else column.desc()
                                    for column, ascending in columns))
@@ -578,8 +572,13 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
     ordered = ordered.with_only_columns(*(_SEGMENT_COLUMNS if exact else _KEY_COLUMNS))
     connection = session.connection()
     while len(found) < wanted:
-        query = ordered if position is None else ordered.where(_keyset(columns, position, forward))
-        keys = connection.execute(query.limit(batch)).all()
+        if exact or statement is not base:
+            query = ordered if position is None else ordered.where(_keyset(columns, position, forward))
+            keys = connection.execute(query.limit(batch), params).all()
+        else:
+            keyset = {} if position is None else dict(zip(_KEYSET_NAMES, position, strict=True))
+            keys = connection.execute(_key_query(dialect, shape, forward, position is not None, batch),
+                                      {**params, **keyset}).all()
         if exact:
             rows = keys
             served_rows = [segments.serve(stamp(row.created), stamp(row.modified), stamp(row.synced), row.body)
@@ -603,6 +602,66 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
         found.reverse()
     page = _Page(items=[served for _, served in found])
     return _links(page, [row_id for row_id, _ in found], "usage_segments", forward, more, cursor is not None, link)
+
+
+_STATEMENTS: dict[tuple, Any] = {}  # built once per shape (a few per process), immutable, shared by threads
+_KEYSET_NAMES = ("k_account", "k_contract", "k_start", "k_modified", "k_id")
+
+
+def _filtered(shape: tuple[bool, ...]) -> Any:
+    """The usage segments of the customer(s) and data set inside the windows (bound parameters ``customer`` or
+    ``customers``, ``data_set``, ``hull_start``, ``hull_end``, ``cut``, ``before``, ``after``, as ``shape`` has
+    them), selecting the listing's columns."""
+    found = _STATEMENTS.get(("filtered", shape))
+    if found is None:
+        one, hull_start, hull_end, cut, before, after = shape
+        table = UsageSegmentRow
+        instant = table.segment_start.type
+        customer = table.customer_id == bindparam("customer") if one else \
+            table.customer_id.in_(bindparam("customers", expanding=True))
+        found = select(*_SEGMENT_COLUMNS).where(customer, table.data_set == bindparam("data_set"))
+        if hull_start:
+            found = found.where(table.segment_end > bindparam("hull_start", type_=instant))
+        if hull_end:
+            found = found.where(table.segment_start < bindparam("hull_end", type_=instant))
+        if cut:
+            found = found.where(table.created <= bindparam("cut", type_=instant))
+        if before:
+            found = found.where(table.segment_start <= bindparam("before", type_=instant))
+        if after:
+            found = found.where(table.segment_end >= bindparam("after", type_=instant))
+        found = _STATEMENTS.setdefault(("filtered", shape), found)
+    return found
+
+
+def _order_columns(dialect: str) -> list[tuple[Any, bool]]:
+    """The listing's order: (column, ascending) for account number, contract number (``""`` first, code point
+    order on both backends), segment start, modified (newest first), id."""
+    table = UsageSegmentRow
+    text = [func.coalesce(column, literal("")) for column in (table.account_number, table.contract_number)]
+    if dialect == "postgresql":
+        text = [expression.collate("C") for expression in text]
+    return [(text[0], True), (text[1], True), (table.segment_start, True), (table.modified, False),
+            (table.segment_id, True)]
+
+
+def _key_query(dialect: str, shape: tuple[bool, ...], forward: bool, after_position: bool, batch: int) -> Any:
+    """The page's key columns in the listing's order (backwards for a ``previous`` page), after the position
+    bound as ``k_account`` … ``k_id`` when ``after_position``: :func:`_filtered` ordered and limited, built once
+    per shape."""
+    key = ("keys", dialect, shape, forward, after_position, batch)
+    found = _STATEMENTS.get(key)
+    if found is None:
+        columns = _order_columns(dialect)
+        found = _filtered(shape).with_only_columns(*_KEY_COLUMNS).order_by(
+            *(column.asc() if ascending == forward else column.desc() for column, ascending in columns))
+        if after_position:
+            types = (String(), String(), UsageSegmentRow.segment_start.type, UsageSegmentRow.modified.type,
+                     String())
+            found = found.where(_keyset(columns, tuple(bindparam(name, type_=kind) for name, kind in
+                                                       zip(_KEYSET_NAMES, types, strict=True)), forward))
+        found = _STATEMENTS.setdefault(key, found.limit(batch))
+    return found
 
 
 #: What the listing reads of a usage segment row: its sort key, then what serving it needs (not the whole entity).
