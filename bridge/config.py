@@ -163,8 +163,9 @@ class GatewayConfig:
     auth_address_failures_per_minute: int = 100
     page_size: int = 100
     # Threads per gateway process for the requests that only read and write the store (customer-data listings, the
-    # token endpoint): fewer threads contend less for the GIL under load; more processes (serve --workers) scale.
-    store_threads: int = 4
+    # token endpoint): under load more threads only contend for the GIL (bench/data_api.py at 16 connections: 5.1,
+    # 6.7, 8.3 ms of CPU per page with 1, 2, 4 threads); more processes (serve --workers) scale instead.
+    store_threads: int = 1
     # A custodian's 202 Accepted waits this long for its BatchList before the workers poll again (issue 6 item 3).
     deferred_timeout_seconds: int = 3600
     # How long a running job's lease lasts; its worker renews it every third of that. A job whose worker was killed
