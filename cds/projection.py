@@ -336,6 +336,10 @@ class Access:
     end_date: date | None = None
     sync_until: datetime | None = None
     expires: datetime | None = None
+    #: What serving stored segments derives from this Access alone (:class:`StoredSegments`' memos: rules per
+    #: relations, visible ids, projected formats, decisions per shape), kept with it: a kept Access (the gateway
+    #: keeps one per grant and data version) serves its next pages without deriving them again.
+    memo: dict[str, dict[Any, Any]] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def infinite(self) -> bool:
@@ -1104,10 +1108,15 @@ class StoredSegments:
     def __init__(self, access: Access) -> None:
         self.access = access
         self._created_matters = any(rule.created_until is not None for rule in access.segment_rules)
-        self._rules: dict[tuple, SegmentRule | None] = {}
-        self._visible: dict[tuple[str, bytes], list[str]] = {}
-        self._formats: dict[tuple[int, bytes], tuple[list[int], list[dict[str, Any]], int | None]] = {}
-        self._decisions: dict[tuple[str | None, str], tuple[SegmentRule | None, list[bytes] | None]] = {}
+        # Every memo depends on the Access alone, so they live with it (Access.memo), shared by the requests that
+        # use it (plain dicts: under the GIL a value computed twice by two threads is the same value). The rules
+        # they hold keep the ids that the format memos are keyed by alive.
+        memo = access.memo
+        self._rules: dict[tuple, SegmentRule | None] = memo.setdefault("rules", {})
+        self._visible: dict[tuple, Any] = memo.setdefault("visible", {})
+        self._formats: dict[tuple, Any] = memo.setdefault("formats", {})
+        self._decisions: dict[tuple[str | None, str], tuple[SegmentRule | None, list[bytes] | None]] = \
+            memo.setdefault("decisions", {})
 
     def _rule(self, created: str, parts: dict[str, msgspec.Raw]) -> SegmentRule | None:
         """The sharing rule of a segment: it depends on cds_created and the related arrays only, so it is found
