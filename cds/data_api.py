@@ -543,8 +543,6 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
 
     columns = _order_columns(dialect)
     forward = cursor is None or cursor[0] == "n"
-    ordered = statement.order_by(*(column.asc() if ascending == forward else column.desc()
-                                   for column, ascending in columns))
     position: tuple | None = None
     if cursor is not None:
         anchor = session.execute(select(table.customer_id, table.data_set, *_KEY_COLUMNS)
@@ -569,10 +567,14 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
     # grant keeps it whole (the body is then not even read), else from its body (StoredSegments.serve_json); the
     # page's ids are found first in key order (a sort over the small key columns only), then their texts by id.
     # Filters need the projected object (StoredSegments.serve).
-    ordered = ordered.with_only_columns(*(_SEGMENT_COLUMNS if exact else _KEY_COLUMNS))
+    ordered = None  # only list filters and meter narrowing build their query (else _key_query's, built once)
     connection = session.connection()
     while len(found) < wanted:
         if exact or statement is not base:
+            if ordered is None:
+                ordered = statement.order_by(*(column.asc() if ascending == forward else column.desc()
+                                               for column, ascending in columns)
+                                             ).with_only_columns(*(_SEGMENT_COLUMNS if exact else _KEY_COLUMNS))
             query = ordered if position is None else ordered.where(_keyset(columns, position, forward))
             keys = connection.execute(query.limit(batch), params).all()
         else:
@@ -637,12 +639,16 @@ def _filtered(shape: tuple[bool, ...]) -> Any:
 def _order_columns(dialect: str) -> list[tuple[Any, bool]]:
     """The listing's order: (column, ascending) for account number, contract number (``""`` first, code point
     order on both backends), segment start, modified (newest first), id."""
-    table = UsageSegmentRow
-    text = [func.coalesce(column, literal("")) for column in (table.account_number, table.contract_number)]
-    if dialect == "postgresql":
-        text = [expression.collate("C") for expression in text]
-    return [(text[0], True), (text[1], True), (table.segment_start, True), (table.modified, False),
-            (table.segment_id, True)]
+    found = _STATEMENTS.get(("order", dialect))
+    if found is None:
+        table = UsageSegmentRow
+        text = [func.coalesce(column, literal("")) for column in (table.account_number, table.contract_number)]
+        if dialect == "postgresql":
+            text = [expression.collate("C") for expression in text]
+        found = _STATEMENTS.setdefault(("order", dialect), [
+            (text[0], True), (text[1], True), (table.segment_start, True), (table.modified, False),
+            (table.segment_id, True)])
+    return found
 
 
 def _key_query(dialect: str, shape: tuple[bool, ...], forward: bool, after_position: bool, batch: int) -> Any:
