@@ -458,3 +458,35 @@ def test_stored_segments_memos_keep_apart_what_differs():
         assert (expected is None) == (created > "2025")
         if expected is not None:
             assert expected["related_accounts"] == [] and expected["related_meterdevices"] == ["x1"]
+
+
+def test_migration_fills_the_serving_of_stored_segments(database_url):
+    """Segments stored before migration 0014 get the serving ingest now writes (segment_serving of their body);
+    a body with no such form stays NULL and is served from itself."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from cds.projection import segment_serving
+    from cds.store.engine import make_engine
+    from cds.store.migrate import alembic_config, upgrade
+
+    engine = make_engine(database_url)
+    config = alembic_config(database_url)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0013")
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    bodies = {"s1": _BODIES["canonical"].decode(), "s2": _BODIES["whitespace"].decode()}
+    with engine.begin() as connection:
+        for segment_id, body in bodies.items():
+            connection.execute(text(
+                "INSERT INTO usage_segments (segment_id, customer_id, data_set, source, created, modified, synced, "
+                "segment_start, segment_end, body, body_hash) VALUES (:id, 'c', '', 'x', :now, :now, :now, :now, "
+                ":now, :body, 'h')"), {"id": segment_id, "now": now, "body": body})
+    upgrade(engine)
+    with engine.connect() as connection:
+        found = {row[0]: (row[1], row[2]) for row in connection.execute(
+            text("SELECT segment_id, serving, serving_shape FROM usage_segments"))}
+    engine.dispose()
+    assert found == {"s1": segment_serving(bodies["s1"]), "s2": (None, None)}
+    assert found["s1"][0] is not None
