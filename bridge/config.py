@@ -162,9 +162,9 @@ class GatewayConfig:
     auth_failures_per_minute: int = 10
     auth_address_failures_per_minute: int = 100
     page_size: int = 100
-    # Threads per gateway process for the requests that only read and write the store (customer-data listings, the
-    # token endpoint): under load more threads only contend for the GIL (bench/data_api.py at 16 connections: 5.1,
-    # 6.7, 8.3 ms of CPU per page with 1, 2, 4 threads); more processes (serve --workers) scale instead.
+    # Threads per gateway process for the customer-data listings (they only read the store): under load more
+    # threads only contend for the GIL (bench/data_api.py at 16 connections: 5.1, 6.7, 8.3 ms of CPU per page with
+    # 1, 2, 4 threads); more processes (serve --workers) scale instead.
     store_threads: int = 1
     # A custodian's 202 Accepted waits this long for its BatchList before the workers poll again (issue 6 item 3).
     deferred_timeout_seconds: int = 3600

@@ -36,7 +36,7 @@ from bridge_stack import (
     source_totals,
 )
 from conftest import REPO, require_servers
-from gateway_helpers import COVERAGE_TOML, pkce_pair
+from gateway_helpers import COVERAGE_TOML, continue_to_client, pkce_pair
 from servers import (
     ServerUnavailable,
     create_database,
@@ -156,8 +156,7 @@ def consent(d: Deployment, client: CdsClient, customer_index: int) -> tuple[str,
     assert answer.status_code == 303, answer.text
     callback = at_sandbox(d.http, d.bridge.sandbox, answer.headers["location"], customer_index=customer_index)
     assert callback.startswith(d.issuer)
-    answer = d.http.get(callback)
-    assert answer.status_code == 302, answer.text
+    answer = continue_to_client(d.http, d.http.get(callback))  # the confirmation page first (issue 14 item 6)
     code = parse_qs(urlsplit(answer.headers["location"]).query)["code"][0]
     tokens = d.http.post(f"{d.issuer}/oauth/token", auth=(client.client_id, client.secret), data={
         "grant_type": "authorization_code", "code": code, "redirect_uri": client.redirect_uri,

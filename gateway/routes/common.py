@@ -43,8 +43,8 @@ def gateway_of(request: Request) -> Gateway:
 
 
 def store_limiter(request: Request) -> anyio.CapacityLimiter:
-    """The threads of this process for requests that only use the store (``[gateway] store_threads``), made once
-    per application on its event loop."""
+    """The threads of this process for requests that only use the store and never wait on one another (the
+    customer-data listings; ``[gateway] store_threads``), made once per application on its event loop."""
     state = request.app.state
     limiter = getattr(state, "store_limiter", None)
     if limiter is None:
