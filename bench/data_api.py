@@ -16,8 +16,8 @@ cluster, ``--database-url`` for a new database on an existing PostgreSQL server,
 gateway (``uvicorn --factory gateway.app:create_app``) on that store, with the same GREENBRIDGE_SECRET_KEY (random per
 run) for ingest and server. Tokens come from the real flow over HTTP: dynamic registration, an admin token, the
 code-flow client and its secret from the Clients and Credentials APIs, then PAR → authorize → consent form →
-code → token with PKCE, ``authorization_details [{"type": "cds_usage_1", "segment_start": "P3Y"}]``, one grant per
-customer:
+confirmation page (Continue) → code → token with PKCE,
+``authorization_details [{"type": "cds_usage_1", "segment_start": "P3Y"}]``, one grant per customer:
 
 * ``year``: customer-1 has one meter with ``--year-days`` (365) days of 15-minute data ending yesterday, i.e. one
   usage segment per local day (plus the segments the ingest derives from the feed's usage summaries). By default the
@@ -37,11 +37,14 @@ headers: a route match and a dictionary look-up. Both sides receive the same req
 header). Every page of the bare side is compared byte for byte with the gateway's before measuring. Non-2xx
 answers and transport errors are errors (warm-up included), printed loudly; the exit status is then 1.
 
-So the ratios price the gateway's whole request: Bearer token lookup (HMAC-SHA256, a Token row), the grant and its
-status, loading and grouping the customer's non-segment objects to compute the grant's access, the usage-segment
-query in key order (a cursor lookup on later pages), trimming and projecting each segment, and rendering JSON with
-exact decimals, all in one database transaction in Starlette's threadpool. The bare side's rps is often set by the
-load generator (see the note under the table); server CPU per request is not.
+So the ratios price the gateway's whole request: the Bearer token, its credential, client and grant in one query
+(cds.bearer_access), the grant's access (kept per process while the customer's objects keep their version, a
+digest read in the request's transaction), the page's segment ids in key order (a cursor lookup on later pages),
+their stored servings by id (the JSON ingest prepared, joined with the grant's projection of each segment's
+related ids and formats, decided once per shape; trimmed or column-picked segments from their bodies), rendering
+the page, all in one database transaction on the gateway's store thread (``[gateway] store_threads``,
+``--store-threads``). The bare side's rps is often set by the load generator (see the note under the table);
+server CPU per request is not.
 
     .venv/bin/python bench/data_api.py                               # 3 rounds × 4 targets × (2 + 10) s ≈ 2.5 min
     .venv/bin/python bench/data_api.py --seconds 3 --warmup 1 --rounds 1      # a quick check
@@ -239,9 +242,16 @@ def consent_token(oauth: dict[str, Any], client: dict[str, Any], secret: str, cu
     action = re.search(r'<form method="post" action="([^"]+)"', page.text)
     if not handle or not action:
         raise SystemExit("the consent page has no consent form")
-    approved = expect(probe("POST", action.group(1), data={
+    confirmation = expect(probe("POST", action.group(1), data={
         "consent": handle.group(1), "decision": "approve", "customer_id": customer, "password": PASSWORD}),
-        302, f"POST consent as {customer}")
+        200, f"POST consent as {customer}")
+    # The confirmation page shows the receipt's address; its Continue button makes the code (303 to the client).
+    handle = re.search(r'name="continue" value="([^"]+)"', confirmation.text)
+    action = re.search(r'<form method="post" action="([^"]+)" id="continue-form"', confirmation.text)
+    if not handle or not action:
+        raise SystemExit("the confirmation page has no Continue form")
+    approved = expect(probe("POST", action.group(1), data={"continue": handle.group(1)}), 303,
+                      "POST continue (confirmation page)")
     query = dict(parse_qsl(urlsplit(approved.headers["location"]).query))
     if query.get("state") != state or "code" not in query:
         raise SystemExit(f"the consent redirect carries no code for our state: {approved.headers['location']}")
@@ -347,6 +357,8 @@ def parse_args() -> argparse.Namespace:
     database.add_argument("--postgres", action="store_true", help="store in a throwaway PostgreSQL cluster")
     database.add_argument("--database-url", metavar="URL", help="a PostgreSQL server (postgresql+psycopg://…) on "
                           "which to create a new database for the run (dropped at the end); default: SQLite")
+    parser.add_argument("--store-threads", type=int, help="the gateway's [gateway] store_threads (default: its "
+                        "configuration's default)")
     parser.add_argument("--keep-logs", type=Path, help="a directory for both servers' logs (default: discarded)")
     args = parser.parse_args()
     if args.concurrency < 1 or args.rounds < 1 or args.workers < 1 or args.seconds <= 0 or args.warmup < 0:
@@ -366,7 +378,10 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="greenbridge-bench-data-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
-        (work / "greenbridge.toml").write_text(CONFIG_TOML)
+        config = CONFIG_TOML
+        if args.store_threads:
+            config = config.replace("[gateway]\n", f"[gateway]\nstore_threads = {args.store_threads}\n", 1)
+        (work / "greenbridge.toml").write_text(config)
         env = {"GREENBRIDGE_CONFIG": str(work / "greenbridge.toml"), "GREENBRIDGE_DATA_DIR": str(work / "var"),
                "GREENBRIDGE_SECRET_KEY": secrets.token_urlsafe(32), "GREENBRIDGE_ISSUER": "http://127.0.0.1:{port}"}
         backend = "SQLite"

@@ -48,6 +48,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bridge.from_espi import LISTINGS, ReadingAccount, TranslateOptions, Translation, translate
+from cds.projection import segment_serving
 from cds.store.models import DataObject, UsageSegmentRow
 from cds.store.objects import ID_FIELDS, OBJECT_KINDS, TIMESTAMPS
 
@@ -267,9 +268,11 @@ class _Writer:
     def segment_row(self, obj: dict[str, Any], numbers: _Numbers) -> dict[str, Any]:
         body, digest = _body(obj)
         account_number, contract_number = numbers.of("usage_segments", obj)
+        serving, shape = segment_serving(body) or (None, None)
         return {"segment_id": obj["cds_usagesegment_id"], "segment_start": _parse_utc(obj["segment_start"]),
                 "segment_end": _parse_utc(obj["segment_end"]), "body": body, "body_hash": digest,
-                "account_number": account_number, "contract_number": contract_number}
+                "account_number": account_number, "contract_number": contract_number, "serving": serving,
+                "serving_shape": shape}
 
     def upsert(self, model: type, id_column, kind: str, rows: list[dict[str, Any]]) -> None:
         """One batch: look the ids up, then insert the new, replace the changed and confirm the unchanged rows."""

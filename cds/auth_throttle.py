@@ -60,9 +60,11 @@ def blocked_for(session: Session, client_id: str | None, address: str, now: int)
 def clear(session: Session, client_id: str, address: str) -> None:
     """A successful authentication: the pair starts again from nothing (the address keeps its count)."""
     pair, _ = failure_keys(client_id, address)
-    row = session.get(AuthFailure, pair)
-    if row is not None:
-        session.delete(row)
+    # Every successful authentication asks: a column read, and a write only when there is something to clear (a
+    # DELETE of nothing would still take SQLite's write lock before the request's own writes).
+    if session.execute(select(AuthFailure.key).where(AuthFailure.key == pair)).first() is not None:
+        session.execute(delete(AuthFailure).where(AuthFailure.key == pair),
+                        execution_options={"synchronize_session": False})
 
 
 def record_failure(session: Session, client_id: str | None, address: str, now: int, limits: AuthLimits) -> None:

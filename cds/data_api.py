@@ -50,12 +50,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import String, and_, func, literal, or_, select, type_coerce
+from sqlalchemy import String, and_, bindparam, case, func, literal, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from cds.api_errors import CdsApiError, bad_request, page_link, query_datetime, space_list
 from cds.json_input import parse_json
-from cds.projection import ID_FIELDS, LISTINGS, Access, StoredSegments, listing_of, project, q_matches
+from cds.projection import ID_FIELDS, LISTINGS, NEEDS_BODY, Access, StoredSegments, listing_of, project, q_matches
 from cds.store.models import DataObject, UsageSegmentRow
 from cds.store.objects import data_object, rfc3339
 from cds.timestamps import OutOfCalendar, within_calendar
@@ -150,6 +150,10 @@ class CustomerObjects(Mapping[str, Sequence[Mapping[str, Any]]]):
             found = self._ids[listing] = frozenset(self._session.scalars(
                 select(DataObject.object_id).where(self._owned(), DataObject.kind == listing)))
         return found
+
+    def remember_ids(self, listing: str, ids: frozenset[str]) -> None:
+        """The ids :meth:`ids` would read, known from an earlier read of the same :meth:`version`."""
+        self._ids[listing] = ids
 
     def version(self) -> str:
         """A digest of every object's body hash and creation time (what an Access depends on: bodies, through
@@ -471,11 +475,6 @@ def _objects_page(listing: str, context: _Context, request: _Request, cursor: tu
 # --------------------------------------------------------------------------------------------------------------
 # Usage segments: narrowed and ordered in SQL, trimmed and projected in Python
 # --------------------------------------------------------------------------------------------------------------
-def _text(column: Any, session: Session) -> Any:
-    expression = func.coalesce(column, literal(""))
-    return expression.collate("C") if session.get_bind().dialect.name == "postgresql" else expression
-
-
 def _keyset(columns: list[tuple[Any, bool]], values: tuple, forward: bool) -> Any:
     """Rows strictly after (``forward``) or before ``values`` in the order of ``columns`` ((column, ascending))."""
     condition = None
@@ -492,21 +491,21 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
     if not rules or not customer_ids:
         return _Page()
     table = UsageSegmentRow
-    statement = select(*_SEGMENT_COLUMNS).where(table.customer_id.in_(customer_ids), table.data_set == data_set)
     starts, ends = [r.start for r in rules], [r.end for r in rules]
     hull_start = None if None in starts else min(starts)
     hull_end = None if None in ends else max(ends)
-    if hull_start is not None:
-        statement = statement.where(table.segment_end > hull_start)
-    if hull_end is not None:
-        statement = statement.where(table.segment_start < hull_end)
     cuts = [r.created_until for r in rules]
-    if None not in cuts:
-        statement = statement.where(table.created <= max(cuts))
-    if request.before is not None:
-        statement = statement.where(table.segment_start <= request.before)
-    if request.after is not None:
-        statement = statement.where(table.segment_end >= request.after)
+    cut = None if None in cuts else max(cuts)
+    # The customer, data set, windows and before/after are parameters of statements built once per shape
+    # (_filtered, _key_query); only list filters and meter narrowing (values in the SQL text) build anew.
+    dialect = session.get_bind().dialect.name
+    shape = (len(customer_ids) == 1, hull_start is not None, hull_end is not None, cut is not None,
+             request.before is not None, request.after is not None)
+    params: dict[str, Any] = {"data_set": data_set, "hull_start": hull_start, "hull_end": hull_end, "cut": cut,
+                              "before": request.before, "after": request.after}
+    params["customers" if len(customer_ids) > 1 else "customer"] = customer_ids if len(customer_ids) > 1 \
+        else customer_ids[0]
+    base = statement = _filtered(shape)
     exact: list[Callable[[dict[str, Any]], bool]] = []
     ids = request.lists.get("cds_usagesegment_ids")
     if ids is not None:
@@ -535,16 +534,15 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
         exact.append(lambda s, key=key, matching=matching: bool(set(s.get(key) or ()) & matching))
     if len(rules) == 1:
         statement = _narrow_by_meters(statement, rules[0].anchors.get("meter_devices", frozenset()), context)
+    # before/after: SQL compares the stored instants, which only a trimmed segment changes (checked when served)
+    window: list[Callable[[dict[str, Any]], bool]] = []
     if request.before is not None:
-        exact.append(lambda s: _at(s["segment_start"]) <= request.before)
+        window.append(lambda s: _at(s["segment_start"]) <= request.before)
     if request.after is not None:
-        exact.append(lambda s: _at(s["segment_end"]) >= request.after)
+        window.append(lambda s: _at(s["segment_end"]) >= request.after)
 
-    columns = [(_text(table.account_number, session), True), (_text(table.contract_number, session), True),
-               (table.segment_start, True), (table.modified, False), (table.segment_id, True)]
+    columns = _order_columns(dialect)
     forward = cursor is None or cursor[0] == "n"
-    ordered = statement.order_by(*(column.asc() if ascending == forward else column.desc()
-                                   for column, ascending in columns))
     position: tuple | None = None
     if cursor is not None:
         anchor = session.execute(select(table.customer_id, table.data_set, *_KEY_COLUMNS)
@@ -555,20 +553,51 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
 
     wanted = size + 1
     batch = wanted
-    found: list[tuple[str, dict[str, Any]]] = []
+    found: list[tuple[str, Any]] = []
     segments = StoredSegments(access)
+    stamps: dict[datetime, str] = {}  # a page's rows share a few timestamps (one ingest): each formatted once
+
+    def stamp(moment: datetime) -> str:
+        text = stamps.get(moment)
+        if text is None:
+            text = stamps[moment] = rfc3339(moment)
+        return text
+
+    # Without Python-side filters a segment is only written out: its JSON text, from its stored serving when the
+    # grant keeps it whole (the body is then not even read), else from its body (StoredSegments.serve_json); the
+    # page's ids are found first in key order (a sort over the small key columns only), then their texts by id.
+    # Filters need the projected object (StoredSegments.serve).
+    ordered = None  # only list filters and meter narrowing build their query (else _key_query's, built once)
+    connection = session.connection()
     while len(found) < wanted:
-        query = ordered if position is None else ordered.where(_keyset(columns, position, forward))
-        rows = session.execute(query.limit(batch)).all()
-        for row in rows:
-            served = segments.serve(rfc3339(row.created), rfc3339(row.modified), rfc3339(row.synced), row.body)
-            if served is not None and all(check(served) for check in exact):
+        if exact or statement is not base:
+            if ordered is None:
+                ordered = statement.order_by(*(column.asc() if ascending == forward else column.desc()
+                                               for column, ascending in columns)
+                                             ).with_only_columns(*(_SEGMENT_COLUMNS if exact else _KEY_COLUMNS))
+            query = ordered if position is None else ordered.where(_keyset(columns, position, forward))
+            keys = connection.execute(query.limit(batch), params).all()
+        else:
+            keyset = {} if position is None else dict(zip(_KEYSET_NAMES, position, strict=True))
+            keys = connection.execute(_key_query(dialect, shape, forward, position is not None, batch),
+                                      {**params, **keyset}).all()
+        if exact:
+            rows = keys
+            served_rows = [segments.serve(stamp(row.created), stamp(row.modified), stamp(row.synced), row.body)
+                           for row in rows]
+        else:
+            texts = {row.segment_id: row for row in connection.execute(
+                _SERVING_BY_ID, {"ids": [key.segment_id for key in keys]})} if keys else {}
+            rows = [texts[key.segment_id] for key in keys if key.segment_id in texts]  # none gone meanwhile
+            served_rows = _serve_stored(connection, segments, rows, window)
+        for row, served in zip(rows, served_rows, strict=True):
+            if served is not None and (not exact or all(check(served) for check in (*exact, *window))):
                 found.append((row.segment_id, served))
                 if len(found) == wanted:
                     break
-        if len(rows) < batch:
+        if len(keys) < batch:
             break
-        position = _row_key(rows[-1])
+        position = _row_key(keys[-1])
     more = len(found) > size
     found = found[:size]
     if not forward:
@@ -577,10 +606,138 @@ def _segments_page(session: Session, context: _Context, request: _Request, custo
     return _links(page, [row_id for row_id, _ in found], "usage_segments", forward, more, cursor is not None, link)
 
 
+_STATEMENTS: dict[tuple, Any] = {}  # built once per shape (a few per process), immutable, shared by threads
+_KEYSET_NAMES = ("k_account", "k_contract", "k_start", "k_modified", "k_id")
+
+
+def _filtered(shape: tuple[bool, ...]) -> Any:
+    """The usage segments of the customer(s) and data set inside the windows (bound parameters ``customer`` or
+    ``customers``, ``data_set``, ``hull_start``, ``hull_end``, ``cut``, ``before``, ``after``, as ``shape`` has
+    them), selecting the listing's columns."""
+    found = _STATEMENTS.get(("filtered", shape))
+    if found is None:
+        one, hull_start, hull_end, cut, before, after = shape
+        table = UsageSegmentRow
+        instant = table.segment_start.type
+        customer = table.customer_id == bindparam("customer") if one else \
+            table.customer_id.in_(bindparam("customers", expanding=True))
+        found = select(*_SEGMENT_COLUMNS).where(customer, table.data_set == bindparam("data_set"))
+        if hull_start:
+            found = found.where(table.segment_end > bindparam("hull_start", type_=instant))
+        if hull_end:
+            found = found.where(table.segment_start < bindparam("hull_end", type_=instant))
+        if cut:
+            found = found.where(table.created <= bindparam("cut", type_=instant))
+        if before:
+            found = found.where(table.segment_start <= bindparam("before", type_=instant))
+        if after:
+            found = found.where(table.segment_end >= bindparam("after", type_=instant))
+        found = _STATEMENTS.setdefault(("filtered", shape), found)
+    return found
+
+
+def _order_columns(dialect: str) -> list[tuple[Any, bool]]:
+    """The listing's order: (column, ascending) for account number, contract number (``""`` first, code point
+    order on both backends), segment start, modified (newest first), id."""
+    found = _STATEMENTS.get(("order", dialect))
+    if found is None:
+        table = UsageSegmentRow
+        text = [func.coalesce(column, literal("")) for column in (table.account_number, table.contract_number)]
+        if dialect == "postgresql":
+            text = [expression.collate("C") for expression in text]
+        found = _STATEMENTS.setdefault(("order", dialect), [
+            (text[0], True), (text[1], True), (table.segment_start, True), (table.modified, False),
+            (table.segment_id, True)])
+    return found
+
+
+def _key_query(dialect: str, shape: tuple[bool, ...], forward: bool, after_position: bool, batch: int) -> Any:
+    """The page's key columns in the listing's order (backwards for a ``previous`` page), after the position
+    bound as ``k_account`` … ``k_id`` when ``after_position``: :func:`_filtered` ordered and limited, built once
+    per shape."""
+    key = ("keys", dialect, shape, forward, after_position, batch)
+    found = _STATEMENTS.get(key)
+    if found is None:
+        columns = _order_columns(dialect)
+        found = _filtered(shape).with_only_columns(*_KEY_COLUMNS).order_by(
+            *(column.asc() if ascending == forward else column.desc() for column, ascending in columns))
+        if after_position:
+            types = (String(), String(), UsageSegmentRow.segment_start.type, UsageSegmentRow.modified.type,
+                     String())
+            found = found.where(_keyset(columns, tuple(bindparam(name, type_=kind) for name, kind in
+                                                       zip(_KEYSET_NAMES, types, strict=True)), forward))
+        found = _STATEMENTS.setdefault(key, found.limit(batch))
+    return found
+
+
 #: What the listing reads of a usage segment row: its sort key, then what serving it needs (not the whole entity).
 _KEY_COLUMNS = (UsageSegmentRow.account_number, UsageSegmentRow.contract_number, UsageSegmentRow.segment_start,
                 UsageSegmentRow.modified, UsageSegmentRow.segment_id)
 _SEGMENT_COLUMNS = (*_KEY_COLUMNS, UsageSegmentRow.created, UsageSegmentRow.synced, UsageSegmentRow.body)
+#: Without filters, the page's segments by id: the stored serving, and the body only where there is none. The
+#: instants come as the driver gives them (:class:`_Instants` reads each distinct value once).
+_SERVING_BY_ID = select(
+    UsageSegmentRow.segment_id, *(type_coerce(column, String).label(column.key) for column in (
+        UsageSegmentRow.created, UsageSegmentRow.modified, UsageSegmentRow.synced, UsageSegmentRow.segment_start,
+        UsageSegmentRow.segment_end)),
+    UsageSegmentRow.serving, UsageSegmentRow.serving_shape,
+    case((UsageSegmentRow.serving.is_(None), UsageSegmentRow.body)).label("body"),
+).where(UsageSegmentRow.segment_id.in_(bindparam("ids", expanding=True)))
+
+
+class _Instants:
+    """Stored instants as the driver returns them (SQLite: ISO text; PostgreSQL: a naive datetime, both UTC, what
+    cds.store.types.UTCDateTime stores) → aware datetimes and RFC 3339 text, each distinct value converted once:
+    a page's timestamps are a few values shared by many rows."""
+
+    def __init__(self) -> None:
+        self._moments: dict[Any, datetime] = {}
+        self._texts: dict[Any, str] = {}
+
+    def moment(self, raw: Any) -> datetime:
+        found = self._moments.get(raw)
+        if found is None:
+            value = raw if isinstance(raw, datetime) else datetime.fromisoformat(raw)
+            found = self._moments[raw] = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return found
+
+    def text(self, raw: Any) -> str:
+        found = self._texts.get(raw)
+        if found is None:
+            found = self._texts[raw] = rfc3339(self.moment(raw))
+        return found
+
+
+def _serve_stored(connection: Any, segments: StoredSegments, rows: Sequence[Any],
+                  window: Sequence[Callable[[dict[str, Any]], bool]]) -> list[Any]:
+    """Each row's JSON (msgspec.Raw) or None (not shared): from its stored serving, else from its body, read in one
+    query for the rows that need it (a window's edges, a grant picking Value Set columns, an older body). A segment
+    served from its serving is whole, so the SQL's before/after on the stored instants was its ``window`` check;
+    one served from its body may be trimmed, so it is projected and checked."""
+    served: list[Any] = []
+    instants = _Instants()
+    text, moment = instants.text, instants.moment
+    for row in rows:
+        if row.body is not None:
+            served.append(NEEDS_BODY)
+            continue
+        served.append(segments.serve_stored(row.segment_id, text(row.created), text(row.modified), text(row.synced),
+                                            moment(row.segment_start), moment(row.segment_end), row.serving,
+                                            row.serving_shape))
+    missing = [row.segment_id for row, answer in zip(rows, served, strict=True)
+               if answer is NEEDS_BODY and row.body is None]
+    bodies = dict(connection.execute(select(UsageSegmentRow.segment_id, UsageSegmentRow.body)
+                                     .where(UsageSegmentRow.segment_id.in_(missing))).all()) if missing else {}
+    for index, (row, answer) in enumerate(zip(rows, served, strict=True)):
+        if answer is NEEDS_BODY:
+            body = row.body if row.body is not None else bodies[row.segment_id]
+            stamps = (text(row.created), text(row.modified), text(row.synced))
+            if window:
+                answer = segments.serve(*stamps, body)
+                served[index] = answer if answer is not None and all(check(answer) for check in window) else None
+            else:
+                served[index] = segments.serve_json(*stamps, body)
+    return served
 
 
 def _row_key(row: Any) -> tuple:

@@ -106,6 +106,7 @@ __all__ = [
     "CUSTOMER_DATA_TYPES",
     "ID_FIELDS",
     "LISTINGS",
+    "NEEDS_BODY",
     "OPTIONAL_FIELDS",
     "Q_FIELDS",
     "REQUIRED_FIELDS",
@@ -120,6 +121,7 @@ __all__ = [
     "project",
     "q_matches",
     "scope_type_of",
+    "segment_serving",
     "serve_segment",
     "trim_segment",
     "trimmed_segment_id",
@@ -334,6 +336,10 @@ class Access:
     end_date: date | None = None
     sync_until: datetime | None = None
     expires: datetime | None = None
+    #: What serving stored segments derives from this Access alone (:class:`StoredSegments`' memos: rules per
+    #: relations, visible ids, projected formats, decisions per shape), kept with it: a kept Access (the gateway
+    #: keeps one per grant and data version) serves its next pages without deriving them again.
+    memo: dict[str, dict[Any, Any]] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def infinite(self) -> bool:
@@ -990,6 +996,24 @@ _TIMESTAMP_SET = frozenset(_TIMESTAMPS)
 _MAX_WIDTH = 64  # formats per segment checked column-wise; wider segments take the general path
 _ROW_DECODERS: dict[int, msgspec.json.Decoder] = {}
 _EXPONENT = re.compile(rb"e[-+0-9]")  # a float in exponent form (msgspec writes 1e-7, 1e16); keys such as "eu" pass
+_NEGATIVE_ZERO = re.compile(rb"[:,\[]-0[,\]}]")  # the integer -0, which decodes as 0
+
+
+def _plain_string(raw: bytes) -> bool:
+    """A JSON string without escapes: msgspec writes it back as is."""
+    return len(raw) >= 2 and raw[:1] == b'"' and raw[-1:] == b'"' and b"\\" not in raw
+
+
+_JSON = msgspec.json.Encoder(decimal_format="number")  # cds.jsonenc's encoding
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_.:|/-]+")
+_SLOT = b"\x01"  # segment_serving's place for a grant-dependent member
+#: :meth:`StoredSegments.serve_stored`'s answer for a segment that must be served from its body.
+NEEDS_BODY = object()
+
+
+def _plain_id(segment_id: str) -> bool:
+    """An id written into JSON as is (ingest's ids are hex digests; anything else is encoded by the general path)."""
+    return _PLAIN_ID.fullmatch(segment_id) is not None
 
 
 def _decode_exact(body: str | bytes) -> Any:
@@ -1018,6 +1042,55 @@ def _verbatim(text: bytes) -> bool:
             and b"\t" not in text and b"\r" not in text and _EXPONENT.search(text) is None)
 
 
+def segment_serving(body: str | bytes) -> tuple[str, str] | None:
+    """What a stored Usage Segment is served from when a grant keeps it whole (:meth:`StoredSegments.serve_stored`),
+    computed once at ingest: ``(text, shape)``, or None when the body has no such form (the listing then serves
+    it from its body).
+
+    ``text`` is the segment's JSON after its id and timestamps, as :meth:`StoredSegments.serve_json` writes it for
+    a grant that keeps every format and Value Set (extension keys left out, the Value Sets as stored), with a
+    slot (U+0001, which no JSON text holds unescaped) where each grant-dependent member's value goes: the formats
+    and the related arrays, in stored order. ``shape`` holds those members as stored: what a grant's decision
+    depends on (a segment's meter, account and format set, the same across many segments). Only bodies with the
+    id first and verbatim Value Sets (:func:`_verbatim`) of one width have a serving."""
+    text = body.encode() if isinstance(body, str) else bytes(body)
+    try:
+        parts = _PARTS.decode(text)
+    except msgspec.DecodeError:
+        return None
+    keys = list(parts)
+    if len(keys) < 4 or keys[0] != _SEGMENT_ID or keys[-1] != "values" or "formats" not in parts or \
+            "segment_start" not in parts or "segment_end" not in parts or not _TIMESTAMP_SET.isdisjoint(parts) or \
+            not _plain_string(bytes(parts[_SEGMENT_ID])):
+        return None
+    formats = _EXACT.decode(parts["formats"])
+    values = bytes(parts["values"])
+    if not isinstance(formats, list) or not 0 < len(formats) <= _MAX_WIDTH or \
+            not all(isinstance(fmt, Mapping) for fmt in formats) or values[:1] != b"[" or not _verbatim(values) or \
+            _NEGATIVE_ZERO.search(values) is not None:
+        return None
+    try:
+        _rows_decoder(len(formats)).decode(values)
+    except msgspec.ValidationError:
+        return None
+    pieces = []
+    shape = {}
+    for key in keys[1:-1]:
+        if key not in _SEGMENT_BODY_KEYS:
+            continue
+        raw = bytes(parts[key])
+        if key == "formats" or key in _SEGMENT_REFERENCES:
+            shape[key] = parts[key]
+            piece = _SLOT  # the grant's projection of the member goes here
+        elif key in ("segment_start", "segment_end") and _plain_string(raw):
+            piece = raw
+        else:
+            piece = _JSON.encode(_EXACT.decode(raw))
+        pieces += (b',"', key.encode(), b'":', piece)
+    pieces += (b',"values":', values, b"}")
+    return b"".join(pieces).decode(), _JSON.encode(shape).decode()
+
+
 class StoredSegments:
     """:func:`serve_segment` for one :class:`Access` over stored Usage Segments (one request's worth).
 
@@ -1035,9 +1108,178 @@ class StoredSegments:
     def __init__(self, access: Access) -> None:
         self.access = access
         self._created_matters = any(rule.created_until is not None for rule in access.segment_rules)
-        self._rules: dict[tuple, SegmentRule | None] = {}
-        self._visible: dict[tuple[str, bytes], list[str]] = {}
-        self._formats: dict[tuple[int, bytes], tuple[list[int], list[dict[str, Any]], int | None]] = {}
+        # Every memo depends on the Access alone, so they live with it (Access.memo), shared by the requests that
+        # use it (plain dicts: under the GIL a value computed twice by two threads is the same value). The rules
+        # they hold keep the ids that the format memos are keyed by alive.
+        memo = access.memo
+        self._rules: dict[tuple, SegmentRule | None] = memo.setdefault("rules", {})
+        self._visible: dict[tuple, Any] = memo.setdefault("visible", {})
+        self._formats: dict[tuple, Any] = memo.setdefault("formats", {})
+        self._decisions: dict[tuple[str | None, str], tuple[SegmentRule | None, list[bytes] | None]] = \
+            memo.setdefault("decisions", {})
+
+    def _rule(self, created: str, parts: dict[str, msgspec.Raw]) -> SegmentRule | None:
+        """The sharing rule of a segment: it depends on cds_created and the related arrays only, so it is found
+        once per distinct combination."""
+        related = tuple(None if raw is None else bytes(raw) for raw in map(parts.get, _SELECTION_KEYS))
+        rule_key = (created if self._created_matters else None, related)
+        try:
+            return self._rules[rule_key]
+        except KeyError:
+            probe: dict[str, Any] = {"cds_created": created}
+            for key, text in zip(_SELECTION_KEYS, related, strict=True):
+                if text is not None:
+                    probe[key] = _EXACT.decode(text)
+            rule = self._rules[rule_key] = self.access.segment_rule(probe)
+            return rule
+
+    def serve_stored(self, segment_id: str, created: str, modified: str, synced: str, segment_start: datetime,
+                     segment_end: datetime, text: str | None, shape: str | None) -> msgspec.Raw | object | None:
+        """The segment's JSON from its stored serving (:func:`segment_serving`), without reading its body: the
+        id, the timestamps and the stored text with the grant's projection of the shape's members in its slots,
+        when the grant keeps every format and Value Set (decided once per shape and, when a rule cuts by
+        creation, creation time), the segment lies inside its rule's window (the stored instants) and its
+        ``cds_synced`` is not capped. None: not shared. :data:`NEEDS_BODY`: serve it from its body
+        (:meth:`serve_json`)."""
+        if text is None or shape is None:
+            return NEEDS_BODY
+        decision_key = (created if self._created_matters else None, shape)
+        decision = self._decisions.get(decision_key)
+        if decision is None:
+            decision = self._decisions[decision_key] = self._decide(created, shape)
+        rule, members = decision
+        if rule is None:
+            return None
+        if members is None or (rule.start is not None and segment_start < rule.start) or \
+                (rule.end is not None and segment_end > rule.end) or \
+                (self.access.sync_until is not None and self._capped(synced)) or not _plain_id(segment_id):
+            return NEEDS_BODY
+        chunks = text.encode().split(_SLOT)
+        if len(chunks) != len(members) + 1:
+            return NEEDS_BODY
+        pieces = [f'{{"cds_usagesegment_id":"{segment_id}","cds_created":"{created}","cds_modified":"{modified}",'
+                  f'"cds_synced":"{synced}"'.encode(), chunks[0]]
+        for member, chunk in zip(members, chunks[1:], strict=True):
+            pieces += (member, chunk)
+        return msgspec.Raw(b"".join(pieces))
+
+    def _decide(self, created: str, shape: str) -> tuple[SegmentRule | None, list[bytes] | None]:
+        """The rule of the segments of one shape, and the text of each of the shape's members as :meth:`serve`
+        writes it (related arrays: the visible ids; formats: projected), or None when the rule does not keep every
+        format and Value Set."""
+        parts = _PARTS.decode(shape)
+        rule = self._rule(created, parts)
+        if rule is None or rule.value_formats is None or "formats" not in parts:
+            return rule, None
+        members = []
+        for key, raw in parts.items():
+            if key == "formats":
+                piece, _ = self._formats_json(bytes(raw), rule)
+                if piece is None:
+                    return rule, None
+            else:
+                piece = self._member_json(key, bytes(raw))
+            members.append(piece)
+        return rule, members
+
+    def serve_json(self, created: str, modified: str, synced: str, body: str | bytes) -> msgspec.Raw | None:
+        """The JSON text ``cds.jsonenc`` writes for :meth:`serve`'s answer (None: not shared), as msgspec.Raw.
+
+        When the segment lies inside its rule's window, keeps every format and Value Set and its ``cds_synced``
+        is not capped, and the stored body has the id first and ``values`` last, the text is put together from
+        the stored one: the id, the three timestamps, each other top-level member as stored (or its projection's
+        text, found once per distinct stored text: related ids, formats without extension keys; extension keys
+        left out) and the stored
+        Value Sets when :func:`_verbatim`. Nothing is decoded but the top-level keys and the window's two
+        instants. Anything else is :meth:`serve`, encoded."""
+        text = body.encode() if isinstance(body, str) else bytes(body)
+        whole = self._whole(created, modified, synced, text)
+        if whole is not None:
+            return whole
+        served = self.serve(created, modified, synced, body)
+        return None if served is None else msgspec.Raw(_JSON.encode(served))
+
+    def _whole(self, created: str, modified: str, synced: str, text: bytes) -> msgspec.Raw | None:
+        """:meth:`serve_json`'s text put together from the stored one, or None when the segment needs anything
+        more (or is not shared)."""
+        if self.access.sync_until is not None and self._capped(synced):
+            return None
+        try:
+            parts = _PARTS.decode(text)
+        except msgspec.DecodeError:
+            return None
+        keys = list(parts)
+        if len(keys) < 4 or keys[0] != _SEGMENT_ID or keys[-1] != "values" or "formats" not in parts or \
+                "segment_start" not in parts or "segment_end" not in parts or not _TIMESTAMP_SET.isdisjoint(parts):
+            return None
+        identifier = bytes(parts[_SEGMENT_ID])
+        if not _plain_string(identifier):
+            return None
+        rule = self._rule(created, parts)
+        if rule is None or rule.value_formats is None:
+            return None
+        start, end = _EXACT.decode(parts["segment_start"]), _EXACT.decode(parts["segment_end"])
+        if (rule.start is not None and _moment(start) < rule.start) or \
+                (rule.end is not None and _moment(end) > rule.end):
+            return None
+        pieces = [b'{"cds_usagesegment_id":', identifier,
+                  f',"cds_created":"{created}","cds_modified":"{modified}","cds_synced":"{synced}"'.encode()]
+        width = None
+        for key in keys[1:-1]:
+            if key not in _SEGMENT_BODY_KEYS:  # extension keys: not served
+                continue
+            raw = bytes(parts[key])
+            if key == "formats":
+                piece, width = self._formats_json(raw, rule)
+                if piece is None:
+                    return None
+            elif key in _SEGMENT_REFERENCES:
+                piece = self._member_json(key, raw)
+            elif key in ("segment_start", "segment_end") and _plain_string(raw):
+                piece = raw
+            else:
+                piece = self._member_json(key, raw)
+            pieces += (b',"', key.encode(), b'":', piece)
+        values = bytes(parts["values"])
+        if not width or width > _MAX_WIDTH or values[:1] != b"[" or not _verbatim(values) or \
+                _NEGATIVE_ZERO.search(values) is not None:
+            return None
+        try:
+            _rows_decoder(width).decode(values)  # every Value Set a list of exactly ``width`` members
+        except msgspec.ValidationError:
+            return None
+        pieces += (b',"values":', values, b"}")
+        return msgspec.Raw(b"".join(pieces))
+
+    def _capped(self, synced: str) -> bool:
+        """Whether ``cds_synced`` is shown as ``sync_until`` (:func:`_cap_synced`), once per text."""
+        memo = ("capped", synced)
+        found = self._visible.get(memo)
+        if found is None:
+            found = self._visible[memo] = _moment(synced) > self.access.sync_until
+        return found
+
+    def _member_json(self, key: str, raw: bytes) -> bytes:
+        """A top-level member's text as :meth:`serve` writes it (related ids: the visible ones), once per text."""
+        memo = ("json", key, raw)
+        found = self._visible.get(memo)
+        if found is None:
+            value = _EXACT.decode(raw)
+            if key in _SEGMENT_REFERENCES:
+                value = _visible_ids(value, _SEGMENT_REFERENCES[key], self.access)
+            found = self._visible[memo] = _JSON.encode(value)
+        return found
+
+    def _formats_json(self, raw: bytes, rule: SegmentRule) -> tuple[bytes | None, int | None]:
+        """The projected formats' text and how many formats are stored; None when the rule does not keep every
+        format (the Value Sets must then be picked)."""
+        memo = ("json", id(rule), raw)
+        found = self._formats.get(memo)
+        if found is None:
+            keep, projected, width = self._projected_formats(msgspec.Raw(raw), rule)
+            kept = width is not None and keep == list(range(width))
+            found = self._formats[memo] = (_JSON.encode(projected) if kept else None, width)
+        return found
 
     def serve(self, created: str, modified: str, synced: str, body: str | bytes) -> dict[str, Any] | None:
         try:
@@ -1048,17 +1290,7 @@ class StoredSegments:
                 not _TIMESTAMP_SET.isdisjoint(parts):
             return self._general(created, modified, synced, body)
         access = self.access
-        # The sharing rule depends on cds_created and the related arrays only: found once per distinct combination.
-        related = tuple(None if raw is None else bytes(raw) for raw in map(parts.get, _SELECTION_KEYS))
-        rule_key = (created if self._created_matters else None, related)
-        try:
-            rule = self._rules[rule_key]
-        except KeyError:
-            probe: dict[str, Any] = {"cds_created": created}
-            for key, text in zip(_SELECTION_KEYS, related, strict=True):
-                if text is not None:
-                    probe[key] = _EXACT.decode(text)
-            rule = self._rules[rule_key] = access.segment_rule(probe)
+        rule = self._rule(created, parts)
         if rule is None:
             return None
         start, end = _EXACT.decode(parts["segment_start"]), _EXACT.decode(parts["segment_end"])

@@ -16,6 +16,7 @@ ASGI middleware around the whole application.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -41,6 +42,21 @@ class RequestObservability:
         self.app = app
         self.trust_request_id = trust_request_id
         self.json_logs = json_logs
+        # Label children bound once per (method, route, status): a request then costs an increment and an
+        # observation, not a label look-up (routes and statuses are few: the keys stay bounded).
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[tuple[str, str], Any] = {}
+
+    def _record(self, method: str, route: str, status: int, seconds: float) -> None:
+        counter = self._counters.get((method, route, status))
+        if counter is None:
+            counter = self._counters[(method, route, status)] = metrics.http_requests.labels(method, route,
+                                                                                            str(status))
+        histogram = self._histograms.get((method, route))
+        if histogram is None:
+            histogram = self._histograms[(method, route)] = metrics.http_duration.labels(method, route)
+        counter.inc()
+        histogram.observe(seconds)
 
     def request_id(self, scope: Scope) -> str:
         if self.trust_request_id:
@@ -72,8 +88,7 @@ class RequestObservability:
             seconds = elapsed()
             route = route_template(scope)
             method = scope.get("method", "")
-            metrics.http_requests.labels(method, route, str(status)).inc()
-            metrics.http_duration.labels(method, route).observe(seconds)
+            self._record(method, route, status, seconds)
             if self.json_logs:
                 target = scope.get("path", "") + (f"?{scope['query_string'].decode('latin-1')}"
                                                   if scope.get("query_string") else "")

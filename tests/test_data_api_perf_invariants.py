@@ -25,6 +25,7 @@ import gateway.routes.data as data_routes
 from cds import jsonenc
 from cds.data_api import CustomerObjects, group_objects
 from cds.projection import (
+    NEEDS_BODY,
     SegmentRule,
     StoredSegments,
     expired_entries,
@@ -44,6 +45,12 @@ def reference_serve(self: StoredSegments, created: str, modified: str, synced: s
                "cds_modified": modified, "cds_synced": synced}
     segment.update(stored)
     return serve_segment(segment, self.access)
+
+
+def reference_serve_json(self: StoredSegments, created: str, modified: str, synced: str, body: str) -> Any:
+    """The general path's answer as the JSON text the listing writes."""
+    served = reference_serve(self, created, modified, synced, body)
+    return None if served is None else msgspec.Raw(jsonenc.encode(served))
 
 
 def uncached_access(self, details, grant, objects, now):
@@ -79,9 +86,9 @@ def set_meter_number(client, meter_id: str, number: str | None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- HTTP, end to end
-def test_segment_listings_are_byte_identical_to_the_general_path(tmp_path, monkeypatch):
+def test_segment_listings_are_byte_identical_to_the_general_path(tmp_path, monkeypatch, database_url):
     today = date.today()
-    with gateway_client(config(tmp_path, page_size=9)) as client:
+    with gateway_client(config(tmp_path, database_url, page_size=9)) as client:
         ingest(client, generated(tmp_path, "mixed.xml", usage_points=3, days=12, commodity="mixed",
                                  quality_gaps=True, start=today - timedelta(days=14)))
         ingest(client, generated(tmp_path, "net.xml", days=6, net_metering=True, start=today - timedelta(days=3),
@@ -116,10 +123,23 @@ def test_segment_listings_are_byte_identical_to_the_general_path(tmp_path, monke
             return [(f"{name} {url}", body) for name, first in requests
                     for url, body in pages(client, tokens[name], first)]
 
-        fast = answers()
+        spliced: list[bool] = []
+        stored = StoredSegments.serve_stored
+
+        def counted(self, *row):
+            answer = stored(self, *row)
+            spliced.append(isinstance(answer, msgspec.Raw))
+            return answer
+
+        with monkeypatch.context() as patch:
+            patch.setattr(StoredSegments, "serve_stored", counted)
+            fast = answers()
+        assert sum(spliced) > 100 and not all(spliced)  # both ways were taken: from the serving and from the body
         again = answers()  # served with the Accesses kept by the first pass
         with monkeypatch.context() as patch:
             patch.setattr(StoredSegments, "serve", reference_serve)
+            patch.setattr(StoredSegments, "serve_json", reference_serve_json)
+            patch.setattr(StoredSegments, "serve_stored", lambda self, *row: NEEDS_BODY)
             patch.setattr(data_routes._Derived, "access", uncached_access)
             general = answers()
         assert [url for url, _ in fast] == [url for url, _ in general]
@@ -313,6 +333,79 @@ def test_stored_segments_encode_as_the_general_path(body_name, access_name):
         assert jsonenc.encode(fast.serve(*stamps, body)) == expected
 
 
+@pytest.mark.parametrize("access_name", sorted(_ACCESSES))
+@pytest.mark.parametrize("body_name", sorted(_BODIES))
+def test_stored_segments_json_is_the_general_paths_encoding(body_name, access_name):
+    """serve_json (the stored body with the timestamps spliced in, when nothing changes) writes the bytes the
+    general path's answer encodes to, for every body and access above; None where the general path shares nothing."""
+    from cds.projection import Access
+
+    access = Access(listings=frozenset({"usage_segments", "meter_devices"}),
+                    visible={"meter_devices": frozenset({"m1"})}, segment_rules=_ACCESSES[access_name],
+                    sync_until=datetime(2025, 1, 1, 12, tzinfo=UTC) if access_name == "two rules" else None)
+    body = _BODIES[body_name].decode()
+    stamps = ("2025-01-01T10:00:00Z", "2025-01-01T11:00:00Z", "2025-01-01T12:30:00Z")
+    fast = StoredSegments(access)
+    for _ in range(2):  # the second time from the memos
+        try:
+            expected = reference_serve(fast, *stamps, body)
+        except Exception as error:
+            with pytest.raises(type(error)):
+                fast.serve_json(*stamps, body)
+            return
+        served = fast.serve_json(*stamps, body)
+        if expected is None:
+            assert served is None
+        else:
+            assert bytes(served) == jsonenc.encode(expected)
+
+
+@pytest.mark.parametrize("access_name", sorted(_ACCESSES))
+@pytest.mark.parametrize("body_name", sorted(_BODIES))
+def test_stored_serving_is_the_general_paths_encoding(body_name, access_name):
+    """serve_stored (ingest's segment_serving, the grant's decision per shape, the row's instants) writes the bytes
+    the general path's answer encodes to, or None where it shares nothing, or asks for the body."""
+    from cds.projection import Access, segment_serving
+
+    access = Access(listings=frozenset({"usage_segments", "meter_devices"}),
+                    visible={"meter_devices": frozenset({"m1"})}, segment_rules=_ACCESSES[access_name],
+                    sync_until=datetime(2025, 1, 1, 12, tzinfo=UTC) if access_name == "two rules" else None)
+    body = _BODIES[body_name].decode()
+    serving = segment_serving(body)
+    if serving is None:  # served from the body (the cases above)
+        assert body_name not in ("canonical", "one format", "no meter", "other meter", "empty values")
+        return
+    stored = json.loads(body)
+    instants = [datetime.fromisoformat(stored[k].replace("Z", "+00:00")) for k in ("segment_start", "segment_end")]
+    stamps = ("2025-01-01T10:00:00Z", "2025-01-01T11:00:00Z", "2025-01-01T12:30:00Z")
+    fast = StoredSegments(access)
+    expected = reference_serve(fast, *stamps, body)
+    for _ in range(2):  # the second time from the decision kept per shape
+        answer = fast.serve_stored(stored["cds_usagesegment_id"], *stamps, *instants, *serving)
+        if expected is None:
+            assert answer is None
+        elif answer is not NEEDS_BODY:
+            assert bytes(answer) == jsonenc.encode(expected)
+    if (body_name, access_name) in (("canonical", "everything"), ("no meter", "everything"),
+                                    ("one format", "cost only")):
+        assert isinstance(answer, msgspec.Raw)  # the serving was used
+
+
+def test_stored_segments_json_splices_a_segment_kept_whole():
+    """The splice is taken for an ingested-looking body the grant keeps whole (and not when anything changes)."""
+    access = grant_access([{"type": "cds_usage_1"}], {"meter_devices": [{"cds_meterdevice_id": "m1"}]}, _NOW)
+    stamps = ("a", "b", "c")
+    whole = StoredSegments(access)._whole(*stamps, _BODIES["canonical"])
+    assert whole is not None
+    assert bytes(whole) == jsonenc.encode(reference_serve(StoredSegments(access), *stamps,
+                                                          _BODIES["canonical"].decode()))
+    for changed in ("other meter", "extension values", "float exponents", "whitespace", "other order", "ragged"):
+        assert StoredSegments(access)._whole(*stamps, _BODIES[changed]) is None, changed
+    chosen = grant_access([{"type": "cds_usage_1", "include_usage_segment_value_types": ["f_cost"]}],
+                          {"meter_devices": [{"cds_meterdevice_id": "m1"}]}, _NOW)
+    assert StoredSegments(chosen)._whole(*stamps, _BODIES["canonical"]) is None
+
+
 def test_stored_segments_pass_canonical_values_through_unparsed():
     access = grant_access([{"type": "cds_usage_1"}], {"meter_devices": [{"cds_meterdevice_id": "m1"}]}, _NOW)
     served = StoredSegments(access).serve("a", "b", "c", _BODIES["canonical"].decode())
@@ -365,3 +458,35 @@ def test_stored_segments_memos_keep_apart_what_differs():
         assert (expected is None) == (created > "2025")
         if expected is not None:
             assert expected["related_accounts"] == [] and expected["related_meterdevices"] == ["x1"]
+
+
+def test_migration_fills_the_serving_of_stored_segments(database_url):
+    """Segments stored before migration 0014 get the serving ingest now writes (segment_serving of their body);
+    a body with no such form stays NULL and is served from itself."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from cds.projection import segment_serving
+    from cds.store.engine import make_engine
+    from cds.store.migrate import alembic_config, upgrade
+
+    engine = make_engine(database_url)
+    config = alembic_config(database_url)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0013")
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    bodies = {"s1": _BODIES["canonical"].decode(), "s2": _BODIES["whitespace"].decode()}
+    with engine.begin() as connection:
+        for segment_id, body in bodies.items():
+            connection.execute(text(
+                "INSERT INTO usage_segments (segment_id, customer_id, data_set, source, created, modified, synced, "
+                "segment_start, segment_end, body, body_hash) VALUES (:id, 'c', '', 'x', :now, :now, :now, :now, "
+                ":now, :body, 'h')"), {"id": segment_id, "now": now, "body": body})
+    upgrade(engine)
+    with engine.connect() as connection:
+        found = {row[0]: (row[1], row[2]) for row in connection.execute(
+            text("SELECT segment_id, serving, serving_shape FROM usage_segments"))}
+    engine.dispose()
+    assert found == {"s1": segment_serving(bodies["s1"]), "s2": (None, None)}
+    assert found["s1"][0] is not None

@@ -355,6 +355,11 @@ class UsageSegmentRow(Base):
     body_hash: Mapped[str] = mapped_column(String(64))
     account_number: Mapped[str | None] = mapped_column(String(128))
     contract_number: Mapped[str | None] = mapped_column(String(128))
+    # What the listing serves the segment from when a grant keeps it whole, written with the body
+    # (cds.projection.segment_serving): the JSON after the id and timestamps, and what a grant's decision reads.
+    # NULL: served from the body.
+    serving: Mapped[str | None] = mapped_column(Text)
+    serving_shape: Mapped[str | None] = mapped_column(Text)
 
 
 Index("ix_data_objects_customer_set_kind", DataObject.customer_id, DataObject.data_set, DataObject.kind)

@@ -40,7 +40,7 @@ from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse, Response
 
@@ -116,12 +116,11 @@ class OAuthClient(ClientMixin):
     def check_client_secret(self, client_secret: str) -> bool:
         now = int(time.time())
         digest = self.box.hash(client_secret)
-        credentials = db().scalars(select(Credential).where(Credential.client_id == self.row.client_id)).all()
-        for credential in credentials:
-            if credential.expires_at and credential.expires_at <= now:
+        for credential_id, secret_hash, expires_at in db().execute(_CREDENTIALS, {"client_id": self.row.client_id}):
+            if expires_at and expires_at <= now:
                 continue
-            if hmac.compare_digest(digest, credential.secret_hash):
-                self.credential_id = credential.credential_id
+            if hmac.compare_digest(digest, secret_hash):
+                self.credential_id = credential_id
                 return True
         return False
 
@@ -137,6 +136,14 @@ class OAuthClient(ClientMixin):
 
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in self.row.grant_types
+
+
+#: A client's credentials as client authentication compares them (built once; columns only, no entities).
+_CREDENTIALS = select(Credential.credential_id, Credential.secret_hash, Credential.expires_at).where(
+    Credential.client_id == bindparam("client_id"))
+
+
+_INSERT_TOKEN = insert(Token)
 
 
 class OAuthToken(TokenMixin):
@@ -669,7 +676,10 @@ class GatewayServer(StarletteServerMixin, AuthorizationServer):
         details = request.details.effective if request.details is not None else []
         customer = request.user if isinstance(request.user, str) and request.user != client.client_id else None
         customer = customer or getattr(request, "customer_id", None)
-        db().add(Token(
+        # A Core INSERT built once: nothing reads the new row back in this request (no unit of work needed).
+        db().execute(_INSERT_TOKEN, dict(
+            access_revoked=False,
+            refresh_revoked=False,
             access_token_hash=self.box.hash(token["access_token"]),
             refresh_token_hash=self.box.hash(token["refresh_token"]) if token.get("refresh_token") else None,
             client_id=client.get_client_id(),

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
+import anyio
+import anyio.to_thread
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -40,19 +42,33 @@ def gateway_of(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-async def in_session(request: Request, fn: Callable[[Session], T]) -> T:
-    """Run ``fn(session)`` in the threadpool inside one transaction (committed unless it raises)."""
+def store_limiter(request: Request) -> anyio.CapacityLimiter:
+    """The threads of this process for requests that only use the store and never wait on one another (the
+    customer-data listings; ``[gateway] store_threads``), made once per application on its event loop."""
+    state = request.app.state
+    limiter = getattr(state, "store_limiter", None)
+    if limiter is None:
+        limiter = state.store_limiter = anyio.CapacityLimiter(gateway_of(request).config.store_threads)
+    return limiter
+
+
+async def in_session(request: Request, fn: Callable[[Session], T], *, store_only: bool = False) -> T:
+    """Run ``fn(session)`` in the threadpool inside one transaction (committed unless it raises). ``store_only``:
+    ``fn`` waits on nothing but the store, so it runs on the store's few threads (:func:`store_limiter`)."""
     gateway = gateway_of(request)
 
     def call() -> T:
         with gateway.sessions() as session, session.begin():
             return fn(session)
 
+    if store_only:
+        return await anyio.to_thread.run_sync(call, limiter=store_limiter(request))
     return await run_in_threadpool(call)
 
 
-async def oauth_call(request: Request, fn: Callable[[Session], Response]) -> Response:
-    """Run an Authlib call with the session bound; commit only when the answer is a success or a redirect."""
+async def oauth_call(request: Request, fn: Callable[[Session], Response], *, store_only: bool = False) -> Response:
+    """Run an Authlib call with the session bound; commit only when the answer is a success or a redirect.
+    ``store_only`` as for :func:`in_session`."""
     gateway = gateway_of(request)
 
     def call() -> Response:
@@ -64,6 +80,8 @@ async def oauth_call(request: Request, fn: Callable[[Session], Response]) -> Res
                 session.rollback()
             return response
 
+    if store_only:
+        return await anyio.to_thread.run_sync(call, limiter=store_limiter(request))
     return await run_in_threadpool(call)
 
 

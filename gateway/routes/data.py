@@ -39,7 +39,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
@@ -47,10 +46,10 @@ from starlette.routing import Route
 
 from bridge.config import GatewayConfig
 from cds.api_errors import CdsApiError, query_dict
+from cds.bearer_access import BearerGrant, bearer_token
 from cds.data_api import CustomerObjects, list_objects
 from cds.grants import NO_ACCESS, effective_status
 from cds.projection import CUSTOMER_DATA_TYPES, LISTINGS, Access, expired_entries, grant_access
-from cds.store.models import Grant, Token
 from cds.urls import Urls
 from gateway.context import Gateway
 from gateway.oauth.server import BearerError
@@ -94,39 +93,39 @@ def _denied(description: str) -> ApiError:
     return ApiError(403, "access_denied", description)
 
 
-def _token_row(session: Session, gateway: Gateway, header: str | None) -> Token | None:
-    scheme, _, value = (header or "").partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        return None
-    return session.scalar(select(Token).where(Token.access_token_hash == gateway.box.hash(value.strip())))
-
-
 def _grant_admin(descriptions: Mapping[str, Any], scopes: list[str]) -> bool:
     return len(scopes) == 1 and scopes[0] in descriptions and _get(descriptions[scopes[0]], "type") == \
         "cds_grant_admin"
 
 
 def _authorize(session: Session, gateway: Gateway, header: str | None, now: datetime
-               ) -> tuple[list[dict[str, Any]], Grant]:
+               ) -> tuple[list[dict[str, Any]], BearerGrant]:
     """The effective authorization details and the grant behind the token, or BearerError (401/403) / ApiError (403
-    access_denied). A Grant Admin token (WG1-02 §3.3.2) "reaches the Grant's enabled scope": its grant's
-    ``enabled_scope`` and ``enabled_authorization_details`` stand in for the token's own."""
-    row = _token_row(session, gateway, header)
-    scopes = row.scope.split() if row is not None else []
-    data_scopes = _data_scopes(gateway.descriptions, row.scope) if row is not None else []
-    required = data_scopes[0] if data_scopes else (scopes[0] if scopes else "customer_data")
-    try:
-        context = gateway.oauth.run(session, gateway.oauth.authenticate_bearer, header, required)
-    except BearerError as error:
-        if error.status == 401 and row is not None and row.grant_id and \
-                row.issued_at + row.expires_in > int(now.timestamp()):
-            grant = session.get(Grant, row.grant_id)
-            if grant is not None and effective_status(grant, now) in NO_ACCESS:
-                raise _denied(f"The grant of this token is {effective_status(grant, now)}: it no longer gives "
-                              "access to customer data (CDS-WG1-02 §8.2).") from None
-        raise
-    grant = context.grant
-    details = list(context.token.authorization_details or ())
+    access_denied). The token, credential, client and grant come from one query (:mod:`cds.bearer_access`) and are
+    judged as the OAuth server's bearer check judges them. A Grant Admin token (WG1-02 §3.3.2) "reaches the Grant's
+    enabled scope": its grant's ``enabled_scope`` and ``enabled_authorization_details`` stand in for the token's own."""
+    if not header:
+        raise BearerError(401, "missing_token", "Bearer token required")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise BearerError(401, "invalid_request", "Authorization must be 'Bearer <token>'")
+    token = bearer_token(session, gateway.box.hash(value.strip()))
+    if token is None:
+        raise BearerError(401, "invalid_token", "Unknown access token")
+    expired = token.expired(now)
+    if expired or token.revoked(now):
+        grant = token.grant
+        if not expired and grant is not None and effective_status(grant, now) in NO_ACCESS:
+            raise _denied(f"The grant of this token is {effective_status(grant, now)}: it no longer gives "
+                          "access to customer data (CDS-WG1-02 §8.2).")
+        raise BearerError(401, "invalid_token",
+                          "The access token has expired" if expired else "The access token was revoked")
+    scopes = token.scope.split()
+    if not scopes:
+        raise BearerError(403, "insufficient_scope", "This API needs scope customer_data")
+    data_scopes = _data_scopes(gateway.descriptions, token.scope)
+    grant = token.grant
+    details = list(token.authorization_details or ())
     if not data_scopes and grant is not None and _grant_admin(gateway.descriptions, scopes):
         data_scopes = _data_scopes(gateway.descriptions, grant.enabled_scope)
         details = list(grant.enabled_authorization_details or ())
@@ -165,10 +164,11 @@ class _Derived:
         self.scope_types = scope_types(descriptions)
         self.value_formats = value_formats(descriptions)
         self._size = size
-        self._accesses: OrderedDict[tuple, Access] = OrderedDict()
+        self._accesses: OrderedDict[tuple, tuple[Access, frozenset[str]]] = OrderedDict()  # with the meter ids
         self._lock = threading.Lock()
 
-    def access(self, details: list[dict[str, Any]], grant: Grant, objects: CustomerObjects, now: datetime) -> Access:
+    def access(self, details: list[dict[str, Any]], grant: BearerGrant, objects: CustomerObjects, now: datetime
+               ) -> Access:
         try:
             fixed = json.dumps(details, sort_keys=True, separators=(",", ":"))
         except (TypeError, ValueError):  # not JSON data: no key, compute every time
@@ -181,13 +181,15 @@ class _Derived:
                 if found is not None:
                     self._accesses.move_to_end(current)
             if found is not None:
-                return found
+                access, meters = found
+                objects.remember_ids("meter_devices", meters)  # the same rows: the same meters
+                return access
         version = objects.load_all()
         access = grant_access(details, objects, now, scope_types=self.scope_types,
                               value_formats=self.value_formats, granted_at=grant.created)
         if fixed is not None:
             with self._lock:
-                self._accesses[(*key, version)] = access
+                self._accesses[(*key, version)] = (access, objects.ids("meter_devices"))
                 while len(self._accesses) > self._size:
                     self._accesses.popitem(last=False)
         return access
@@ -228,7 +230,7 @@ def _endpoint(listing: str):
                                 data_set=grant.data_set)
 
         try:
-            result = await in_session(request, work)
+            result = await in_session(request, work, store_only=True)
         except BearerError as error:
             response = error.response()
             response.headers.update(NO_STORE)

@@ -85,6 +85,8 @@ async def token(request: Request) -> Response:
         return error.response()
     oauth_req = oauth_request(request, form=form)
     gateway = gateway_of(request)
+    # On the general threadpool: concurrent token requests of one process must run side by side (a refresh token's
+    # guarded rotation is decided between them, tests/test_token_lifecycle.py).
     response = await oauth_call(request, lambda session: gateway.oauth.create_token_response(oauth_req))
     if response.status_code == 200:  # only issued tokens: the grant type is then one the server supports
         metrics.tokens_issued.labels(dict(form).get("grant_type", "")).inc()
