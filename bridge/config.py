@@ -166,6 +166,9 @@ class GatewayConfig:
     # threads only contend for the GIL (bench/data_api.py at 16 connections: 5.1, 6.7, 8.3 ms of CPU per page with
     # 1, 2, 4 threads); more processes (serve --workers) scale instead.
     store_threads: int = 1
+    # The token endpoint answers a plain client_credentials or refresh_token request in a few Core statements
+    # (gateway.oauth.fast_token); false sends every request through Authlib (the same answers, slower).
+    token_fast_path: bool = True
     # A custodian's 202 Accepted waits this long for its BatchList before the workers poll again (issue 6 item 3).
     deferred_timeout_seconds: int = 3600
     # How long a running job's lease lasts; its worker renews it every third of that. A job whose worker was killed
@@ -247,7 +250,7 @@ _INT_KEYS = {
 }
 _STR_KEYS = {"issuer", "database_url", "redis_url", "secret_key", "timezone", "segment_history", "operator_user",
              "operator_password"}
-_BOOL_KEYS = {"demo", "json_logs", "trust_request_id"}
+_BOOL_KEYS = {"demo", "json_logs", "trust_request_id", "token_fast_path"}
 _BOOL_WORDS = {"1": True, "true": True, "on": True, "yes": True, "0": False, "false": False, "off": False, "no": False}
 _SMTP_TLS = ("starttls", "tls", "none")
 
