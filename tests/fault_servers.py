@@ -174,19 +174,24 @@ def fault_proxy(**settings) -> Iterator[FaultProxy]:
         yield proxy
     finally:
         proxy.release()
+        _shut_down(loop, server)
 
-        async def stop():
-            server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 5)
-            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
+def _shut_down(loop, server) -> None:
+    """Close ``server``, cancel what still runs on its loop (held or stalled connections), and stop the loop."""
+
+    async def stop():
+        server.close()
         with contextlib.suppress(Exception):
-            loop.call(stop())
-        loop.stop()
+            await asyncio.wait_for(server.wait_closed(), 5)
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    with contextlib.suppress(Exception):
+        loop.call(stop())
+    loop.stop()
 
 
 class _ThreadsafeEvent:
@@ -275,15 +280,4 @@ def cutting_sftp_server(directory: Path, cut_after: int, user: str = "bulk") -> 
     try:
         yield state
     finally:
-        async def stop():
-            server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 5)
-            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        with contextlib.suppress(Exception):
-            loop.call(stop())
-        loop.stop()
+        _shut_down(loop, server)
